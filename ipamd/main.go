@@ -1,0 +1,67 @@
+// Command ipamd is v6cni's per-node daemon: it owns all address state (in
+// etcd, embedded or external), claims blocks for its node and serves the
+// IPAM plugins on a root-only unix socket.
+//
+//	ipamd [serve] [flags]      run the daemon (the default)
+//	ipamd state [flags]        show pools, blocks and addresses in use
+//	ipamd version              print the version
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+)
+
+// version is set at build time (-ldflags "-X main.version=…").
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "ipamd:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, stderr)
+	case "state":
+		return state(args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "ipamd", version)
+		return nil
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+}
+
+const usage = `usage:
+  ipamd [serve] [flags]   run the daemon (ipamd serve -h for flags)
+  ipamd state [flags]     show pools, blocks and addresses in use
+  ipamd version           print the version
+`
+
+func newLogger(w io.Writer, format string) (*slog.Logger, error) {
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	default:
+		return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
+	}
+}

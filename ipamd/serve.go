@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/v6cni/v6cni/pkg/allocator"
+	"github.com/v6cni/v6cni/pkg/etcdembed"
+	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/ipamserver"
+	"github.com/v6cni/v6cni/pkg/store"
+)
+
+// nodeTTL is how long a node record outlives its ipamd.
+const nodeTTL = 30 * time.Second
+
+func serve(args []string, stderr io.Writer) error {
+	host, _ := os.Hostname()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	nodeName := fs.String("node-name", host, "name of this node in the cluster")
+	socket := fs.String("socket", ipamconf.DefaultSocket, "unix socket the IPAM plugins call (created 0600)")
+	dataDir := fs.String("data-dir", "/var/lib/v6cni", "data directory of the embedded etcd (unused with --etcd-endpoints)")
+	endpoints := fs.String("etcd-endpoints", "", "comma-separated URLs of an external etcd cluster; empty: run an embedded etcd")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+	if *nodeName == "" {
+		return errors.New("--node-name: empty (and no hostname to default to)")
+	}
+	log, err := newLogger(stderr, *logFormat)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	eps := splitList(*endpoints)
+	var embedded *etcdembed.Server
+	if len(eps) == 0 {
+		startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		embedded, err = etcdembed.Start(startCtx, *dataDir, log)
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer embedded.Close()
+		eps = []string{embedded.Endpoint()}
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   eps,
+		DialTimeout: 5 * time.Second,
+		Logger:      nopZap(),
+	})
+	if err != nil {
+		return fmt.Errorf("etcd client for %s: %w", strings.Join(eps, ","), err)
+	}
+	defer cli.Close()
+	st := store.New(cli)
+
+	initCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := st.Ping(initCtx); err != nil {
+		return fmt.Errorf("etcd at %s: %w", strings.Join(eps, ","), err)
+	}
+	if err := st.RegisterNode(ctx, store.Node{Name: *nodeName, Started: time.Now().UTC()}, nodeTTL); err != nil {
+		return err
+	}
+	alloc, err := allocator.New(initCtx, st, *nodeName, log)
+	if err != nil {
+		return err
+	}
+	cancel()
+
+	l, err := ipamserver.Listen(*socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(*socket)
+	srv := ipamserver.New(alloc, st, log)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	log.Info("ipamd serving", "version", version, "node", *nodeName, "socket", *socket, "etcd", strings.Join(eps, ","))
+
+	var etcdErr <-chan error
+	if embedded != nil {
+		etcdErr = embedded.Err()
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("ipamd stopping")
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", *socket, err)
+	case err := <-etcdErr:
+		return fmt.Errorf("embedded etcd: %w", err)
+	}
+	shutCtx, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	return srv.Shutdown(shutCtx)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

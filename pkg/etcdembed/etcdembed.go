@@ -1,0 +1,107 @@
+// Package etcdembed runs the single-member etcd that ipamd embeds when no
+// external etcd is configured. It listens only on unix sockets inside its
+// data directory, so nothing on the network can reach it and several ipamd
+// processes on one host never fight over ports.
+package etcdembed
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// maxSocketPath is the kernel's limit on a unix socket path (sun_path), less
+// the terminating NUL.
+const maxSocketPath = 107
+
+// Server is a running embedded etcd.
+type Server struct {
+	etcd     *embed.Etcd
+	endpoint string
+}
+
+// Start starts an embedded etcd whose data lives in dir/etcd and returns once
+// it serves clients, or ctx ends.
+func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd: data dir %q: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded etcd: create data dir %s: %w", dir, err)
+	}
+	clientSock := filepath.Join(dir, "etcd-client.sock")
+	peerSock := filepath.Join(dir, "etcd-peer.sock")
+	if len(peerSock) > maxSocketPath {
+		return nil, fmt.Errorf("embedded etcd: data dir %s is too long for a unix socket path (max %d bytes with %q)",
+			dir, maxSocketPath, filepath.Base(peerSock))
+	}
+	// Sockets left by a killed process would make the listen fail.
+	for _, s := range []string{clientSock, peerSock} {
+		if err := os.Remove(s); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("embedded etcd: remove stale socket %s: %w", s, err)
+		}
+	}
+
+	cu := url.URL{Scheme: "unix", Path: clientSock}
+	pu := url.URL{Scheme: "unix", Path: peerSock}
+	cfg := embed.NewConfig()
+	cfg.Name = "ipamd"
+	cfg.Dir = filepath.Join(dir, "etcd")
+	cfg.ListenClientUrls = []url.URL{cu}
+	cfg.AdvertiseClientUrls = []url.URL{cu}
+	cfg.ListenPeerUrls = []url.URL{pu}
+	cfg.AdvertisePeerUrls = []url.URL{pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	cfg.ListenClientHttpUrls = nil
+	cfg.ListenMetricsUrls = nil
+	// One member, a few MiB of state: keep the defaults' safety (fsync) but
+	// compact history so the database does not grow with every ADD/DEL.
+	cfg.AutoCompactionMode = "periodic"
+	cfg.AutoCompactionRetention = "1h"
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd in %s: %w", cfg.Dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s: %w", cfg.Dir, err)
+	case <-ctx.Done():
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s: not ready: %w", cfg.Dir, ctx.Err())
+	}
+	log.Info("embedded etcd ready", "dir", cfg.Dir, "endpoint", cu.String())
+	return &Server{etcd: e, endpoint: cu.String()}, nil
+}
+
+// Endpoint is the client URL to give clientv3.
+func (s *Server) Endpoint() string { return s.endpoint }
+
+// Err reports a fatal error of the running server.
+func (s *Server) Err() <-chan error { return s.etcd.Err() }
+
+// Close stops the server, letting in-flight requests finish (bounded).
+func (s *Server) Close() {
+	done := make(chan struct{})
+	go func() {
+		s.etcd.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+}

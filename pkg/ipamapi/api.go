@@ -1,0 +1,68 @@
+// Package ipamapi is the protocol between v6cni's IPAM plugins and ipamd:
+// HTTP/JSON over ipamd's unix socket, versioned by path. It holds the wire
+// types and a small client; it links neither etcd nor gRPC, so plugins can
+// use it.
+//
+// Every verb is a POST of a Request. A success is 200 with a verb-specific
+// body (ADD: a CNI 1.1.0 result). A failure is a non-2xx status with a CNI
+// error object ({code, msg, details}) as body, which the plugin prints as its
+// own error, so the code ipamd chose reaches the runtime unchanged.
+package ipamapi
+
+import (
+	"encoding/json"
+)
+
+// Paths of the verbs, version 1.
+const (
+	PathAdd    = "/v1/add"
+	PathDel    = "/v1/del"
+	PathCheck  = "/v1/check"
+	PathStatus = "/v1/status"
+	PathGC     = "/v1/gc"
+	PathState  = "/v1/state"
+)
+
+// Request is one CNI call forwarded by an IPAM plugin.
+type Request struct {
+	// Network is the network name from the configuration.
+	Network string `json:"network"`
+	// ContainerID, IfName and Netns are CNI_CONTAINERID, CNI_IFNAME and
+	// CNI_NETNS; (Network, ContainerID, IfName) names one attachment.
+	ContainerID string `json:"containerID,omitempty"`
+	IfName      string `json:"ifName,omitempty"`
+	Netns       string `json:"netns,omitempty"`
+	// Args is CNI_ARGS as the runtime set it.
+	Args string `json:"args,omitempty"`
+	// Config is the network configuration exactly as the plugin read it on
+	// stdin (ipam section, runtimeConfig, args, prevResult, GC lists).
+	Config json.RawMessage `json:"config"`
+}
+
+// State is what ipamd holds for this node, for the CLI and the demo.
+type State struct {
+	Node     string         `json:"node"`
+	Networks []NetworkState `json:"networks"`
+}
+
+// NetworkState is one registered pool and this node's part of it.
+type NetworkState struct {
+	Network string       `json:"network"`
+	Pool    string       `json:"pool"`
+	Blocks  []BlockState `json:"blocks"`
+}
+
+// BlockState is one block and the addresses taken in it.
+type BlockState struct {
+	Block   string      `json:"block"`
+	Node    string      `json:"node"`
+	Gateway string      `json:"gateway"`
+	Addrs   []AddrState `json:"addrs"`
+}
+
+// AddrState is one allocated address and the attachment holding it.
+type AddrState struct {
+	Addr        string `json:"addr"`
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}

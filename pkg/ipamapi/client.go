@@ -1,0 +1,124 @@
+package ipamapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+)
+
+// maxBody bounds what the client reads back; a result is a few hundred bytes.
+const maxBody = 1 << 20
+
+// Client calls ipamd over its unix socket.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the ipamd listening on socket.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableKeepAlives: true,
+	}
+	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
+}
+
+// Add allocates (or returns the existing) addresses of an attachment.
+func (c *Client) Add(ctx context.Context, req *Request) (*current.Result, error) {
+	var res current.Result
+	if err := c.call(ctx, PathAdd, req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Del releases the addresses of an attachment; an unknown one is not an error.
+func (c *Client) Del(ctx context.Context, req *Request) error {
+	return c.call(ctx, PathDel, req, nil)
+}
+
+// Check verifies that ipamd still holds the attachment's addresses.
+func (c *Client) Check(ctx context.Context, req *Request) error {
+	return c.call(ctx, PathCheck, req, nil)
+}
+
+// Status reports whether ipamd can serve an ADD for the network.
+func (c *Client) Status(ctx context.Context, req *Request) error {
+	return c.call(ctx, PathStatus, req, nil)
+}
+
+// GC releases the network's attachments that the request does not list as valid.
+func (c *Client) GC(ctx context.Context, req *Request) error {
+	return c.call(ctx, PathGC, req, nil)
+}
+
+// State returns what ipamd holds.
+func (c *Client) State(ctx context.Context) (*State, error) {
+	var st State
+	if err := c.call(ctx, PathState, &Request{}, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// call posts req and decodes a 200 body into out. Every failure is a
+// *types.Error: ipamd's own, or code 11 when ipamd cannot be reached, so a
+// runtime knows to retry.
+func (c *Client) call(ctx context.Context, path string, req *Request, out any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("encode ipamd request: %v", err), "")
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://ipamd"+path, bytes.NewReader(body))
+	if err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("build ipamd request: %v", err), "")
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(hreq)
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("ipamd unreachable at %s: %v", c.socket, err), "is ipamd running?")
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("read ipamd reply from %s: %v", c.socket, err), "")
+	}
+	if resp.StatusCode != http.StatusOK {
+		return DecodeError(resp.StatusCode, data)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode ipamd reply from %s: %v", c.socket, err), "")
+	}
+	return nil
+}
+
+// DecodeError turns a non-200 reply into the CNI error it carries. A body
+// that is not a CNI error (a proxy, a crash) still yields a clear error.
+func DecodeError(status int, body []byte) *types.Error {
+	var e types.Error
+	if err := json.Unmarshal(body, &e); err != nil || e.Code == 0 || e.Msg == "" {
+		return types.NewError(types.ErrInternal,
+			fmt.Sprintf("ipamd answered HTTP %d without a CNI error", status), string(bytes.TrimSpace(body)))
+	}
+	return &e
+}
+
+// DefaultTimeout bounds one plugin call to ipamd: long enough for an etcd
+// leader election, short enough that a runtime sees code 11 and retries.
+const DefaultTimeout = 10 * time.Second

@@ -1,0 +1,43 @@
+package ipamconf
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// FuzzParse feeds arbitrary bytes as a network configuration: Parse must
+// never panic, must fail only with a CNI error, and what it accepts must be
+// internally consistent.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		`{"cniVersion":"1.1.0","name":"v6net","ipam":{"type":"ipam-v6","ranges":[[{"subnet":"2001:db8:cafe::/48","blockSize":64}]]}}`,
+		`{"name":"ds","ipam":{"ranges":[[{"subnet":"2001:db8::/56"}],[{"subnet":"10.0.0.0/16","blockSize":24}]],"routes":[{"dst":"::/0"}]}}`,
+		`{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::1/48"}]]}}`,
+		`{}`, `[]`, `null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			var te *types.Error
+			if !errors.As(err, &te) || (te.Code != types.ErrDecodingFailure && te.Code != types.ErrInvalidNetworkConfig) {
+				t.Fatalf("error %v is not a code 6/7 CNI error", err)
+			}
+			return
+		}
+		if len(c.IPAM.Ranges) == 0 {
+			t.Fatal("accepted a config without ranges")
+		}
+		for _, set := range c.IPAM.Ranges {
+			for _, r := range set {
+				if r.Subnet != r.Subnet.Masked() || r.BlockSize < r.Subnet.Bits() || r.BlockSize > r.Subnet.Addr().BitLen()-2 {
+					t.Fatalf("accepted bad range %+v", r)
+				}
+			}
+		}
+		_ = c.IPAM.PoolKey()
+	})
+}

@@ -1,0 +1,274 @@
+// Package ipamconf parses and validates the network configuration an IPAM
+// plugin of v6cni (ipam-v6) receives, and the ipam section ipamd allocates
+// from. It is pure: no I/O, no etcd, so plugins and ipamd share it and both
+// reject bad input with the same CNI error code and message.
+package ipamconf
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// DefaultSocket is where ipamd listens unless ipam.socket says otherwise.
+const DefaultSocket = "/run/v6cni/ipamd.sock"
+
+// Default block sizes: a /64 per node is what SLAAC and most IPv6 tooling
+// expect; a /24 per node is what Kubernetes node IPAM gives for IPv4.
+const (
+	DefaultBlockSize6 = 64
+	DefaultBlockSize4 = 24
+)
+
+// Smallest blocks: a block must hold its gateway and at least one container.
+// IPv6 also keeps the Subnet-Router anycast (all-zero interface ID) out;
+// IPv4 keeps the network and broadcast addresses out.
+const (
+	maxBlockSize6 = 126
+	maxBlockSize4 = 30
+)
+
+// Range is one subnet of a pool and the size of the blocks nodes claim from it.
+type Range struct {
+	Subnet    netip.Prefix `json:"subnet"`
+	BlockSize int          `json:"blockSize"`
+}
+
+// RangeSet is a list of ranges of one address family; a container gets one
+// address from each range set.
+type RangeSet []Range
+
+// Is6 reports whether the range set is IPv6.
+func (rs RangeSet) Is6() bool { return len(rs) > 0 && rs[0].Subnet.Addr().Is6() }
+
+// Route is a route the IPAM result carries. A zero GW means "via the gateway
+// of the block the container's address of that family came from".
+type Route struct {
+	Dst netip.Prefix `json:"dst"`
+	GW  netip.Addr   `json:"gw,omitzero"`
+}
+
+// IPAM is the validated ipam section.
+type IPAM struct {
+	Type   string     `json:"type"`
+	Socket string     `json:"socket,omitempty"`
+	Ranges []RangeSet `json:"ranges"`
+	Routes []Route    `json:"routes,omitempty"`
+	DNS    types.DNS  `json:"dns,omitzero"`
+}
+
+// NetConf is the part of a network configuration IPAM cares about.
+type NetConf struct {
+	CNIVersion string `json:"cniVersion"`
+	Name       string `json:"name"`
+	IPAM       IPAM   `json:"ipam"`
+}
+
+// rawConf mirrors NetConf with strings where users write addresses, so that a
+// bad value is reported with the field it came from instead of a bare
+// "ParseAddr" message.
+type rawConf struct {
+	CNIVersion string `json:"cniVersion"`
+	Name       string `json:"name"`
+	IPAM       *struct {
+		Type   string `json:"type"`
+		Socket string `json:"socket"`
+		Ranges [][]struct {
+			Subnet    string `json:"subnet"`
+			BlockSize *int   `json:"blockSize"`
+		} `json:"ranges"`
+		Routes []struct {
+			Dst string `json:"dst"`
+			GW  string `json:"gw"`
+		} `json:"routes"`
+		DNS types.DNS `json:"dns"`
+	} `json:"ipam"`
+}
+
+// networkName is what libcni accepts as a network name; it also keeps etcd
+// keys built from it unambiguous.
+var networkName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// Parse decodes and validates a network configuration as it arrives on an
+// IPAM plugin's stdin. Errors are *types.Error: code 6 for undecodable
+// input, 7 for an invalid configuration, each naming the field and value.
+func Parse(data []byte) (*NetConf, error) {
+	var raw rawConf
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&raw); err != nil {
+		return nil, decodeError(err)
+	}
+	if raw.Name == "" {
+		return nil, invalid("name: missing")
+	}
+	if !networkName.MatchString(raw.Name) {
+		return nil, invalid("name: %q is not a valid network name (letters, digits, '_', '.', '-')", raw.Name)
+	}
+	if raw.IPAM == nil {
+		return nil, invalid("ipam: missing")
+	}
+	nc := &NetConf{CNIVersion: raw.CNIVersion, Name: raw.Name}
+	ic := &nc.IPAM
+	ic.Type = raw.IPAM.Type
+	ic.Socket = raw.IPAM.Socket
+	if ic.Socket == "" {
+		ic.Socket = DefaultSocket
+	}
+	ic.DNS = raw.IPAM.DNS
+
+	if len(raw.IPAM.Ranges) == 0 {
+		return nil, invalid(`ipam.ranges: missing: give at least one range set, e.g. [[{"subnet": "2001:db8::/48"}]]`)
+	}
+	for i, rawSet := range raw.IPAM.Ranges {
+		if len(rawSet) == 0 {
+			return nil, invalid("ipam.ranges[%d]: empty range set", i)
+		}
+		var set RangeSet
+		for j, rr := range rawSet {
+			field := fmt.Sprintf("ipam.ranges[%d][%d]", i, j)
+			r, err := parseRange(field, rr.Subnet, rr.BlockSize)
+			if err != nil {
+				return nil, err
+			}
+			if len(set) > 0 && set.Is6() != r.Subnet.Addr().Is6() {
+				return nil, invalid("%s.subnet: %s mixes address families with %s in the same range set; put IPv4 and IPv6 in separate range sets",
+					field, r.Subnet, set[0].Subnet)
+			}
+			set = append(set, r)
+		}
+		ic.Ranges = append(ic.Ranges, set)
+	}
+	if err := checkOverlap(ic.Ranges); err != nil {
+		return nil, err
+	}
+
+	for i, rr := range raw.IPAM.Routes {
+		field := fmt.Sprintf("ipam.routes[%d]", i)
+		dst, err := netip.ParsePrefix(rr.Dst)
+		if err != nil {
+			return nil, invalid("%s.dst: %q is not a prefix", field, rr.Dst)
+		}
+		if dst != dst.Masked() {
+			return nil, invalid("%s.dst: %q is not a network address (did you mean %s?)", field, rr.Dst, dst.Masked())
+		}
+		rt := Route{Dst: dst}
+		if rr.GW != "" {
+			gw, err := netip.ParseAddr(rr.GW)
+			if err != nil || gw.Zone() != "" {
+				return nil, invalid("%s.gw: %q is not an address", field, rr.GW)
+			}
+			if gw.Is4() != dst.Addr().Is4() {
+				return nil, invalid("%s.gw: %s is not of the family of dst %s", field, gw, dst)
+			}
+			rt.GW = gw
+		} else if !ic.hasFamily(dst.Addr().Is6()) {
+			return nil, invalid("%s: %s has no gw and no range of its family gives one", field, dst)
+		}
+		ic.Routes = append(ic.Routes, rt)
+	}
+	for i, ns := range ic.DNS.Nameservers {
+		if _, err := netip.ParseAddr(ns); err != nil {
+			return nil, invalid("ipam.dns.nameservers[%d]: %q is not an address", i, ns)
+		}
+	}
+	return nc, nil
+}
+
+func parseRange(field, subnet string, blockSize *int) (Range, error) {
+	if subnet == "" {
+		return Range{}, invalid("%s.subnet: missing", field)
+	}
+	p, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return Range{}, invalid("%s.subnet: %q is not a CIDR prefix", field, subnet)
+	}
+	if p.Addr().Is4In6() || p.Addr().Zone() != "" {
+		return Range{}, invalid("%s.subnet: %q: use a plain IPv4 or IPv6 prefix", field, subnet)
+	}
+	if p != p.Masked() {
+		return Range{}, invalid("%s.subnet: %q is not a network address (did you mean %s?)", field, subnet, p.Masked())
+	}
+	if p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() || p.Addr().IsLoopback() {
+		return Range{}, invalid("%s.subnet: %s is not a unicast range containers can use", field, p)
+	}
+	r := Range{Subnet: p}
+	maxBS, def := maxBlockSize6, DefaultBlockSize6
+	if p.Addr().Is4() {
+		maxBS, def = maxBlockSize4, DefaultBlockSize4
+	}
+	if blockSize == nil {
+		r.BlockSize = max(def, p.Bits())
+	} else {
+		r.BlockSize = *blockSize
+	}
+	if r.BlockSize < p.Bits() || r.BlockSize > maxBS {
+		family := "IPv6"
+		if p.Addr().Is4() {
+			family = "IPv4"
+		}
+		return Range{}, invalid("%s.blockSize: %d does not fit the %s subnet %s (want %d..%d)",
+			field, r.BlockSize, family, p, p.Bits(), maxBS)
+	}
+	return r, nil
+}
+
+func checkOverlap(sets []RangeSet) error {
+	var all []Range
+	for _, set := range sets {
+		all = append(all, set...)
+	}
+	for i := range all {
+		for j := i + 1; j < len(all); j++ {
+			if all[i].Subnet.Overlaps(all[j].Subnet) {
+				return invalid("ipam.ranges: %s overlaps %s", all[i].Subnet, all[j].Subnet)
+			}
+		}
+	}
+	return nil
+}
+
+func (ic *IPAM) hasFamily(v6 bool) bool {
+	for _, set := range ic.Ranges {
+		if set.Is6() == v6 {
+			return true
+		}
+	}
+	return false
+}
+
+// PoolKey is the canonical text of the pool definition (range sets and block
+// sizes). Two configurations of one network must have the same PoolKey.
+func (ic *IPAM) PoolKey() string {
+	var b strings.Builder
+	for i, set := range ic.Ranges {
+		if i > 0 {
+			b.WriteString(" ; ")
+		}
+		for j, r := range set {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s blockSize %d", r.Subnet, r.BlockSize)
+		}
+	}
+	return b.String()
+}
+
+func invalid(format string, args ...any) *types.Error {
+	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, args...), "")
+}
+
+func decodeError(err error) *types.Error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return types.NewError(types.ErrDecodingFailure,
+			fmt.Sprintf("decode network config: %s: want %s, got JSON %s", te.Field, te.Type, te.Value), "")
+	}
+	return types.NewError(types.ErrDecodingFailure, "decode network config: "+err.Error(), "")
+}

@@ -1,0 +1,329 @@
+// Package ipamserver serves ipamd's protocol (package ipamapi) on a unix
+// socket: it decodes and validates each request, hands it to the allocator
+// and turns every outcome into a CNI result or a CNI error with the right
+// code.
+package ipamserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	cniutils "github.com/containernetworking/cni/pkg/utils"
+
+	"github.com/v6cni/v6cni/pkg/allocator"
+	"github.com/v6cni/v6cni/pkg/ipamapi"
+	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/store"
+)
+
+// maxRequest bounds a request body: a network config is a few KiB.
+const maxRequest = 1 << 20
+
+// EtcdTimeout bounds the etcd work of one request: a runtime must hear
+// "try again later" (code 11) within seconds when etcd is gone, not hang.
+const EtcdTimeout = 5 * time.Second
+
+// Server answers IPAM requests for one node.
+type Server struct {
+	alloc *allocator.Allocator
+	store *store.Store
+	log   *slog.Logger
+	http  *http.Server
+}
+
+// New returns a server for alloc.
+func New(alloc *allocator.Allocator, st *store.Store, log *slog.Logger) *Server {
+	s := &Server{alloc: alloc, store: st, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+ipamapi.PathAdd, s.handle(s.add))
+	mux.HandleFunc("POST "+ipamapi.PathDel, s.handle(s.del))
+	mux.HandleFunc("POST "+ipamapi.PathCheck, s.handle(s.check))
+	mux.HandleFunc("POST "+ipamapi.PathStatus, s.handle(s.status))
+	mux.HandleFunc("POST "+ipamapi.PathGC, s.handle(s.gc))
+	mux.HandleFunc("POST "+ipamapi.PathState, s.handle(s.state))
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return s
+}
+
+// Handler is the server's HTTP handler (for tests).
+func (s *Server) Handler() http.Handler { return s.http.Handler }
+
+// Listen creates the unix socket at path, readable and writable by root
+// only, creating its directory. It refuses to replace the socket of a
+// running ipamd.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory %s: %w", filepath.Dir(path), err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s: another ipamd is serving it", path)
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	// The umask makes the socket 0600 from its creation: a chmod after
+	// listen would leave a window where anyone could connect.
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// Serve serves on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting requests and waits for those in flight.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+// call is one decoded request.
+type call struct {
+	req  ipamapi.Request
+	conf *ipamconf.NetConf
+	id   store.AttachmentID
+}
+
+type handlerFunc func(ctx context.Context, c *call) (any, error)
+
+func (s *Server) handle(fn handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		c, err := decode(r)
+		var out any
+		if err == nil {
+			ctx, cancel := context.WithTimeout(r.Context(), EtcdTimeout)
+			out, err = fn(ctx, c)
+			cancel()
+		}
+		if err != nil {
+			cerr := toCNIError(err)
+			s.log.Warn("request failed", "path", r.URL.Path, "network", c.req.Network,
+				"container", short(c.req.ContainerID), "ifname", c.req.IfName,
+				"code", cerr.Code, "error", cerr.Msg, "duration", time.Since(start))
+			writeJSON(w, httpStatus(cerr.Code), cerr)
+			return
+		}
+		if out == nil {
+			out = struct{}{}
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+func decode(r *http.Request) (*call, error) {
+	c := &call{}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequest+1))
+	if err != nil {
+		return c, types.NewError(types.ErrIOFailure, fmt.Sprintf("read request: %v", err), "")
+	}
+	if len(body) > maxRequest {
+		return c, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("request larger than %d bytes", maxRequest), "")
+	}
+	if err := json.Unmarshal(body, &c.req); err != nil {
+		return c, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode request: %v", err), "")
+	}
+	if r.URL.Path == ipamapi.PathState {
+		return c, nil
+	}
+	conf, err := ipamconf.Parse(c.req.Config)
+	if err != nil {
+		return c, err
+	}
+	if c.req.Network != conf.Name {
+		return c, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("request network %q differs from the config's name %q", c.req.Network, conf.Name), "")
+	}
+	c.conf = conf
+	switch r.URL.Path {
+	case ipamapi.PathStatus, ipamapi.PathGC:
+		return c, nil
+	}
+	// Container ID and ifname become parts of etcd keys: hold them to the
+	// CNI spec's rules, as a plugin's skel does.
+	if err := cniutils.ValidateContainerID(c.req.ContainerID); err != nil {
+		return c, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_CONTAINERID: "+err.Msg, err.Details)
+	}
+	if err := cniutils.ValidateInterfaceName(c.req.IfName); err != nil {
+		return c, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME: "+err.Msg, err.Details)
+	}
+	c.id = store.AttachmentID{Network: conf.Name, ContainerID: c.req.ContainerID, IfName: c.req.IfName}
+	return c, nil
+}
+
+func (s *Server) add(ctx context.Context, c *call) (any, error) {
+	start := time.Now()
+	res, err := s.alloc.Add(ctx, c.id, c.conf)
+	if err != nil {
+		return nil, err
+	}
+	addrs := make([]string, 0, len(res.IPs))
+	for _, ip := range res.IPs {
+		addrs = append(addrs, ip.Address.String())
+	}
+	s.log.Info("ADD", "network", c.id.Network, "container", short(c.id.ContainerID), "ifname", c.id.IfName,
+		"addrs", strings.Join(addrs, ","), "duration", time.Since(start))
+	return res, nil
+}
+
+func (s *Server) del(ctx context.Context, c *call) (any, error) {
+	start := time.Now()
+	h, err := s.alloc.Del(ctx, c.id)
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	if h != nil {
+		for _, ip := range h.IPs {
+			addrs = append(addrs, ip.Address.String())
+		}
+	}
+	s.log.Info("DEL", "network", c.id.Network, "container", short(c.id.ContainerID), "ifname", c.id.IfName,
+		"addrs", strings.Join(addrs, ","), "duration", time.Since(start))
+	return nil, nil
+}
+
+func (s *Server) check(ctx context.Context, c *call) (any, error) {
+	return nil, s.alloc.Check(ctx, c.id)
+}
+
+func (s *Server) status(ctx context.Context, c *call) (any, error) {
+	return nil, s.alloc.Status(ctx, c.conf)
+}
+
+// gcArgs is where CNI 1.1 puts the attachments a GC must keep. libcni
+// v1.2.3+ sends both keys; the spec first named the second.
+type gcArgs struct {
+	Valid  *[]gcAttachment `json:"cni.dev/valid-attachments"`
+	Legacy *[]gcAttachment `json:"cni.dev/attachments"`
+}
+
+type gcAttachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifname"`
+}
+
+func (s *Server) gc(ctx context.Context, c *call) (any, error) {
+	var args gcArgs
+	if err := json.Unmarshal(c.req.Config, &args); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode GC attachments: %v", err), "")
+	}
+	list := args.Valid
+	if list == nil {
+		list = args.Legacy
+	}
+	if list == nil {
+		// No list at all (cnitool gc): nothing can be proven stale.
+		return nil, nil
+	}
+	valid := make([]store.AttachmentID, 0, len(*list))
+	for _, a := range *list {
+		valid = append(valid, store.AttachmentID{Network: c.conf.Name, ContainerID: a.ContainerID, IfName: a.IfName})
+	}
+	released, err := s.alloc.GC(ctx, c.conf.Name, valid)
+	for _, h := range released {
+		s.log.Info("GC released", "network", h.Network, "container", short(h.ContainerID), "ifname", h.IfName)
+	}
+	return nil, err
+}
+
+func (s *Server) state(ctx context.Context, _ *call) (any, error) {
+	pools, err := s.store.Pools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	blocks, err := s.store.Blocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := ipamapi.State{Node: s.alloc.Node()}
+	for _, p := range pools {
+		ns := ipamapi.NetworkState{Network: p.Network, Pool: p.Definition, Blocks: []ipamapi.BlockState{}}
+		for _, b := range blocks {
+			if b.Network != p.Network {
+				continue
+			}
+			bs := ipamapi.BlockState{Block: b.CIDR.String(), Node: b.Node, Addrs: []ipamapi.AddrState{}}
+			bs.Gateway = b.CIDR.Addr().Next().String()
+			held, err := s.store.AddrsIn(ctx, b.CIDR)
+			if err != nil {
+				return nil, err
+			}
+			addrs := make([]netip.Addr, 0, len(held))
+			for a := range held {
+				addrs = append(addrs, a)
+			}
+			sortAddrs(addrs)
+			for _, a := range addrs {
+				bs.Addrs = append(bs.Addrs, ipamapi.AddrState{Addr: a.String(), ContainerID: held[a].ContainerID, IfName: held[a].IfName})
+			}
+			ns.Blocks = append(ns.Blocks, bs)
+		}
+		st.Networks = append(st.Networks, ns)
+	}
+	return st, nil
+}
+
+// toCNIError gives every failure a CNI code. Errors that are not already CNI
+// errors come from etcd (unreachable, no quorum, timeout): the runtime
+// should try again later.
+func toCNIError(err error) *types.Error {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	return types.NewError(types.ErrTryAgainLater, "etcd: "+err.Error(), "")
+}
+
+func httpStatus(code uint) int {
+	switch code {
+	case types.ErrTryAgainLater, types.ErrPluginNotAvailable, types.ErrLimitedConnectivity:
+		return http.StatusServiceUnavailable
+	case types.ErrUnknownContainer:
+		return http.StatusNotFound
+	case types.ErrInternal:
+		return http.StatusInternalServerError
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// short is the container ID as logs show it (like docker ps).
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func sortAddrs(a []netip.Addr) {
+	slices.SortFunc(a, func(x, y netip.Addr) int { return x.Compare(y) })
+}
