@@ -35,7 +35,7 @@ const maxRequest = 1 << 20
 
 // EtcdTimeout bounds the etcd work of one request: a runtime must hear
 // "try again later" (code 11) within seconds when etcd is gone, not hang.
-const EtcdTimeout = 5 * time.Second
+const EtcdTimeout = 4 * time.Second
 
 // Server answers IPAM requests for one node.
 type Server struct {
@@ -293,6 +293,10 @@ func toCNIError(err error) *types.Error {
 	var te *types.Error
 	if errors.As(err, &te) {
 		return te
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("etcd unavailable: no answer within %s", EtcdTimeout), err.Error())
 	}
 	return types.NewError(types.ErrTryAgainLater, "etcd: "+err.Error(), "")
 }

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/v6cni/v6cni/pkg/ipamapi"
+)
+
+var ipamdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ipamd-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ipamdBin = filepath.Join(dir, "ipamd")
+	out, err := exec.Command("go", "build", "-o", ipamdBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build ipamd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one ipamd process started by a test.
+type daemon struct {
+	cmd    *exec.Cmd
+	socket string
+	log    *bytes.Buffer
+	done   chan error
+}
+
+func startIpamd(t *testing.T, dir string, extra ...string) *daemon {
+	t.Helper()
+	d := &daemon{socket: filepath.Join(dir, "ipamd.sock"), log: &bytes.Buffer{}, done: make(chan error, 1)}
+	args := append([]string{"serve", "--node-name", "test-node", "--socket", d.socket, "--data-dir", filepath.Join(dir, "data")}, extra...)
+	d.cmd = exec.Command(ipamdBin, args...)
+	d.cmd.Stderr = d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+		if t.Failed() {
+			t.Logf("ipamd log:\n%s", d.log)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := ipamapi.NewClient(d.socket).State(ctx)
+		cancel()
+		if err == nil {
+			return d
+		}
+		select {
+		case err := <-d.done:
+			t.Fatalf("ipamd exited before serving: %v\n%s", err, d.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ipamd not serving on %s after 30s: %v\n%s", d.socket, err, d.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and wants a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-d.done:
+		d.done <- err // for Cleanup
+		if err != nil {
+			t.Fatalf("ipamd exit after SIGTERM: %v\n%s", err, d.log)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("ipamd still running 20s after SIGTERM\n%s", d.log)
+	}
+}
+
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ipamd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func addReq(network, cid, subnet string) *ipamapi.Request {
+	cfg := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"ipam":{"type":"ipam-v6","ranges":[[{"subnet":%q}]]}}`, network, subnet)
+	return &ipamapi.Request{Network: network, ContainerID: cid, IfName: "eth0", Config: []byte(cfg)}
+}
+
+// TestSocketStopRestart: the socket is root-only, SIGTERM stops ipamd
+// cleanly (socket removed, embedded etcd closed), and a restart on the same
+// data dir serves the same addresses.
+func TestSocketStopRestart(t *testing.T) {
+	dir := shortDir(t)
+	d := startIpamd(t, dir)
+
+	fi, err := os.Stat(d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode = %v, want a socket with 0600", fi.Mode())
+	}
+	ctx := context.Background()
+	first, err := ipamapi.NewClient(d.socket).Add(ctx, addReq("v6net", "c1", "2001:db8:77::/48"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.stop(t)
+	if _, err := os.Stat(d.socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket still there after stop: %v", err)
+	}
+
+	d2 := startIpamd(t, dir)
+	again, err := ipamapi.NewClient(d2.socket).Add(ctx, addReq("v6net", "c1", "2001:db8:77::/48"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.IPs[0].Address.String() != again.IPs[0].Address.String() {
+		t.Errorf("after restart ADD = %s, want %s", again.IPs[0].Address.String(), first.IPs[0].Address.String())
+	}
+	st, err := ipamapi.NewClient(d2.socket).State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Networks) != 1 || len(st.Networks[0].Blocks) != 1 || len(st.Networks[0].Blocks[0].Addrs) != 1 {
+		t.Errorf("state after restart = %+v, want one network, block and address", st)
+	}
+
+	// A second ipamd must not steal the socket of a running one.
+	out, err := exec.Command(ipamdBin, "serve", "--socket", d2.socket, "--data-dir", filepath.Join(dir, "other")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another ipamd") {
+		t.Errorf("second ipamd on the same socket: err=%v out=%s", err, out)
+	}
+}
+
+// TestEtcdGone: an ipamd using an external etcd (here: another ipamd's
+// embedded one) answers code 11 within the request bound when etcd dies,
+// and STATUS says 50.
+func TestEtcdGone(t *testing.T) {
+	dirA, dirB := shortDir(t), shortDir(t)
+	a := startIpamd(t, dirA)
+	etcdURL := "unix://" + filepath.Join(dirA, "data", "etcd-client.sock")
+	b := startIpamd(t, dirB, "--etcd-endpoints", etcdURL)
+	ctx := context.Background()
+	cb := ipamapi.NewClient(b.socket)
+	if _, err := cb.Add(ctx, addReq("ext", "c1", "2001:db8:78::/48")); err != nil {
+		t.Fatalf("ADD through external etcd: %v", err)
+	}
+	a.stop(t)
+
+	start := time.Now()
+	_, err := cb.Add(ctx, addReq("ext", "c2", "2001:db8:78::/48"))
+	took := time.Since(start)
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
+		t.Fatalf("ADD with etcd gone: %v, want CNI code 11", err)
+	}
+	t.Logf("ADD with etcd gone failed after %v: %s", took, te.Msg)
+	err = cb.Status(ctx, addReq("ext", "", "2001:db8:78::/48"))
+	if !errors.As(err, &te) || te.Code != types.ErrPluginNotAvailable {
+		t.Fatalf("STATUS with etcd gone: %v, want CNI code 50", err)
+	}
+}
+
+func TestCLI(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run([]string{"version"}, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), "ipamd ") {
+		t.Errorf("version: %v %q", err, out.String())
+	}
+	if err := run([]string{"bogus"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("unknown command: %v", err)
+	}
+	if err := run([]string{"serve", "--log-format", "xml"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "xml") {
+		t.Errorf("bad log format: %v", err)
+	}
+}
