@@ -9,14 +9,14 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/cni/pkg/version"
+	cniversion "github.com/containernetworking/cni/pkg/version"
 
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
 
-// buildVersion is set at build time (-ldflags "-X main.buildVersion=…").
-var buildVersion = "dev"
+// version is set at build time (-ldflags "-X main.version=…").
+var version = "dev"
 
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{
@@ -25,7 +25,7 @@ func main() {
 		Check:  cmdCheck,
 		Status: cmdStatus,
 		GC:     cmdGC,
-	}, version.All, "ipam-v6 "+buildVersion+": IPv6-first IPAM from cluster-wide pools (v6cni)")
+	}, cniversion.All, "ipam-v6 "+version+": IPv6-first IPAM from cluster-wide pools (v6cni)")
 }
 
 func cmdAdd(args *skel.CmdArgs) error {

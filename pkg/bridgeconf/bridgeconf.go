@@ -1,0 +1,177 @@
+// Package bridgeconf parses and validates the network configuration of the
+// bridge-v6 CNI plugin. It is pure (no I/O), so every rule about what a valid
+// configuration is lives here and is tested without root.
+//
+// Bad input is reported as a *types.Error: code 6 (ErrDecodingFailure) when
+// the bytes are not the JSON object a CNI config must be, code 7
+// (ErrInvalidNetworkConfig) when the JSON is fine but a value is not; the
+// message names the field and the value.
+package bridgeconf
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// DefaultBridge is the bridge used when the config names none.
+const DefaultBridge = "v6cni0"
+
+// MTU bounds. IPv6 requires every link to carry 1280-byte packets (RFC 8200
+// section 5); 65535 is the largest MTU an IPv6 packet without jumbograms uses.
+const (
+	MinMTU = 1280
+	MaxMTU = 65535
+)
+
+// maxIfNameLen is IFNAMSIZ-1: the kernel refuses longer interface names.
+const maxIfNameLen = 15
+
+// NetConf is the validated configuration of one bridge-v6 invocation.
+type NetConf struct {
+	types.PluginConf
+
+	// Bridge is the name of the Linux bridge the host veth ends join.
+	Bridge string
+	// MTU of the bridge and both veth ends; 0 leaves the kernel default.
+	MTU int
+	// IsGateway puts each block's gateway address on the bridge.
+	IsGateway bool
+	// IsDefaultGateway adds default routes via the gateways in the
+	// container; it implies IsGateway.
+	IsDefaultGateway bool
+}
+
+// rawConf is what users write. Booleans are pointers so that an absent key
+// can take its default (isGateway defaults to true); the CNI standard keys
+// come from the embedded PluginConf.
+type rawConf struct {
+	types.PluginConf
+	Bridge           *string `json:"bridge"`
+	MTU              *int    `json:"mtu"`
+	IsGateway        *bool   `json:"isGateway"`
+	IsDefaultGateway *bool   `json:"isDefaultGateway"`
+}
+
+// Parse decodes and validates a bridge-v6 configuration (the stdin of a CNI
+// call). It never panics; every error it returns is a *types.Error.
+func Parse(data []byte) (*NetConf, error) {
+	var raw rawConf
+	if err := decode(data, &raw); err != nil {
+		return nil, err
+	}
+
+	conf := &NetConf{
+		PluginConf: raw.PluginConf,
+		Bridge:     DefaultBridge,
+		IsGateway:  true,
+	}
+	if raw.Bridge != nil {
+		conf.Bridge = *raw.Bridge
+	}
+	if raw.MTU != nil {
+		conf.MTU = *raw.MTU
+	}
+	if raw.IsGateway != nil {
+		conf.IsGateway = *raw.IsGateway
+	}
+	if raw.IsDefaultGateway != nil {
+		conf.IsDefaultGateway = *raw.IsDefaultGateway
+	}
+	// A default route needs a gateway, and the only gateway this plugin
+	// knows is the one it puts on the bridge.
+	if conf.IsDefaultGateway {
+		conf.IsGateway = true
+	}
+
+	if err := conf.validate(); err != nil {
+		return nil, err
+	}
+
+	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("prevResult: %v", err), "")
+	}
+	return conf, nil
+}
+
+// decode unmarshals data into raw, telling undecodable JSON (code 6) from
+// well-formed JSON with a value of the wrong type (code 7, naming the field).
+func decode(data []byte, raw *rawConf) error {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return types.NewError(types.ErrDecodingFailure, "decode network config: not a JSON object", "")
+	}
+	err := json.Unmarshal(data, raw)
+	if err == nil {
+		return nil
+	}
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		return types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("%s: want %s, got JSON %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value), "")
+	}
+	return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode network config: %v", err), "")
+}
+
+// jsonKind names a Go kind the way a config author thinks of it.
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float32", "float64":
+		return "number"
+	case "bool":
+		return "boolean"
+	case "struct", "map":
+		return "object"
+	case "slice", "array":
+		return "array"
+	}
+	return goKind
+}
+
+func (c *NetConf) validate() error {
+	if c.Name == "" {
+		return invalid("name: missing")
+	}
+	if err := validIfName(c.Bridge); err != nil {
+		return invalid(fmt.Sprintf("bridge: %q %v", c.Bridge, err))
+	}
+	if c.MTU != 0 && (c.MTU < MinMTU || c.MTU > MaxMTU) {
+		return invalid(fmt.Sprintf("mtu: %d out of range (0 for the kernel default, or %d..%d)", c.MTU, MinMTU, MaxMTU))
+	}
+	if c.IPAM.Type == "" {
+		return invalid("ipam.type: missing")
+	}
+	// The IPAM type is exec'd from CNI_PATH: a path would escape it.
+	if strings.ContainsAny(c.IPAM.Type, `/\`) || c.IPAM.Type == "." || c.IPAM.Type == ".." {
+		return invalid(fmt.Sprintf("ipam.type: %q is not a plugin name", c.IPAM.Type))
+	}
+	return nil
+}
+
+// validIfName applies the kernel's rules for interface names (dev_valid_name).
+func validIfName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("is empty")
+	case len(name) > maxIfNameLen:
+		return fmt.Errorf("is longer than %d bytes", maxIfNameLen)
+	case name == "." || name == "..":
+		return errors.New("is not a valid interface name")
+	}
+	for _, r := range name {
+		if r == '/' || r == ':' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return fmt.Errorf("contains %q", r)
+		}
+	}
+	return nil
+}
+
+func invalid(msg string) *types.Error {
+	return types.NewError(types.ErrInvalidNetworkConfig, msg, "")
+}

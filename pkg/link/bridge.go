@@ -1,0 +1,109 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// EnsureBridge returns the bridge called name, creating it if needed, with
+// the given MTU (0: leave it) and up. It is safe when many ADDs race to
+// create the same new bridge: the losers of the race get EEXIST and reuse
+// the winner's bridge. A link of that name that is not a bridge is an error.
+//
+// A new bridge gets the MAC BridgeMAC(name), so its MAC never changes as
+// ports come and go.
+func EnsureBridge(name string, mtu int) (*netlink.Bridge, error) {
+	l, err := linkByName(name)
+	switch {
+	case err == nil:
+		return reuseBridge(l, mtu)
+	case !IsNotFound(err):
+		return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+	}
+
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = name
+	attrs.MTU = mtu
+	attrs.HardwareAddr = BridgeMAC(name)
+	attrs.Flags = net.FlagUp
+	br := &netlink.Bridge{LinkAttrs: attrs}
+	err = netlink.LinkAdd(br)
+	if errors.Is(err, unix.EEXIST) {
+		// Another ADD created it between our lookup and our add.
+		if l, err = linkByName(name); err != nil {
+			return nil, fmt.Errorf("look up bridge %s after EEXIST: %w", name, err)
+		}
+		return reuseBridge(l, mtu)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create bridge %s: %w", name, err)
+	}
+	if br.Index == 0 {
+		// LinkAdd looks the index up itself; a zero means that lookup failed.
+		if l, err = linkByName(name); err != nil {
+			return nil, fmt.Errorf("look up new bridge %s: %w", name, err)
+		}
+		return reuseBridge(l, mtu)
+	}
+	return br, nil
+}
+
+// reuseBridge checks that an existing link is a bridge and brings its MTU
+// and admin state to what the config asks.
+func reuseBridge(l netlink.Link, mtu int) (*netlink.Bridge, error) {
+	name := l.Attrs().Name
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, fmt.Errorf("link %s already exists and is a %s, not a bridge", name, l.Type())
+	}
+	if mtu != 0 && br.MTU != mtu {
+		if err := netlink.LinkSetMTU(br, mtu); err != nil {
+			return nil, fmt.Errorf("set MTU %d on bridge %s: %w", mtu, name, err)
+		}
+		br.MTU = mtu
+	}
+	if br.Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(br); err != nil {
+			return nil, fmt.Errorf("set bridge %s up: %w", name, err)
+		}
+		br.Flags |= net.FlagUp
+	}
+	return br, nil
+}
+
+// AddGatewayAddrs puts each gateway address (gateway IP with the block's
+// prefix length, e.g. 2001:db8:cafe:3::1/64) on the bridge with IFA_F_NODAD:
+// IPAM owns uniqueness, and without it the address stays tentative for the
+// host's DAD (1–2 s) and the first containers cannot reach their gateway.
+// An address already there (put by an earlier ADD) is fine.
+func AddGatewayAddrs(br netlink.Link, gateways []netip.Prefix) error {
+	for _, gw := range gateways {
+		addr := &netlink.Addr{IPNet: ipNet(gw), Flags: unix.IFA_F_NODAD}
+		if err := netlink.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add gateway %s to bridge %s: %w", gw, br.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+// BridgeByName returns the bridge called name, or an error if there is no
+// such link or it is not a bridge.
+func BridgeByName(name string) (*netlink.Bridge, error) {
+	l, err := linkByName(name)
+	if err != nil {
+		if IsNotFound(err) {
+			return nil, fmt.Errorf("bridge %s not found", name)
+		}
+		return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, fmt.Errorf("link %s is a %s, not a bridge", name, l.Type())
+	}
+	return br, nil
+}

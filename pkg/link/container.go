@@ -1,0 +1,163 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// loopbackIndex is the ifindex of lo in every network namespace (the kernel
+// registers it first, LOOPBACK_IFINDEX): using it saves a lookup.
+const loopbackIndex = 1
+
+// Route is a route in the container. A zero GW is an on-link route.
+type Route struct {
+	Dst netip.Prefix
+	GW  netip.Addr
+}
+
+func (r Route) String() string {
+	if !r.GW.IsValid() {
+		return r.Dst.String() + " on-link"
+	}
+	return r.Dst.String() + " via " + r.GW.String()
+}
+
+// ConfigureContainer configures the container end ifname in the network
+// namespace of the calling thread (call it from ns.NetNS.Do): sysctls while
+// it is still down, each address (with its prefix length, e.g.
+// 2001:db8:cafe:3::2/64) with IFA_F_NODAD, lo and ifname up, then the
+// routes (after the addresses and link-up, so their gateways are on-link).
+// It returns the interface.
+func ConfigureContainer(ifname string, addrs []netip.Prefix, routes []Route) (netlink.Link, error) {
+	l, err := linkByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", ifname, err)
+	}
+
+	var has4, has6 bool
+	for _, a := range addrs {
+		if a.Addr().Unmap().Is4() {
+			has4 = true
+		} else {
+			has6 = true
+		}
+	}
+	if err := prepareContainerIface(ifname, has6, has4); err != nil {
+		return nil, err
+	}
+
+	for _, a := range addrs {
+		addr := &netlink.Addr{IPNet: ipNet(a), Flags: unix.IFA_F_NODAD}
+		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("add address %s to %s: %w", a, ifname, err)
+		}
+	}
+
+	lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: loopbackIndex, Name: "lo"}}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return nil, fmt.Errorf("set lo up: %w", err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", ifname, err)
+	}
+
+	for _, r := range routes {
+		route := &netlink.Route{
+			LinkIndex: l.Attrs().Index,
+			Dst:       ipNet(r.Dst.Masked()),
+			Scope:     netlink.SCOPE_UNIVERSE,
+		}
+		if r.GW.IsValid() {
+			route.Gw = r.GW.Unmap().AsSlice()
+		} else {
+			route.Scope = netlink.SCOPE_LINK
+		}
+		if err := netlink.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("add route %s dev %s: %w", r, ifname, err)
+		}
+	}
+	return l, nil
+}
+
+// CheckContainer verifies, in the network namespace of the calling thread,
+// that ifname exists with the given MAC (nil: not checked), carries every
+// address in addrs, and that every route in routes is in the namespace's
+// main table. Other addresses and routes (added by later plugins) are
+// tolerated. Errors name what is
+// missing.
+func CheckContainer(ifname string, mac net.HardwareAddr, addrs []netip.Prefix, routes []Route) error {
+	l, err := linkByName(ifname)
+	if err != nil {
+		if IsNotFound(err) {
+			return fmt.Errorf("interface %s not found", ifname)
+		}
+		return fmt.Errorf("look up %s: %w", ifname, err)
+	}
+	if mac != nil && !slices.Equal(l.Attrs().HardwareAddr, mac) {
+		return fmt.Errorf("interface %s has MAC %s, want %s", ifname, l.Attrs().HardwareAddr, mac)
+	}
+
+	if err := checkAddrs(l, addrs); err != nil {
+		return err
+	}
+
+	if len(routes) > 0 {
+		// Every route of the namespace, not only ifname's: a route in
+		// prevResult may belong to a later plugin's interface.
+		have, err := routeList(nil, netlink.FAMILY_ALL)
+		if err != nil {
+			return fmt.Errorf("list routes in the netns of %s: %w", ifname, err)
+		}
+		present := make(map[Route]bool, len(have))
+		for _, r := range have {
+			if dst, ok := PrefixFromIPNet(r.Dst); ok {
+				present[Route{Dst: dst.Masked(), GW: AddrFromIP(r.Gw)}] = true
+			}
+		}
+		for _, want := range routes {
+			key := Route{Dst: want.Dst.Masked(), GW: want.GW.Unmap()}
+			key.Dst = netip.PrefixFrom(key.Dst.Addr().Unmap(), key.Dst.Bits())
+			if !present[key] {
+				return fmt.Errorf("route %s missing (checking %s)", want, ifname)
+			}
+		}
+	}
+	return nil
+}
+
+// CheckBridgeGateways verifies that every gateway address (with its block's
+// prefix length) is on the bridge.
+func CheckBridgeGateways(br netlink.Link, gateways []netip.Prefix) error {
+	return checkAddrs(br, gateways)
+}
+
+// checkAddrs verifies that every address in want is on l, with its prefix
+// length; other addresses are tolerated.
+func checkAddrs(l netlink.Link, want []netip.Prefix) error {
+	if len(want) == 0 {
+		return nil
+	}
+	name := l.Attrs().Name
+	have, err := addrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	present := make(map[netip.Prefix]bool, len(have))
+	for _, a := range have {
+		if p, ok := PrefixFromIPNet(a.IPNet); ok {
+			present[p] = true
+		}
+	}
+	for _, w := range want {
+		if !present[netip.PrefixFrom(w.Addr().Unmap(), w.Bits())] {
+			return fmt.Errorf("address %s missing on %s", w, name)
+		}
+	}
+	return nil
+}

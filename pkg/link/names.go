@@ -1,0 +1,57 @@
+package link
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
+)
+
+// HostVethPrefix starts the name of every host-side veth bridge-v6 creates.
+const HostVethPrefix = "v6c"
+
+// HostVethName is the name of the host end of the veth of the attachment
+// (containerID, ifname): "v6c" and 12 hex digits of
+// sha256(containerID + "/" + ifname), 15 bytes, the longest name Linux takes.
+// DEL recomputes it, so it finds the veth even when the netns is gone.
+// 48 bits keep collisions between live containers of one host negligible.
+func HostVethName(containerID, ifname string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifname))
+	return HostVethPrefix + hex.EncodeToString(sum[:6])
+}
+
+// ContainerMAC is the MAC address of the container end of the attachment
+// (network, containerID, ifname): the first 6 bytes of
+// sha256(network + containerID + ifname), made locally administered
+// unicast. A stable MAC keeps EUI-64 addresses and neighbour caches stable
+// across re-ADDs of the same container, and other components (an IPAM that
+// derives EUI-64 interface IDs) can compute it without asking the kernel.
+func ContainerMAC(network, containerID, ifname string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte(network + containerID + ifname))
+	return localUnicast(sum[:6])
+}
+
+// HostVethMAC is the MAC of the host end of the attachment's veth. Setting
+// it ourselves (instead of letting the kernel pick a random one) saves a
+// netlink round trip to learn it for the CNI result.
+func HostVethMAC(containerID, ifname string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("host/" + containerID + "/" + ifname))
+	return localUnicast(sum[:6])
+}
+
+// BridgeMAC is the MAC a new bridge gets. A bridge whose MAC was set
+// explicitly keeps it; otherwise the kernel gives it the lowest MAC of its
+// ports, which changes as containers come and go and leaves every container
+// with a stale neighbour entry for its gateway.
+func BridgeMAC(bridge string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("bridge/" + bridge))
+	return localUnicast(sum[:6])
+}
+
+// localUnicast sets the locally administered bit and clears the multicast
+// bit of the first byte of a copy of b.
+func localUnicast(b []byte) net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	copy(mac, b)
+	mac[0] = (mac[0] | 0x02) &^ 0x01
+	return mac
+}

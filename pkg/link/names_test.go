@@ -1,0 +1,57 @@
+package link
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestHostVethName(t *testing.T) {
+	a := HostVethName("0123456789abcdef", "eth0")
+	if a != HostVethName("0123456789abcdef", "eth0") {
+		t.Fatal("HostVethName is not deterministic")
+	}
+	if len(a) != 15 || !strings.HasPrefix(a, HostVethPrefix) {
+		t.Fatalf("HostVethName = %q, want 15 bytes starting with %q", a, HostVethPrefix)
+	}
+	if a == HostVethName("0123456789abcdef", "eth1") || a == HostVethName("0123456789abcdeF", "eth0") {
+		t.Fatal("HostVethName ignores part of its input")
+	}
+}
+
+func TestMACsLocallyAdministeredUnicast(t *testing.T) {
+	macs := map[string]func() []byte{
+		"ContainerMAC": func() []byte { return ContainerMAC("net", "cid", "eth0") },
+		"HostVethMAC":  func() []byte { return HostVethMAC("cid", "eth0") },
+		"BridgeMAC":    func() []byte { return BridgeMAC("v6cni0") },
+	}
+	for name, f := range macs {
+		mac := f()
+		if len(mac) != 6 {
+			t.Errorf("%s = %x, want 6 bytes", name, mac)
+		}
+		if mac[0]&0x02 == 0 {
+			t.Errorf("%s = %x is not locally administered", name, mac)
+		}
+		if mac[0]&0x01 != 0 {
+			t.Errorf("%s = %x is multicast", name, mac)
+		}
+		if string(f()) != string(mac) {
+			t.Errorf("%s is not deterministic", name)
+		}
+	}
+	// Many inputs: the bits must hold whatever the hash gives.
+	seen := map[string]bool{}
+	for i := range 1000 {
+		mac := ContainerMAC("net", string(rune('a'+i%26))+strings.Repeat("x", i), "eth0")
+		if mac[0]&0x03 != 0x02 {
+			t.Fatalf("ContainerMAC #%d = %s is not locally administered unicast", i, mac)
+		}
+		seen[mac.String()] = true
+	}
+	if len(seen) != 1000 {
+		t.Fatalf("%d distinct MACs from 1000 inputs", len(seen))
+	}
+	if ContainerMAC("a", "cid", "eth0").String() == ContainerMAC("b", "cid", "eth0").String() {
+		t.Fatal("ContainerMAC ignores the network name")
+	}
+}

@@ -1,0 +1,135 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
+)
+
+// Sysctls are named with slashes, not dots: interface names may contain dots
+// ("eth0.100") and the sysctl package only leaves names with a slash before
+// the first dot alone. They apply to the network namespace of the calling
+// thread (/proc/sys/net is per namespace).
+
+// setSysctl writes value to name unless it already holds it: a read is
+// cheaper than a write, which on some keys (forwarding) makes the kernel
+// walk every interface.
+func setSysctl(name, value string) error {
+	cur, err := sysctl.Sysctl(name)
+	if err == nil && strings.TrimSpace(cur) == value {
+		return nil
+	}
+	if _, err := sysctl.Sysctl(name, value); err != nil {
+		return fmt.Errorf("set sysctl %s=%s: %w", name, value, err)
+	}
+	return nil
+}
+
+// PrepareBridge makes the bridge IPv6-capable (disable_ipv6=0) and stops it
+// from accepting router advertisements (accept_ra=0): it is the containers'
+// router, and an RA a container sends must never install a route on the
+// host. EnableForwarding would otherwise turn its accept_ra 1 into 2.
+func PrepareBridge(bridge string) error {
+	if err := setSysctl("net/ipv6/conf/"+bridge+"/accept_ra", "0"); err != nil {
+		return err
+	}
+	return setSysctl("net/ipv6/conf/"+bridge+"/disable_ipv6", "0")
+}
+
+// EnableForwarding turns IPv6 forwarding on (and IPv4 forwarding when ipv4
+// is true). When IPv6 forwarding is still off it first moves every interface
+// with accept_ra=1 to accept_ra=2: with forwarding on, accept_ra=1 means
+// "ignore RAs", and a host that learns its default route by RA would lose it
+// when the route expires.
+func EnableForwarding(ipv4 bool) error {
+	const all = "net/ipv6/conf/all/forwarding"
+	cur, err := sysctl.Sysctl(all)
+	if err != nil {
+		return fmt.Errorf("read sysctl %s: %w", all, err)
+	}
+	if strings.TrimSpace(cur) == "0" {
+		if err := keepAcceptingRAs(); err != nil {
+			return err
+		}
+		if err := setSysctl(all, "1"); err != nil {
+			return err
+		}
+	}
+	if ipv4 {
+		return setSysctl("net/ipv4/ip_forward", "1")
+	}
+	return nil
+}
+
+// keepAcceptingRAs sets accept_ra=2 on every interface that has accept_ra=1.
+// "all" and "default" are skipped: accept_ra of "all" is not used by the
+// kernel, and changing "default" would make every future interface —
+// bridges facing containers included — accept RAs while forwarding.
+func keepAcceptingRAs() error {
+	const dir = "/proc/sys/net/ipv6/conf"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if name == "all" || name == "default" {
+			continue
+		}
+		key := "net/ipv6/conf/" + name + "/accept_ra"
+		v, err := sysctl.Sysctl(key)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // the interface went away since ReadDir
+			}
+			return fmt.Errorf("read sysctl %s: %w", key, err)
+		}
+		if strings.TrimSpace(v) != "1" {
+			continue
+		}
+		if _, err := sysctl.Sysctl(key, "2"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("set sysctl %s=2: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// prepareContainerIface sets the sysctls of the container interface before
+// it goes up: no RAs (they would race the routes this plugin adds), no DAD
+// (IPAM guarantees uniqueness; also skips the link-local address's DAD),
+// IPv6 on, and an unsolicited neighbour advertisement (ndisc_notify) when it
+// comes up so the bridge and the gateway learn the new MAC at once. With
+// ipv4, arp_notify does the same for IPv4.
+//
+// Without IPv6 in the kernel (ipv6.disable=1) the IPv6 keys are missing; that
+// only matters when the attachment has IPv6 addresses.
+func prepareContainerIface(ifname string, ipv6, ipv4 bool) error {
+	for _, kv := range [][2]string{
+		{"accept_ra", "0"},
+		{"accept_dad", "0"},
+		{"disable_ipv6", "0"},
+		{"ndisc_notify", "1"},
+	} {
+		// A new interface has the defaults, which differ from these (bar
+		// disable_ipv6, where a write of the same value is a no-op): write
+		// without reading first.
+		key := "net/ipv6/conf/" + ifname + "/" + kv[0]
+		if _, err := sysctl.Sysctl(key, kv[1]); err != nil {
+			if !ipv6 && errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return fmt.Errorf("set sysctl %s=%s: %w", key, kv[1], err)
+		}
+	}
+	if ipv4 {
+		key := "net/ipv4/conf/" + ifname + "/arp_notify"
+		if _, err := sysctl.Sysctl(key, "1"); err != nil {
+			return fmt.Errorf("set sysctl %s=1: %w", key, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,437 @@
+// Command bridge-v6 is a CNI main plugin: it attaches a container to a Linux
+// bridge through a veth pair and configures its addresses and routes the
+// IPv6 way (no DAD wait, no RAs racing the plugin, gateway on the bridge
+// usable at once). Addresses come from a delegated IPAM plugin.
+//
+// It is exec'd once per container and verb, so it links only the CNI
+// libraries and netlink: never etcd, gRPC or GoBGP.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/v6cni/v6cni/pkg/bridgeconf"
+	"github.com/v6cni/v6cni/pkg/link"
+)
+
+func init() {
+	// A network namespace belongs to an OS thread: the whole plugin runs on
+	// the main thread so ns.Do can switch it and switch back.
+	runtime.LockOSThread()
+}
+
+func main() {
+	skel.PluginMainFuncs(skel.CNIFuncs{
+		Add:    cmdAdd,
+		Del:    cmdDel,
+		Check:  cmdCheck,
+		Status: cmdStatus,
+		GC:     cmdGC,
+	}, version.All, "bridge-v6: Linux bridge + veth, IPv6 first (v6cni)")
+}
+
+// Indexes of the interfaces in the ADD result.
+const (
+	bridgeIfaceIdx    = 0
+	hostVethIfaceIdx  = 1
+	containerIfaceIdx = 2
+)
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, err := bridgeconf.Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	netns, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return fmt.Errorf("open netns %q: %w", args.Netns, err)
+	}
+	defer netns.Close()
+
+	// Before IPAM, so a refused ADD allocates nothing.
+	if err := ifnameMustBeFree(netns, args.IfName); err != nil {
+		return err
+	}
+
+	ipamResult, err := invoke.DelegateAdd(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+	if err != nil {
+		return err
+	}
+	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
+	success, vethCreated := false, false
+	defer func() {
+		if success {
+			return
+		}
+		// The bridge and its gateway addresses are shared: they stay.
+		if vethCreated {
+			_ = link.DeleteLinkByName(hostVeth)
+		}
+		_ = invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+	}()
+
+	result, err := current.NewResultFromResult(ipamResult)
+	if err != nil {
+		return fmt.Errorf("convert result of IPAM plugin %s: %w", conf.IPAM.Type, err)
+	}
+	plan, err := planAttachment(conf, result)
+	if err != nil {
+		return err
+	}
+
+	br, err := link.EnsureBridge(conf.Bridge, conf.MTU)
+	if err != nil {
+		return err
+	}
+	if err := link.PrepareBridge(conf.Bridge); err != nil {
+		return err
+	}
+	if conf.IsGateway {
+		if err := link.AddGatewayAddrs(br, plan.gatewayAddrs); err != nil {
+			return err
+		}
+		if err := link.EnableForwarding(plan.has4); err != nil {
+			return err
+		}
+	}
+
+	hostMAC := link.HostVethMAC(args.ContainerID, args.IfName)
+	containerMAC := link.ContainerMAC(conf.Name, args.ContainerID, args.IfName)
+	if _, err := link.CreateVeth(link.VethSpec{
+		HostName:      hostVeth,
+		HostMAC:       hostMAC,
+		ContainerName: args.IfName,
+		ContainerMAC:  containerMAC,
+		MTU:           conf.MTU,
+		BridgeIndex:   br.Index,
+		NetNSFd:       int(netns.Fd()),
+	}); err != nil {
+		return err
+	}
+	vethCreated = true
+
+	if err := netns.Do(func(ns.NetNS) error {
+		_, err := link.ConfigureContainer(args.IfName, plan.addrs, plan.routes)
+		return err
+	}); err != nil {
+		return fmt.Errorf("configure %s in netns %s: %w", args.IfName, args.Netns, err)
+	}
+
+	result.Interfaces = []*current.Interface{
+		bridgeIfaceIdx:    {Name: conf.Bridge, Mac: br.HardwareAddr.String()},
+		hostVethIfaceIdx:  {Name: hostVeth, Mac: hostMAC.String()},
+		containerIfaceIdx: {Name: args.IfName, Mac: containerMAC.String(), Sandbox: args.Netns},
+	}
+	for _, ip := range result.IPs {
+		ip.Interface = current.Int(containerIfaceIdx)
+	}
+	result.Routes = plan.resultRoutes
+
+	success = true
+	return types.PrintResult(result, conf.CNIVersion)
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := bridgeconf.Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	// IPAM first: its reservations are what leaks (across reboots too);
+	// when it fails, the runtime retries DEL, which finds the veth again by
+	// its deterministic name.
+	if err := invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+		return err
+	}
+	if err := link.DeleteLinkByName(link.HostVethName(args.ContainerID, args.IfName)); err != nil {
+		return err
+	}
+	if args.Netns == "" {
+		return nil
+	}
+	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+		return link.DeleteLinkByName(args.IfName)
+	})
+	if err != nil && !netnsGone(err) {
+		return fmt.Errorf("delete %s in netns %s: %w", args.IfName, args.Netns, err)
+	}
+	return nil
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := bridgeconf.Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.PrevResult == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "required prevResult missing", "")
+	}
+	if err := invoke.DelegateCheck(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+		return err
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return fmt.Errorf("convert prevResult: %w", err)
+	}
+	want, err := expectedState(prev, args)
+	if err != nil {
+		return err
+	}
+
+	br, err := link.BridgeByName(conf.Bridge)
+	if err != nil {
+		return err
+	}
+	if conf.IsGateway {
+		if err := link.CheckBridgeGateways(br, want.gatewayAddrs); err != nil {
+			return err
+		}
+	}
+	if err := link.CheckHostVeth(link.HostVethName(args.ContainerID, args.IfName), br); err != nil {
+		return err
+	}
+
+	netns, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return fmt.Errorf("open netns %q: %w", args.Netns, err)
+	}
+	defer netns.Close()
+	if err := netns.Do(func(ns.NetNS) error {
+		return link.CheckContainer(args.IfName, want.mac, want.addrs, want.routes)
+	}); err != nil {
+		return fmt.Errorf("%w in %s", err, args.Netns)
+	}
+	return nil
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := bridgeconf.Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	// The bridge is created on demand: ADD works whenever IPAM can serve.
+	return invoke.DelegateStatus(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+}
+
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := bridgeconf.Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	// Address reservations are IPAM's; veths die with their netns.
+	return invoke.DelegateGC(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+}
+
+// ifnameMustBeFree fails with CNI error 4 when ifname already exists in netns.
+func ifnameMustBeFree(netns ns.NetNS, ifname string) error {
+	var exists bool
+	err := netns.Do(func(ns.NetNS) error {
+		var err error
+		exists, err = link.LinkExists(ifname)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("look up %s in netns %s: %w", ifname, netns.Path(), err)
+	}
+	if exists {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_IFNAME %q already exists in netns %s", ifname, netns.Path()), "")
+	}
+	return nil
+}
+
+// netnsGone reports whether err says the netns path no longer holds a
+// network namespace: DEL then has nothing left to remove in it.
+func netnsGone(err error) bool {
+	var notExist ns.NSPathNotExistErr
+	var notNS ns.NSPathNotNSErr
+	return errors.As(err, &notExist) || errors.As(err, &notNS)
+}
+
+// plan is what the kernel must be told for one attachment, derived from the
+// IPAM result and the config.
+type plan struct {
+	addrs        []netip.Prefix   // container addresses with the block prefix length
+	gatewayAddrs []netip.Prefix   // bridge addresses: gateway with the block prefix length
+	routes       []link.Route     // container routes, gateways resolved
+	resultRoutes []*types.Route   // the same routes for the CNI result
+	mac          net.HardwareAddr // CHECK only: the container MAC
+	has4         bool
+}
+
+// planAttachment turns the IPAM result into addresses and routes. A missing
+// gateway (when the bridge is the gateway) is the first host address of the
+// block, as the reference bridge plugin does; it is written back into the
+// result. A route without a gateway goes via the gateway of its family, or
+// on-link when there is none; isDefaultGateway adds a default route per
+// family unless IPAM already gave one.
+func planAttachment(conf *bridgeconf.NetConf, result *current.Result) (*plan, error) {
+	if len(result.IPs) == 0 {
+		return nil, fmt.Errorf("IPAM plugin %s returned no IP addresses", conf.IPAM.Type)
+	}
+	p := &plan{}
+	for _, ip := range result.IPs {
+		addr, ok := link.PrefixFromIPNet(&ip.Address)
+		if !ok {
+			return nil, fmt.Errorf("IPAM plugin %s returned bad address %q", conf.IPAM.Type, ip.Address.String())
+		}
+		gw := link.AddrFromIP(ip.Gateway)
+		if !gw.IsValid() && conf.IsGateway {
+			gw = addr.Masked().Addr().Next()
+			if !addr.Contains(gw) || gw == addr.Addr() {
+				return nil, fmt.Errorf("address %s: block too small for a gateway", addr)
+			}
+			ip.Gateway = net.IP(gw.AsSlice())
+		}
+		if gw.IsValid() && gw == addr.Addr() {
+			return nil, fmt.Errorf("IPAM plugin %s returned gateway %s equal to the container address", conf.IPAM.Type, gw)
+		}
+		p.addrs = append(p.addrs, addr)
+		if gw.IsValid() {
+			p.gatewayAddrs = append(p.gatewayAddrs, netip.PrefixFrom(gw, addr.Bits()))
+		}
+		p.has4 = p.has4 || addr.Addr().Is4()
+	}
+
+	gateways := familyGateways(result.IPs)
+	for _, r := range result.Routes {
+		route, err := resolveRoute(r, gateways)
+		if err != nil {
+			return nil, err
+		}
+		p.addRoute(route)
+	}
+	if conf.IsDefaultGateway {
+		// IPv6 first, in a fixed order: results must not depend on map order.
+		for _, dst := range []netip.Prefix{
+			netip.PrefixFrom(netip.IPv6Unspecified(), 0),
+			netip.PrefixFrom(netip.IPv4Unspecified(), 0),
+		} {
+			gw, ok := gateways[family(dst.Addr())]
+			if ok && !p.hasRouteTo(dst) {
+				p.addRoute(link.Route{Dst: dst, GW: gw})
+			}
+		}
+	}
+	return p, nil
+}
+
+// familyGateways maps each address family (4 or 6) to the gateway of the
+// first IP of that family that has one.
+func familyGateways(ips []*current.IPConfig) map[int]netip.Addr {
+	gws := make(map[int]netip.Addr, 2)
+	for _, ip := range ips {
+		gw := link.AddrFromIP(ip.Gateway)
+		if !gw.IsValid() {
+			continue
+		}
+		if _, seen := gws[family(gw)]; !seen {
+			gws[family(gw)] = gw
+		}
+	}
+	return gws
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
+
+// resolveRoute converts a CNI route, giving a route without a gateway the
+// gateway of its family (on-link if there is none).
+func resolveRoute(r *types.Route, gateways map[int]netip.Addr) (link.Route, error) {
+	dst, ok := link.PrefixFromIPNet(&r.Dst)
+	if !ok {
+		return link.Route{}, fmt.Errorf("bad route destination %q", r.Dst.String())
+	}
+	route := link.Route{Dst: dst.Masked(), GW: link.AddrFromIP(r.GW)}
+	if !route.GW.IsValid() {
+		route.GW = gateways[family(dst.Addr())] // zero when none: on-link
+	}
+	if route.GW.IsValid() && family(route.GW) != family(dst.Addr()) {
+		return link.Route{}, fmt.Errorf("route %s: gateway %s is of another address family", dst, route.GW)
+	}
+	return route, nil
+}
+
+func (p *plan) addRoute(r link.Route) {
+	p.routes = append(p.routes, r)
+	cni := &types.Route{Dst: *ipNet(r.Dst)}
+	if r.GW.IsValid() {
+		cni.GW = net.IP(r.GW.AsSlice())
+	}
+	p.resultRoutes = append(p.resultRoutes, cni)
+}
+
+func (p *plan) hasRouteTo(dst netip.Prefix) bool {
+	for _, r := range p.routes {
+		if r.Dst == dst {
+			return true
+		}
+	}
+	return false
+}
+
+// expectedState is what CHECK looks for, from prevResult: the container
+// interface (by name and sandbox), its MAC, the IPs assigned to it, the
+// routes (gateways resolved as ADD did) and the gateway addresses.
+func expectedState(prev *current.Result, args *skel.CmdArgs) (*plan, error) {
+	idx := -1
+	for i, iface := range prev.Interfaces {
+		if iface.Name == args.IfName && (iface.Sandbox == "" || iface.Sandbox == args.Netns) {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		return nil, fmt.Errorf("prevResult has no interface %s in netns %s", args.IfName, args.Netns)
+	}
+	p := &plan{}
+	if s := prev.Interfaces[idx].Mac; s != "" {
+		mac, err := net.ParseMAC(s)
+		if err != nil {
+			return nil, fmt.Errorf("prevResult interface %s: bad mac %q: %w", args.IfName, s, err)
+		}
+		p.mac = mac
+	}
+	for _, ip := range prev.IPs {
+		if ip.Interface == nil || *ip.Interface != idx {
+			continue
+		}
+		addr, ok := link.PrefixFromIPNet(&ip.Address)
+		if !ok {
+			return nil, fmt.Errorf("prevResult: bad address %q", ip.Address.String())
+		}
+		p.addrs = append(p.addrs, addr)
+		if gw := link.AddrFromIP(ip.Gateway); gw.IsValid() {
+			p.gatewayAddrs = append(p.gatewayAddrs, netip.PrefixFrom(gw, addr.Bits()))
+		}
+	}
+	gateways := familyGateways(prev.IPs)
+	for _, r := range prev.Routes {
+		route, err := resolveRoute(r, gateways)
+		if err != nil {
+			return nil, fmt.Errorf("prevResult: %w", err)
+		}
+		p.routes = append(p.routes, route)
+	}
+	return p, nil
+}
+
+// ipNet converts a prefix to the form CNI results carry.
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
