@@ -81,11 +81,23 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 // Node is the name of the node this allocator allocates for.
 func (a *Allocator) Node() string { return a.node }
 
+// Request is one ADD.
+type Request struct {
+	ID    store.AttachmentID
+	Netns string
+	Conf  *ipamconf.NetConf
+	// Args carries the requested addresses and the pod name.
+	Args ipamconf.Args
+	// MAC is the container interface's MAC, for eui64 addressing.
+	MAC net.HardwareAddr
+}
+
 // Add returns the addresses of the attachment, allocating them the first
 // time. A repeated ADD of the same attachment gets the same addresses.
-func (a *Allocator) Add(ctx context.Context, id store.AttachmentID, conf *ipamconf.NetConf) (*current.Result, error) {
+func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	conf, id := req.Conf, req.ID
 
 	if err := a.ensurePool(ctx, conf); err != nil {
 		return nil, err
@@ -95,12 +107,21 @@ func (a *Allocator) Add(ctx context.Context, id store.AttachmentID, conf *ipamco
 	} else if h != nil {
 		return Result(h, conf), nil
 	}
+	if err := checkRequested(conf, req.Args.IPs); err != nil {
+		return nil, err
+	}
 
-	h := store.Handle{AttachmentID: id, Node: a.node, Created: time.Now().UTC()}
+	h := store.Handle{AttachmentID: id, Node: a.node, Netns: req.Netns, Created: time.Now().UTC()}
 	for try := 0; ; try++ {
 		h.IPs = h.IPs[:0]
 		for _, set := range conf.IPAM.Ranges {
-			ip, err := a.pick(ctx, id.Network, set)
+			var ip store.IP
+			var err error
+			if want, ok := requestedIn(set, req.Args.IPs); ok {
+				ip, err = a.reserve(ctx, id.Network, set, want)
+			} else {
+				ip, err = a.pick(ctx, &req, set)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -112,6 +133,9 @@ func (a *Allocator) Add(ctx context.Context, id store.AttachmentID, conf *ipamco
 		}
 		var taken *store.AddrTakenError
 		switch {
+		case errors.As(err, &taken) && slices.Contains(req.Args.IPs, taken.Addr):
+			return nil, types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("requested address %s is in use", taken.Addr), "")
 		case errors.As(err, &taken) && try < maxAllocateTries:
 			a.markUsed(taken.Addr)
 			continue
@@ -131,6 +155,88 @@ func (a *Allocator) Add(ctx context.Context, id store.AttachmentID, conf *ipamco
 		a.markUsed(ip.Address.Addr())
 	}
 	return Result(&h, conf), nil
+}
+
+// checkRequested refuses requested addresses of a family the network has
+// no range for.
+func checkRequested(conf *ipamconf.NetConf, ips []netip.Addr) error {
+	for _, ip := range ips {
+		if _, ok := requestedFamily(conf, ip); !ok {
+			return types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("requested address %s: network %q has no range of its family", ip, conf.Name), "")
+		}
+	}
+	return nil
+}
+
+func requestedFamily(conf *ipamconf.NetConf, ip netip.Addr) (ipamconf.RangeSet, bool) {
+	for _, set := range conf.IPAM.Ranges {
+		if set.Is6() == ip.Is6() {
+			return set, true
+		}
+	}
+	return nil, false
+}
+
+// requestedIn is the requested address for a range set, if any: the first
+// set of the address's family gets it.
+func requestedIn(set ipamconf.RangeSet, ips []netip.Addr) (netip.Addr, bool) {
+	for _, ip := range ips {
+		if ip.Is6() == set.Is6() {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// reserve takes exactly want, if it is a container address of the pool and
+// its block is (or can become) this node's.
+func (a *Allocator) reserve(ctx context.Context, network string, set ipamconf.RangeSet, want netip.Addr) (store.IP, error) {
+	var r ipamconf.Range
+	found := false
+	for _, cand := range set {
+		if cand.Subnet.Contains(want) {
+			r, found = cand, true
+			break
+		}
+	}
+	if !found {
+		return store.IP{}, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("requested address %s is not in the pool of network %q", want, network), "")
+	}
+	if e, ok := r.Excluded(want); ok {
+		return store.IP{}, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("requested address %s is excluded (%s) in network %q", want, e, network), "")
+	}
+	cidr := netip.PrefixFrom(want, r.BlockSize).Masked()
+	if !ipmath.IsHost(cidr, want) {
+		return store.IP{}, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("requested address %s is the gateway or a reserved address of block %s", want, cidr), "")
+	}
+	b := a.blocks[cidr]
+	if b == nil {
+		nb := store.Block{CIDR: cidr, Node: a.node, Network: network, Subnet: r.Subnet, Source: "pool", Claimed: time.Now().UTC()}
+		err := a.store.ClaimBlock(ctx, nb)
+		if errors.Is(err, store.ErrExists) {
+			return store.IP{}, types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("requested address %s is in block %s, which another node owns", want, cidr),
+				"a container can only get addresses of its own node's blocks")
+		}
+		if err != nil {
+			return store.IP{}, err
+		}
+		a.log.Info("claimed block", "block", cidr, "network", network, "node", a.node, "for", want)
+		b = &block{Block: nb, used: map[netip.Addr]struct{}{}}
+		a.blocks[cidr] = b
+	}
+	if err := a.loadUsed(ctx, b); err != nil {
+		return store.IP{}, err
+	}
+	if _, taken := b.used[want]; taken {
+		return store.IP{}, types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("requested address %s is in use", want), "")
+	}
+	return ipIn(b, want), nil
 }
 
 // Del releases the attachment's addresses. An unknown attachment is not an
@@ -186,7 +292,56 @@ func (a *Allocator) Status(ctx context.Context, conf *ipamconf.NetConf) error {
 		}
 		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
 	}
+	for _, set := range conf.IPAM.Ranges {
+		ok, err := a.hasRoom(ctx, conf.Name, set)
+		if err != nil {
+			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("etcd: %v", err), "")
+		}
+		if !ok {
+			return types.NewError(types.ErrPluginNotAvailable,
+				fmt.Sprintf("no address available in pool %s for network %q", subnetsOf(set), conf.Name), "")
+		}
+	}
 	return nil
+}
+
+// hasRoom reports whether an ADD could get an address of the range set: a
+// block of this node has one, or a block of the pool is unclaimed.
+func (a *Allocator) hasRoom(ctx context.Context, network string, set ipamconf.RangeSet) (bool, error) {
+	for _, r := range set {
+		for _, b := range a.blocksOf(network, r) {
+			if err := a.loadUsed(ctx, b); err != nil {
+				return false, err
+			}
+			if uint64(len(b.used)) < hostCount(b.CIDR) {
+				return true, nil
+			}
+		}
+	}
+	all, err := a.store.Blocks(ctx)
+	if err != nil {
+		return false, err
+	}
+	claimed := make(map[netip.Prefix]bool, len(all))
+	for _, b := range all {
+		claimed[b.CIDR] = true
+	}
+	for _, r := range set {
+		for cand, ok := ipmath.FirstBlock(r.Subnet, r.BlockSize), true; ok; cand, ok = ipmath.NextBlock(cand, r.Subnet) {
+			if !claimed[cand] && !fullyExcluded(r, cand) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+func subnetsOf(set ipamconf.RangeSet) string {
+	subnets := make([]string, 0, len(set))
+	for _, r := range set {
+		subnets = append(subnets, r.Subnet.String())
+	}
+	return strings.Join(subnets, ", ")
 }
 
 // GC releases this node's attachments of the network that are not in valid,
@@ -248,10 +403,11 @@ func (a *Allocator) ensurePool(ctx context.Context, conf *ipamconf.NetConf) erro
 
 // pick finds a free address for the network in one range set: in a block
 // this node owns, else in a block it claims now.
-func (a *Allocator) pick(ctx context.Context, network string, set ipamconf.RangeSet) (store.IP, error) {
+func (a *Allocator) pick(ctx context.Context, req *Request, set ipamconf.RangeSet) (store.IP, error) {
+	network := req.ID.Network
 	for _, r := range set {
 		for _, b := range a.blocksOf(network, r) {
-			addr, ok, err := a.freeIn(ctx, b)
+			addr, ok, err := a.freeIn(ctx, b, r, req)
 			if err != nil {
 				return store.IP{}, err
 			}
@@ -268,7 +424,7 @@ func (a *Allocator) pick(ctx context.Context, network string, set ipamconf.Range
 		if err != nil {
 			return store.IP{}, err
 		}
-		addr, ok, err := a.freeIn(ctx, b)
+		addr, ok, err := a.freeIn(ctx, b, r, req)
 		if err != nil {
 			return store.IP{}, err
 		}
@@ -276,12 +432,8 @@ func (a *Allocator) pick(ctx context.Context, network string, set ipamconf.Range
 			return ipIn(b, addr), nil
 		}
 	}
-	subnets := make([]string, 0, len(set))
-	for _, r := range set {
-		subnets = append(subnets, r.Subnet.String())
-	}
 	return store.IP{}, types.NewError(types.ErrTryAgainLater,
-		fmt.Sprintf("no address available in pool %s for network %q", strings.Join(subnets, ", "), network), "")
+		fmt.Sprintf("no address available in pool %s for network %q", subnetsOf(set), network), "")
 }
 
 func ipIn(b *block, addr netip.Addr) store.IP {
@@ -318,7 +470,7 @@ func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.R
 		claimed[b.CIDR] = true
 	}
 	for cand, ok := ipmath.FirstBlock(r.Subnet, r.BlockSize), true; ok; cand, ok = ipmath.NextBlock(cand, r.Subnet) {
-		if claimed[cand] {
+		if claimed[cand] || fullyExcluded(r, cand) {
 			continue
 		}
 		b := store.Block{
@@ -340,41 +492,113 @@ func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.R
 	return nil, errRangeFull
 }
 
-// freeIn finds the next free address of b after its cursor.
-func (a *Allocator) freeIn(ctx context.Context, b *block) (netip.Addr, bool, error) {
-	if b.used == nil {
-		held, err := a.store.AddrsIn(ctx, b.CIDR)
-		if err != nil {
-			return netip.Addr{}, false, err
+func (a *Allocator) loadUsed(ctx context.Context, b *block) error {
+	if b.used != nil {
+		return nil
+	}
+	held, err := a.store.AddrsIn(ctx, b.CIDR)
+	if err != nil {
+		return err
+	}
+	b.used = make(map[netip.Addr]struct{}, len(held))
+	for addr := range held {
+		b.used[addr] = struct{}{}
+	}
+	return nil
+}
+
+// free reports whether a container may get c in block b of range r now.
+func (b *block) free(r ipamconf.Range, c netip.Addr) bool {
+	if !ipmath.IsHost(b.CIDR, c) {
+		return false
+	}
+	if _, taken := b.used[c]; taken {
+		return false
+	}
+	_, excluded := r.Excluded(c)
+	return !excluded
+}
+
+// maxStableTries bounds the rehashes of stable addressing before it falls
+// back to the sequential search.
+const maxStableTries = 16
+
+// fullyExcluded reports whether every address of block b is excluded.
+func fullyExcluded(r ipamconf.Range, b netip.Prefix) bool {
+	for _, e := range r.Exclude {
+		if e.Bits() <= b.Bits() && e.Contains(b.Addr()) {
+			return true
 		}
-		b.used = make(map[netip.Addr]struct{}, len(held))
-		for addr := range held {
-			b.used[addr] = struct{}{}
-		}
+	}
+	return false
+}
+
+// freeIn finds a free address of b (of range r) for the request, by the
+// network's addressing mode.
+func (a *Allocator) freeIn(ctx context.Context, b *block, r ipamconf.Range, req *Request) (netip.Addr, bool, error) {
+	if err := a.loadUsed(ctx, b); err != nil {
+		return netip.Addr{}, false, err
 	}
 	if uint64(len(b.used)) >= hostCount(b.CIDR) {
 		return netip.Addr{}, false, nil
 	}
+	switch req.Conf.IPAM.Addressing {
+	case ipamconf.EUI64:
+		if b.CIDR.Addr().Is6() {
+			if len(req.MAC) != 6 {
+				return netip.Addr{}, false, types.NewError(types.ErrInvalidNetworkConfig,
+					fmt.Sprintf("addressing %q: no container MAC known for %s", ipamconf.EUI64, req.ID), "")
+			}
+			c := ipmath.EUI64(b.CIDR, req.MAC)
+			if !b.free(r, c) {
+				return netip.Addr{}, false, types.NewError(types.ErrTryAgainLater,
+					fmt.Sprintf("EUI-64 address %s of MAC %s is taken in block %s", c, req.MAC, b.CIDR),
+					"another attachment has the same MAC")
+			}
+			return c, true, nil
+		}
+	case ipamconf.Stable:
+		for i := range maxStableTries {
+			c := ipmath.Stable(b.CIDR, fmt.Sprintf("%s|%d", req.ID, i))
+			if b.free(r, c) {
+				return c, true, nil
+			}
+		}
+	}
+	return b.nextSequential(r)
+}
+
+// nextSequential finds the next free address after the block's cursor,
+// jumping over excluded prefixes.
+func (b *block) nextSequential(r ipamconf.Range) (netip.Addr, bool, error) {
 	first, last := ipmath.FirstHost(b.CIDR), ipmath.LastHost(b.CIDR)
 	c := b.next
 	if !ipmath.IsHost(b.CIDR, c) {
 		c = first
 	}
-	// At most len(used)+1 candidates: one of them is free.
-	for range len(b.used) + 1 {
-		if _, taken := b.used[c]; !taken {
-			if c == last {
-				b.next = first
+	advance := func(c netip.Addr) netip.Addr {
+		if c == last {
+			return first
+		}
+		return c.Next()
+	}
+	// Each step visits a new address or jumps an excluded prefix: past this
+	// many steps every address has been seen.
+	for range len(b.used) + 2*len(r.Exclude) + 2 {
+		if e, ok := r.Excluded(c); ok {
+			end := ipmath.Last(e)
+			if !b.CIDR.Contains(end) || end.Compare(last) >= 0 {
+				c = first
 			} else {
-				b.next = c.Next()
+				c = end.Next()
 			}
+			continue
+		}
+		if b.free(r, c) {
+			b.next = advance(c)
 			return c, true, nil
 		}
-		if c == last {
-			c = first
-		} else {
-			c = c.Next()
-		}
+		c = advance(c)
 	}
 	return netip.Addr{}, false, nil
 }

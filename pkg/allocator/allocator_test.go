@@ -57,7 +57,7 @@ func addrs(r *current.Result) []string {
 
 func mustAdd(t *testing.T, a *Allocator, aid store.AttachmentID, c *ipamconf.NetConf) *current.Result {
 	t.Helper()
-	r, err := a.Add(context.Background(), aid, c)
+	r, err := a.Add(context.Background(), Request{ID: aid, Conf: c})
 	if err != nil {
 		t.Fatalf("Add(%s): %v", aid, err)
 	}
@@ -133,7 +133,7 @@ func TestBlockExhaustionAndPoolFull(t *testing.T) {
 	if got := fmt.Sprint(addrs(r1), addrs(r2)); got != "[10.9.0.2/30 via 10.9.0.1] [10.9.0.6/30 via 10.9.0.5]" {
 		t.Errorf("allocations = %s", got)
 	}
-	_, err := a.Add(context.Background(), id("tiny", "c3"), c)
+	_, err := a.Add(context.Background(), Request{ID: id("tiny", "c3"), Conf: c})
 	wantCode(t, err, types.ErrTryAgainLater, "no address available", "10.9.0.0/29", "tiny")
 	if h, _ := st.Handle(context.Background(), id("tiny", "c3")); h != nil {
 		t.Errorf("failed ADD left a handle: %+v", h)
@@ -152,15 +152,15 @@ func TestPoolDefinitionIsFixed(t *testing.T) {
 	a := newAlloc(t, st, "node1")
 	mustAdd(t, a, id("n1", "c1"), conf(t, "n1", `[[{"subnet":"2001:db8:1::/48"}]]`))
 
-	_, err := a.Add(context.Background(), id("n1", "c2"), conf(t, "n1", `[[{"subnet":"2001:db8:1::/48","blockSize":56}]]`))
+	_, err := a.Add(context.Background(), Request{ID: id("n1", "c2"), Conf: conf(t, "n1", `[[{"subnet":"2001:db8:1::/48","blockSize":56}]]`)})
 	wantCode(t, err, types.ErrInvalidNetworkConfig, "2001:db8:1::/48 blockSize 56", "2001:db8:1::/48 blockSize 64", `"n1"`)
 
 	// Another node's ipamd, with a fresh cache, gets the same answer.
 	b := newAlloc(t, st, "node2")
-	_, err = b.Add(context.Background(), id("n1", "c3"), conf(t, "n1", `[[{"subnet":"2001:db8:2::/48"}]]`))
+	_, err = b.Add(context.Background(), Request{ID: id("n1", "c3"), Conf: conf(t, "n1", `[[{"subnet":"2001:db8:2::/48"}]]`)})
 	wantCode(t, err, types.ErrInvalidNetworkConfig, "2001:db8:2::/48", "2001:db8:1::/48")
 
-	_, err = b.Add(context.Background(), id("n2", "c1"), conf(t, "n2", `[[{"subnet":"2001:db8:1:8000::/49"}]]`))
+	_, err = b.Add(context.Background(), Request{ID: id("n2", "c1"), Conf: conf(t, "n2", `[[{"subnet":"2001:db8:1:8000::/49"}]]`)})
 	wantCode(t, err, types.ErrInvalidNetworkConfig, "overlaps", `"n1"`)
 }
 
@@ -185,7 +185,7 @@ func TestNodesNeverShareAddresses(t *testing.T) {
 				defer wg.Done()
 				for i := range perNode / 4 {
 					cid := fmt.Sprintf("n%d-w%d-%d", n, w, i)
-					r, err := a.Add(context.Background(), id("v6", cid), c)
+					r, err := a.Add(context.Background(), Request{ID: id("v6", cid), Conf: c})
 					if err != nil {
 						t.Errorf("Add %s: %v", cid, err)
 						return

@@ -38,7 +38,34 @@ const (
 type Range struct {
 	Subnet    netip.Prefix `json:"subnet"`
 	BlockSize int          `json:"blockSize"`
+	// Exclude lists prefixes of the subnet no container ever gets.
+	Exclude []netip.Prefix `json:"exclude,omitempty"`
 }
+
+// Excluded reports whether a is in one of the range's excluded prefixes, and
+// which.
+func (r Range) Excluded(a netip.Addr) (netip.Prefix, bool) {
+	for _, e := range r.Exclude {
+		if e.Contains(a) {
+			return e, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// Addressing modes: how the interface ID of a container's IPv6 address is
+// chosen inside its node's block.
+const (
+	// Sequential takes the next free address after the block's cursor.
+	Sequential = "sequential"
+	// EUI64 derives the interface ID from the container interface's MAC
+	// (RFC 4291 modified EUI-64), as SLAAC would; needs /64 blocks.
+	EUI64 = "eui64"
+	// Stable hashes network, container ID and ifname into the interface ID
+	// (RFC 7217 style), so a re-created attachment gets the same address
+	// when it is free.
+	Stable = "stable"
+)
 
 // RangeSet is a list of ranges of one address family; a container gets one
 // address from each range set.
@@ -61,6 +88,8 @@ type IPAM struct {
 	Ranges []RangeSet `json:"ranges"`
 	Routes []Route    `json:"routes,omitempty"`
 	DNS    types.DNS  `json:"dns,omitzero"`
+	// Addressing is Sequential (default), EUI64 or Stable.
+	Addressing string `json:"addressing"`
 }
 
 // NetConf is the part of a network configuration IPAM cares about.
@@ -80,9 +109,11 @@ type rawConf struct {
 		Type   string `json:"type"`
 		Socket string `json:"socket"`
 		Ranges [][]struct {
-			Subnet    string `json:"subnet"`
-			BlockSize *int   `json:"blockSize"`
+			Subnet    string   `json:"subnet"`
+			BlockSize *int     `json:"blockSize"`
+			Exclude   []string `json:"exclude"`
 		} `json:"ranges"`
+		Addressing string `json:"addressing"`
 		Routes []struct {
 			Dst string `json:"dst"`
 			GW  string `json:"gw"`
@@ -136,6 +167,16 @@ func Parse(data []byte) (*NetConf, error) {
 			if err != nil {
 				return nil, err
 			}
+			for k, ex := range rr.Exclude {
+				e, err := netip.ParsePrefix(ex)
+				if err != nil || e != e.Masked() {
+					return nil, invalid("%s.exclude[%d]: %q is not a network prefix", field, k, ex)
+				}
+				if !r.Subnet.Contains(e.Addr()) || e.Bits() < r.Subnet.Bits() {
+					return nil, invalid("%s.exclude[%d]: %s is not inside the subnet %s", field, k, e, r.Subnet)
+				}
+				r.Exclude = append(r.Exclude, e)
+			}
 			if len(set) > 0 && set.Is6() != r.Subnet.Addr().Is6() {
 				return nil, invalid("%s.subnet: %s mixes address families with %s in the same range set; put IPv4 and IPv6 in separate range sets",
 					field, r.Subnet, set[0].Subnet)
@@ -146,6 +187,21 @@ func Parse(data []byte) (*NetConf, error) {
 	}
 	if err := checkOverlap(ic.Ranges); err != nil {
 		return nil, err
+	}
+	switch ic.Addressing = raw.IPAM.Addressing; ic.Addressing {
+	case "":
+		ic.Addressing = Sequential
+	case Sequential, Stable:
+	case EUI64:
+		for i, set := range ic.Ranges {
+			for j, r := range set {
+				if r.Subnet.Addr().Is6() && r.BlockSize != 64 {
+					return nil, invalid("ipam.ranges[%d][%d].blockSize: %d: addressing %q needs /64 blocks", i, j, r.BlockSize, EUI64)
+				}
+			}
+		}
+	default:
+		return nil, invalid("ipam.addressing: %q is not one of %s, %s, %s", ic.Addressing, Sequential, EUI64, Stable)
 	}
 
 	for i, rr := range raw.IPAM.Routes {

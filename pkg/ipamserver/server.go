@@ -175,7 +175,12 @@ func decode(r *http.Request) (*call, error) {
 
 func (s *Server) add(ctx context.Context, c *call) (any, error) {
 	start := time.Now()
-	res, err := s.alloc.Add(ctx, c.id, c.conf)
+	args, err := ipamconf.ParseArgs(c.req.Config, c.req.Args)
+	if err != nil {
+		return nil, err
+	}
+	req := allocator.Request{ID: c.id, Netns: c.req.Netns, Conf: c.conf, Args: args}
+	res, err := s.alloc.Add(ctx, req)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@
 package ipmath
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
 )
@@ -82,4 +83,46 @@ func LastHost(block netip.Prefix) netip.Addr {
 // IsHost reports whether a is an address of block a container may get.
 func IsHost(block netip.Prefix, a netip.Addr) bool {
 	return block.Contains(a) && FirstHost(block).Compare(a) <= 0 && a.Compare(LastHost(block)) <= 0
+}
+
+// EUI64 is the address of prefix (a /64) whose interface ID is the modified
+// EUI-64 of a 48-bit MAC (RFC 4291 appendix A): ff:fe in the middle and the
+// universal/local bit flipped — the address SLAAC would form.
+func EUI64(prefix netip.Prefix, mac []byte) netip.Addr {
+	b := prefix.Masked().Addr().As16()
+	if len(mac) != 6 {
+		return netip.Addr{}
+	}
+	b[8] = mac[0] ^ 0x02
+	b[9], b[10] = mac[1], mac[2]
+	b[11], b[12] = 0xff, 0xfe
+	b[13], b[14], b[15] = mac[3], mac[4], mac[5]
+	return netip.AddrFrom16(b)
+}
+
+// Stable is an address of block whose host part is a hash of key (RFC 7217
+// style): the same key always lands on the same address of the block.
+func Stable(block netip.Prefix, key string) netip.Addr {
+	sum := sha256.Sum256([]byte(key))
+	block = block.Masked()
+	if block.Addr().Is4() {
+		b := block.Addr().As4()
+		hostBits := 32 - block.Bits()
+		v := binary.BigEndian.Uint32(b[:]) | binary.BigEndian.Uint32(sum[:4])&uint32(mask64(hostBits))
+		binary.BigEndian.PutUint32(b[:], v)
+		return netip.AddrFrom4(b)
+	}
+	b := block.Addr().As16()
+	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	hh, hl := binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:16])
+	hostBits := 128 - block.Bits()
+	if hostBits >= 64 {
+		lo |= hl
+		hi |= hh & mask64(hostBits-64)
+	} else {
+		lo |= hl & mask64(hostBits)
+	}
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	return netip.AddrFrom16(b)
 }

@@ -86,7 +86,10 @@ type IP struct {
 // Handle is an attachment and the addresses it holds.
 type Handle struct {
 	AttachmentID
-	Node    string    `json:"node"`
+	Node string `json:"node"`
+	// Netns is CNI_NETNS of the ADD: when it is gone, the attachment is
+	// provably stale.
+	Netns   string    `json:"netns,omitempty"`
 	IPs     []IP      `json:"ips"`
 	Created time.Time `json:"created"`
 }

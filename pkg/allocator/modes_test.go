@@ -1,0 +1,136 @@
+package allocator
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/v6cni/v6cni/pkg/etcdtest"
+	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/store"
+)
+
+func parse(t *testing.T, js string) *ipamconf.NetConf {
+	t.Helper()
+	c, err := ipamconf.Parse([]byte(js))
+	if err != nil {
+		t.Fatalf("parse %s: %v", js, err)
+	}
+	return c
+}
+
+func TestRequestedAddresses(t *testing.T) {
+	st := store.New(etcdtest.Client(t))
+	a := newAlloc(t, st, "node1")
+	other := newAlloc(t, st, "node2")
+	c := parse(t, `{"name":"req","ipam":{"ranges":[[{"subnet":"2001:db8:dd::/48"}],[{"subnet":"10.77.0.0/16"}]]}}`)
+	ctx := context.Background()
+	ask := func(al *Allocator, cid string, ips ...string) (string, error) {
+		var want []netip.Addr
+		for _, s := range ips {
+			want = append(want, netip.MustParseAddr(s))
+		}
+		r, err := al.Add(ctx, Request{ID: id("req", cid), Conf: c, Args: ipamconf.Args{IPs: want}})
+		if err != nil {
+			return "", err
+		}
+		return r.IPs[0].Address.String() + " " + r.IPs[1].Address.String(), nil
+	}
+
+	got, err := ask(a, "c1", "2001:db8:dd:5::99")
+	if err != nil || got != "2001:db8:dd:5::99/64 10.77.0.2/24" {
+		t.Fatalf("requested v6 only = %q, %v", got, err)
+	}
+	got, err = ask(a, "c2", "2001:db8:dd:5::100", "10.77.0.50")
+	if err != nil || got != "2001:db8:dd:5::100/64 10.77.0.50/24" {
+		t.Fatalf("requested both = %q, %v", got, err)
+	}
+	_, err = ask(a, "c3", "2001:db8:dd:5::99")
+	wantCode(t, err, types.ErrTryAgainLater, "2001:db8:dd:5::99", "in use")
+	_, err = ask(a, "c3", "2001:db8:ee::1")
+	wantCode(t, err, types.ErrInvalidNetworkConfig, "not in the pool")
+	_, err = ask(a, "c3", "2001:db8:dd:5::1")
+	wantCode(t, err, types.ErrInvalidNetworkConfig, "gateway")
+	// Block 2001:db8:dd:5::/64 is node1's: node2 cannot hand out its addresses.
+	_, err = ask(other, "c4", "2001:db8:dd:5::200")
+	wantCode(t, err, types.ErrTryAgainLater, "another node")
+	for _, cid := range []string{"c3", "c4"} {
+		if h, _ := st.Handle(ctx, id("req", cid)); h != nil {
+			t.Errorf("refused request left handle %+v", h)
+		}
+	}
+}
+
+func TestExclude(t *testing.T) {
+	st := store.New(etcdtest.Client(t))
+	a := newAlloc(t, st, "node1")
+	// The first block is wholly excluded, and the first addresses of the
+	// second.
+	c := parse(t, `{"name":"ex","ipam":{"ranges":[[{"subnet":"10.5.0.0/16","exclude":["10.5.0.0/24","10.5.1.0/29"]}]]}}`)
+	r := mustAdd(t, a, id("ex", "c1"), c)
+	if got := r.IPs[0].Address.String(); got != "10.5.1.8/24" {
+		t.Errorf("first address = %s, want 10.5.1.8/24", got)
+	}
+}
+
+func TestStableAddressing(t *testing.T) {
+	st := store.New(etcdtest.Client(t))
+	c := parse(t, `{"name":"stab","ipam":{"addressing":"stable","ranges":[[{"subnet":"2001:db8:ab::/48"}]]}}`)
+	a := newAlloc(t, st, "node1")
+	r1 := mustAdd(t, a, id("stab", "c1"), c)
+	r2 := mustAdd(t, a, id("stab", "c2"), c)
+	addr1 := r1.IPs[0].Address.String()
+	if addr1 == r2.IPs[0].Address.String() || addr1 == "2001:db8:ab::2/64" {
+		t.Errorf("stable addresses %s, %s look sequential or equal", addr1, r2.IPs[0].Address)
+	}
+	if _, err := a.Del(context.Background(), id("stab", "c1")); err != nil {
+		t.Fatal(err)
+	}
+	// Re-created, even on a restarted ipamd: the same address.
+	b := newAlloc(t, st, "node1")
+	if again := mustAdd(t, b, id("stab", "c1"), c); again.IPs[0].Address.String() != addr1 {
+		t.Errorf("re-created attachment got %s, want %s", again.IPs[0].Address, addr1)
+	}
+}
+
+func TestEUI64Addressing(t *testing.T) {
+	st := store.New(etcdtest.Client(t))
+	c := parse(t, `{"name":"eui","ipam":{"addressing":"eui64","ranges":[[{"subnet":"2001:db8:ac::/48"}],[{"subnet":"10.6.0.0/16"}]]}}`)
+	a := newAlloc(t, st, "node1")
+	mac, _ := net.ParseMAC("fa:16:3e:79:5a:cc")
+	r, err := a.Add(context.Background(), Request{ID: id("eui", "c1"), Conf: c, MAC: mac})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.IPs[0].Address.String(); got != "2001:db8:ac:0:f816:3eff:fe79:5acc/64" {
+		t.Errorf("eui64 address = %s, want 2001:db8:ac:0:f816:3eff:fe79:5acc/64", got)
+	}
+	if got := r.IPs[1].Address.String(); got != "10.6.0.2/24" {
+		t.Errorf("IPv4 in eui64 mode = %s, want sequential 10.6.0.2/24", got)
+	}
+	_, err = a.Add(context.Background(), Request{ID: id("eui", "c2"), Conf: c, MAC: mac})
+	wantCode(t, err, types.ErrTryAgainLater, "fa:16:3e:79:5a:cc", "is taken")
+	_, err = a.Add(context.Background(), Request{ID: id("eui", "c3"), Conf: c})
+	wantCode(t, err, types.ErrInvalidNetworkConfig, "no container MAC")
+}
+
+func TestStatusPoolExhausted(t *testing.T) {
+	st := store.New(etcdtest.Client(t))
+	a := newAlloc(t, st, "node1")
+	c := parse(t, `{"name":"st","ipam":{"ranges":[[{"subnet":"10.8.0.0/30"}]]}}`)
+	ctx := context.Background()
+	if err := a.Status(ctx, c); err != nil {
+		t.Fatalf("STATUS on a fresh pool: %v", err)
+	}
+	mustAdd(t, a, id("st", "c1"), c)
+	wantCode(t, a.Status(ctx, c), types.ErrPluginNotAvailable, "no address available", "10.8.0.0/30")
+	if _, err := a.Del(ctx, id("st", "c1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Status(ctx, c); err != nil {
+		t.Fatalf("STATUS after DEL: %v", err)
+	}
+}
