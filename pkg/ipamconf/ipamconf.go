@@ -114,7 +114,7 @@ type rawConf struct {
 			Exclude   []string `json:"exclude"`
 		} `json:"ranges"`
 		Addressing string `json:"addressing"`
-		Routes []struct {
+		Routes     []struct {
 			Dst string `json:"dst"`
 			GW  string `json:"gw"`
 		} `json:"routes"`
