@@ -202,3 +202,65 @@ func TestCLI(t *testing.T) {
 		t.Errorf("bad log format: %v", err)
 	}
 }
+
+// TestCLIReclaimAndRelease drives the admin commands against a real ipamd:
+// leases lists an attachment, gc releases the one whose netns is gone (and
+// only that one), release frees a chosen one.
+func TestCLIReclaimAndRelease(t *testing.T) {
+	dir := shortDir(t)
+	d := startIpamd(t, dir, "--gc-interval", "0")
+	ctx := context.Background()
+	cli := ipamapi.NewClient(d.socket)
+	alive := filepath.Join(dir, "netns-alive")
+	gone := filepath.Join(dir, "netns-gone")
+	for _, p := range []string{alive, gone} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for cid, netns := range map[string]string{"alive": alive, "gone": gone, "manual": alive} {
+		req := addReq("cli", cid, "2001:db8:79::/48")
+		req.Netns = netns
+		if _, err := cli.Add(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(gone)
+
+	runCLI := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := run(append(args, "--socket", d.socket), &out, &errOut); err != nil {
+			t.Fatalf("ipamd %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
+		}
+		return out.String()
+	}
+	if out := runCLI("leases", "--network", "cli"); strings.Count(out, "2001:db8:79::") != 3 {
+		t.Errorf("leases shows %q, want 3 attachments", out)
+	}
+	if out := runCLI("status"); !strings.Contains(out, "etcd:    ok") || !strings.Contains(out, "test-node") {
+		t.Errorf("status = %q", out)
+	}
+	if out := runCLI("gc", "--grace", "1h"); !strings.Contains(out, "released 0") {
+		t.Errorf("gc within grace = %q, want nothing released", out)
+	}
+	if out := runCLI("gc", "-o", "json"); !strings.Contains(out, `"containerID": "gone"`) || strings.Contains(out, `"alive"`) {
+		t.Errorf("gc = %q, want only the attachment whose netns is gone", out)
+	}
+	if out := runCLI("release", "--network", "cli", "--container", "manual"); !strings.Contains(out, "released 2001:db8:79::") {
+		t.Errorf("release = %q", out)
+	}
+	ls, err := cli.Leases(ctx, "cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].ContainerID != "alive" {
+		t.Errorf("leases after gc and release = %+v, want only alive", ls)
+	}
+	if out := runCLI("pools"); !strings.Contains(out, "2001:db8:79::/48 blockSize 64") {
+		t.Errorf("pools = %q", out)
+	}
+	if out := runCLI("blocks", "-o", "json"); !strings.Contains(out, `"inUse": 1`) {
+		t.Errorf("blocks = %q", out)
+	}
+}

@@ -3,8 +3,9 @@
 // IPAM plugins on a root-only unix socket.
 //
 //	ipamd [serve] [flags]      run the daemon (the default)
-//	ipamd state [flags]        show pools, blocks and addresses in use
-//	ipamd version              print the version
+//	ipamd status|pools|blocks|leases|state   inspect (-o json for scripts)
+//	ipamd gc | release                        release stale or chosen attachments
+//	ipamd version                             print the version
 package main
 
 import (
@@ -38,6 +39,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return serve(args, stderr)
 	case "state":
 		return state(args, stdout, stderr)
+	case "status":
+		return status(args, stdout, stderr)
+	case "pools":
+		return pools(args, stdout, stderr)
+	case "blocks":
+		return blocks(args, stdout, stderr)
+	case "leases":
+		return leases(args, stdout, stderr)
+	case "gc":
+		return gc(args, stdout, stderr)
+	case "release":
+		return release(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "ipamd", version)
 		return nil
@@ -50,9 +63,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 const usage = `usage:
-  ipamd [serve] [flags]   run the daemon (ipamd serve -h for flags)
-  ipamd state [flags]     show pools, blocks and addresses in use
-  ipamd version           print the version
+  ipamd [serve] [flags]     run the daemon (ipamd serve -h for flags)
+  ipamd status              can this ipamd serve? (node, version, etcd)
+  ipamd pools               pools and their use
+  ipamd blocks              blocks, owners and use
+  ipamd leases [--network N]  attachments and their addresses
+  ipamd state               every network, block and address
+  ipamd gc [--grace D]      release attachments whose netns is gone
+  ipamd release --network N --container ID [--ifname IF]
+  ipamd version             print the version
+Client commands take --socket PATH and -o table|json.
 `
 
 func newLogger(w io.Writer, format string) (*slog.Logger, error) {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -33,6 +34,8 @@ func serve(args []string, stderr io.Writer) error {
 	dataDir := fs.String("data-dir", "/var/lib/v6cni", "data directory of the embedded etcd (unused with --etcd-endpoints)")
 	endpoints := fs.String("etcd-endpoints", "", "comma-separated URLs of an external etcd cluster; empty: run an embedded etcd")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	gcInterval := fs.Duration("gc-interval", 5*time.Minute, "how often to release attachments whose netns is gone (0: only at start)")
+	gcGrace := fs.Duration("gc-grace", 15*time.Minute, "never release an attachment younger than this")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,6 +96,8 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	defer os.Remove(*socket)
 	srv := ipamserver.New(alloc, st, log)
+	srv.Version = version
+	go reclaimLoop(ctx, alloc, log, *gcInterval, *gcGrace)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	log.Info("ipamd serving", "version", version, "node", *nodeName, "socket", *socket, "etcd", strings.Join(eps, ","))
@@ -122,4 +127,29 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// reclaimLoop releases, at start and then every interval, this node's
+// attachments whose network namespace is gone: runtimes skip DEL after a
+// crash or a reboot, and those addresses would leak forever.
+func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, log *slog.Logger, interval, grace time.Duration) {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		released, err := alloc.Reclaim(rctx, grace, ipamserver.NetnsExists)
+		cancel()
+		for _, h := range released {
+			log.Info("GC released", "network", h.Network, "container", h.ContainerID, "ifname", h.IfName, "netns", h.Netns)
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn("GC of stale attachments", "error", err)
+		}
+		if interval <= 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
 }

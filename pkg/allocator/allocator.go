@@ -663,3 +663,27 @@ func Result(h *store.Handle, conf *ipamconf.NetConf) *current.Result {
 	}
 	return r
 }
+
+// Reclaim releases this node's attachments, of every network, whose network
+// namespace no longer exists (the runtime never sent DEL: a crash, a
+// reboot) and that are older than grace. It touches nothing it cannot prove
+// stale: an attachment without a recorded netns is kept.
+func (a *Allocator) Reclaim(ctx context.Context, grace time.Duration, netnsExists func(string) bool) ([]store.Handle, error) {
+	handles, err := a.store.Handles(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var released []store.Handle
+	var errs []error
+	for _, h := range handles {
+		if h.Node != a.node || h.Netns == "" || time.Since(h.Created) < grace || netnsExists(h.Netns) {
+			continue
+		}
+		if _, err := a.Del(ctx, h.AttachmentID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		released = append(released, h)
+	}
+	return released, errors.Join(errs...)
+}

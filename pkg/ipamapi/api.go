@@ -66,3 +66,44 @@ type AddrState struct {
 	ContainerID string `json:"containerID"`
 	IfName      string `json:"ifName"`
 }
+
+// Admin paths, used by the ipamd CLI.
+const (
+	PathHealth  = "/v1/health"
+	PathLeases  = "/v1/leases"
+	PathReclaim = "/v1/admin/gc"
+	PathRelease = "/v1/admin/release"
+)
+
+// Health is ipamd's own view of whether it can serve.
+type Health struct {
+	Node    string `json:"node"`
+	Version string `json:"version"`
+	// Etcd is "ok" or the error etcd answered with.
+	Etcd string `json:"etcd"`
+}
+
+// Lease is one attachment and its addresses.
+type Lease struct {
+	Network     string   `json:"network"`
+	ContainerID string   `json:"containerID"`
+	IfName      string   `json:"ifName"`
+	Node        string   `json:"node"`
+	Netns       string   `json:"netns,omitempty"`
+	Addrs       []string `json:"addrs"`
+	Created     string   `json:"created"`
+}
+
+// AdminRequest selects attachments for the admin verbs.
+type AdminRequest struct {
+	Network     string `json:"network,omitempty"`
+	ContainerID string `json:"containerID,omitempty"`
+	IfName      string `json:"ifName,omitempty"`
+	// GraceSeconds: GC releases only attachments older than this.
+	GraceSeconds int `json:"graceSeconds,omitempty"`
+}
+
+// Released lists what an admin verb released.
+type Released struct {
+	Released []Lease `json:"released"`
+}

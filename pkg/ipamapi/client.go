@@ -73,10 +73,35 @@ func (c *Client) State(ctx context.Context) (*State, error) {
 	return &st, nil
 }
 
+// Health returns ipamd's health.
+func (c *Client) Health(ctx context.Context) (*Health, error) {
+	var h Health
+	return &h, c.call(ctx, PathHealth, struct{}{}, &h)
+}
+
+// Leases lists the attachments of a network (all if network is "").
+func (c *Client) Leases(ctx context.Context, network string) ([]Lease, error) {
+	var l []Lease
+	return l, c.call(ctx, PathLeases, &AdminRequest{Network: network}, &l)
+}
+
+// Reclaim releases this node's attachments whose network namespace is gone,
+// if older than the grace in req.
+func (c *Client) Reclaim(ctx context.Context, req *AdminRequest) (*Released, error) {
+	var r Released
+	return &r, c.call(ctx, PathReclaim, req, &r)
+}
+
+// Release releases one attachment, as a DEL would.
+func (c *Client) Release(ctx context.Context, req *AdminRequest) (*Released, error) {
+	var r Released
+	return &r, c.call(ctx, PathRelease, req, &r)
+}
+
 // call posts req and decodes a 200 body into out. Every failure is a
 // *types.Error: ipamd's own, or code 11 when ipamd cannot be reached, so a
 // runtime knows to retry.
-func (c *Client) call(ctx context.Context, path string, req *Request, out any) error {
+func (c *Client) call(ctx context.Context, path string, req any, out any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("encode ipamd request: %v", err), "")

@@ -39,6 +39,12 @@ const EtcdTimeout = 4 * time.Second
 
 // Server answers IPAM requests for one node.
 type Server struct {
+	// Version is reported by the health verb.
+	Version string
+	// NetnsExists tells whether a recorded network namespace path still
+	// exists; the admin GC releases attachments whose netns is gone.
+	NetnsExists func(path string) bool
+
 	alloc *allocator.Allocator
 	store *store.Store
 	log   *slog.Logger
@@ -47,7 +53,7 @@ type Server struct {
 
 // New returns a server for alloc.
 func New(alloc *allocator.Allocator, st *store.Store, log *slog.Logger) *Server {
-	s := &Server{alloc: alloc, store: st, log: log}
+	s := &Server{alloc: alloc, store: st, log: log, NetnsExists: NetnsExists}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ipamapi.PathAdd, s.handle(s.add))
 	mux.HandleFunc("POST "+ipamapi.PathDel, s.handle(s.del))
@@ -55,6 +61,10 @@ func New(alloc *allocator.Allocator, st *store.Store, log *slog.Logger) *Server 
 	mux.HandleFunc("POST "+ipamapi.PathStatus, s.handle(s.status))
 	mux.HandleFunc("POST "+ipamapi.PathGC, s.handle(s.gc))
 	mux.HandleFunc("POST "+ipamapi.PathState, s.handle(s.state))
+	mux.HandleFunc("POST "+ipamapi.PathHealth, s.handleAdmin(s.health))
+	mux.HandleFunc("POST "+ipamapi.PathLeases, s.handleAdmin(s.leases))
+	mux.HandleFunc("POST "+ipamapi.PathReclaim, s.handleAdmin(s.reclaim))
+	mux.HandleFunc("POST "+ipamapi.PathRelease, s.handleAdmin(s.release))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s
 }
@@ -289,6 +299,92 @@ func (s *Server) state(ctx context.Context, _ *call) (any, error) {
 		st.Networks = append(st.Networks, ns)
 	}
 	return st, nil
+}
+
+func (s *Server) handleAdmin(fn func(ctx context.Context, req *ipamapi.AdminRequest) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req ipamapi.AdminRequest
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxRequest))
+		if err == nil {
+			err = json.Unmarshal(body, &req)
+		}
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode request: %v", err), ""))
+			return
+		}
+		// Admin verbs may walk every lease: a longer bound than CNI calls.
+		ctx, cancel := context.WithTimeout(r.Context(), 10*EtcdTimeout)
+		defer cancel()
+		out, err := fn(ctx, &req)
+		if err != nil {
+			cerr := toCNIError(err)
+			writeJSON(w, httpStatus(cerr.Code), cerr)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+func (s *Server) health(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) {
+	h := ipamapi.Health{Node: s.alloc.Node(), Version: s.Version, Etcd: "ok"}
+	if err := s.store.Ping(ctx); err != nil {
+		h.Etcd = err.Error()
+	}
+	return h, nil
+}
+
+func (s *Server) leases(ctx context.Context, req *ipamapi.AdminRequest) (any, error) {
+	hs, err := s.store.Handles(ctx, req.Network)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ipamapi.Lease, 0, len(hs))
+	for _, h := range hs {
+		out = append(out, lease(h))
+	}
+	return out, nil
+}
+
+func (s *Server) reclaim(ctx context.Context, req *ipamapi.AdminRequest) (any, error) {
+	released, err := s.alloc.Reclaim(ctx, time.Duration(req.GraceSeconds)*time.Second, s.NetnsExists)
+	out := ipamapi.Released{Released: []ipamapi.Lease{}}
+	for _, h := range released {
+		s.log.Info("GC released", "network", h.Network, "container", short(h.ContainerID), "ifname", h.IfName, "netns", h.Netns)
+		out.Released = append(out.Released, lease(h))
+	}
+	return out, err
+}
+
+func (s *Server) release(ctx context.Context, req *ipamapi.AdminRequest) (any, error) {
+	id := store.AttachmentID{Network: req.Network, ContainerID: req.ContainerID, IfName: req.IfName}
+	if id.Network == "" || id.ContainerID == "" || id.IfName == "" {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "release: network, container ID and ifname are all required", "")
+	}
+	h, err := s.alloc.Del(ctx, id)
+	out := ipamapi.Released{Released: []ipamapi.Lease{}}
+	if h != nil {
+		s.log.Info("released by admin", "network", h.Network, "container", short(h.ContainerID), "ifname", h.IfName)
+		out.Released = append(out.Released, lease(*h))
+	}
+	return out, err
+}
+
+func lease(h store.Handle) ipamapi.Lease {
+	l := ipamapi.Lease{
+		Network: h.Network, ContainerID: h.ContainerID, IfName: h.IfName,
+		Node: h.Node, Netns: h.Netns, Created: h.Created.Format(time.RFC3339), Addrs: []string{},
+	}
+	for _, ip := range h.IPs {
+		l.Addrs = append(l.Addrs, ip.Address.String())
+	}
+	return l
+}
+
+// NetnsExists reports whether a network namespace path still exists. Only a
+// clear "does not exist" counts as gone: any other error keeps the lease.
+func NetnsExists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, os.ErrNotExist)
 }
 
 // toCNIError gives every failure a CNI code. Errors that are not already CNI
