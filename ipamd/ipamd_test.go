@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -262,5 +265,44 @@ func TestCLIReclaimAndRelease(t *testing.T) {
 	}
 	if out := runCLI("blocks", "-o", "json"); !strings.Contains(out, `"inUse": 1`) {
 		t.Errorf("blocks = %q", out)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	d := startIpamd(t, shortDir(t), "--metrics-addr", addr)
+	ctx := context.Background()
+	cli := ipamapi.NewClient(d.socket)
+	if _, err := cli.Add(ctx, addReq("m", "c1", "2001:db8:7a::/48")); err != nil {
+		t.Fatal(err)
+	}
+	bad := addReq("m", "c2", "2001:db8:7a::/48")
+	bad.Config = []byte(`{"name":"m","ipam":{"ranges":[[{"subnet":"2001:db8:7a::/48"}]]},"runtimeConfig":{"ips":["2001:db8:99::1"]}}`)
+	if _, err := cli.Add(ctx, bad); err == nil {
+		t.Fatal("ADD of an address outside the pool succeeded")
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`v6cni_ipamd_addresses_in_use{network="m",node="test-node"} 1`,
+		`v6cni_ipamd_blocks{network="m",node="test-node"} 1`,
+		`v6cni_ipamd_pool_size{network="m"} 1.2089258196146292e+24`,
+		`v6cni_ipamd_requests_total{code="0",verb="add"} 1`,
+		`v6cni_ipamd_requests_total{code="7",verb="add"} 1`,
+		`v6cni_ipamd_allocation_failures_total{reason="invalid_config"} 1`,
+		`v6cni_ipamd_request_duration_seconds_count{verb="add"} 2`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }

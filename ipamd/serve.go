@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/v6cni/v6cni/pkg/allocator"
 	"github.com/v6cni/v6cni/pkg/etcdembed"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/ipamserver"
 	"github.com/v6cni/v6cni/pkg/store"
 )
@@ -34,6 +37,7 @@ func serve(args []string, stderr io.Writer) error {
 	dataDir := fs.String("data-dir", "/var/lib/v6cni", "data directory of the embedded etcd (unused with --etcd-endpoints)")
 	endpoints := fs.String("etcd-endpoints", "", "comma-separated URLs of an external etcd cluster; empty: run an embedded etcd")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	metricsAddr := fs.String("metrics-addr", "", "HOST:PORT to serve Prometheus metrics on /metrics (empty: off)")
 	gcInterval := fs.Duration("gc-interval", 5*time.Minute, "how often to release attachments whose netns is gone (0: only at start)")
 	gcGrace := fs.Duration("gc-grace", 15*time.Minute, "never release an attachment younger than this")
 	if err := fs.Parse(args); err != nil {
@@ -97,7 +101,20 @@ func serve(args []string, stderr io.Writer) error {
 	defer os.Remove(*socket)
 	srv := ipamserver.New(alloc, st, log)
 	srv.Version = version
-	go reclaimLoop(ctx, alloc, log, *gcInterval, *gcGrace)
+	srv.Metrics = ipammetrics.New(alloc)
+	if *metricsAddr != "" {
+		ml, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr %s: %w", *metricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.Metrics.Handler())
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go ms.Serve(ml)
+		defer ms.Close()
+		log.Info("metrics serving", "addr", ml.Addr().String())
+	}
+	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	log.Info("ipamd serving", "version", version, "node", *nodeName, "socket", *socket, "etcd", strings.Join(eps, ","))
@@ -132,11 +149,12 @@ func splitList(s string) []string {
 // reclaimLoop releases, at start and then every interval, this node's
 // attachments whose network namespace is gone: runtimes skip DEL after a
 // crash or a reboot, and those addresses would leak forever.
-func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, log *slog.Logger, interval, grace time.Duration) {
+func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics.Metrics, log *slog.Logger, interval, grace time.Duration) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
 		released, err := alloc.Reclaim(rctx, grace, ipamserver.NetnsExists)
 		cancel()
+		m.Reclaimed(len(released))
 		for _, h := range released {
 			log.Info("GC released", "network", h.Network, "container", h.ContainerID, "ifname", h.IfName, "netns", h.Netns)
 		}

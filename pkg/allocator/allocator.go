@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/ipmath"
 	"github.com/v6cni/v6cni/pkg/store"
 )
@@ -40,8 +42,10 @@ type Allocator struct {
 	// this costs far less than the kernel work of an attachment, and it keeps
 	// the cursor logic simple and the cache exact.
 	mu sync.Mutex
-	// pools caches the definitions this ipamd has seen registered.
-	pools map[string]string
+	// pools caches the definitions this ipamd has seen registered, and
+	// poolSizes the number of addresses of each (for metrics).
+	pools     map[string]string
+	poolSizes map[string]float64
 	// blocks are this node's blocks.
 	blocks map[netip.Prefix]*block
 }
@@ -63,8 +67,9 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 		store:  st,
 		node:   node,
 		log:    log,
-		pools:  make(map[string]string),
-		blocks: make(map[netip.Prefix]*block),
+		pools:     make(map[string]string),
+		poolSizes: make(map[string]float64),
+		blocks:    make(map[netip.Prefix]*block),
 	}
 	all, err := st.Blocks(ctx)
 	if err != nil {
@@ -72,10 +77,51 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 	}
 	for _, b := range all {
 		if b.Node == node {
-			a.blocks[b.CIDR] = &block{Block: b}
+			nb := &block{Block: b}
+			if err := a.loadUsed(ctx, nb); err != nil {
+				return nil, fmt.Errorf("load addresses of block %s: %w", b.CIDR, err)
+			}
+			a.blocks[b.CIDR] = nb
 		}
 	}
+	pools, err := st.Pools(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load pools: %w", err)
+	}
+	for _, p := range pools {
+		a.poolSizes[p.Network] = size(p.Subnets)
+	}
 	return a, nil
+}
+
+func size(subnets []netip.Prefix) float64 {
+	var n float64
+	for _, s := range subnets {
+		n += math.Exp2(float64(s.Addr().BitLen() - s.Bits()))
+	}
+	return n
+}
+
+// Usage lists this node's blocks and the addresses in use in each.
+func (a *Allocator) Usage() []ipammetrics.Usage {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]ipammetrics.Usage, 0, len(a.blocks))
+	for _, b := range a.blocks {
+		out = append(out, ipammetrics.Usage{Network: b.Network, Block: b.CIDR.String(), InUse: len(b.used)})
+	}
+	return out
+}
+
+// PoolSizes lists the size of every pool this ipamd knows.
+func (a *Allocator) PoolSizes() []ipammetrics.PoolSize {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]ipammetrics.PoolSize, 0, len(a.poolSizes))
+	for n, sz := range a.poolSizes {
+		out = append(out, ipammetrics.PoolSize{Network: n, Size: sz})
+	}
+	return out
 }
 
 // Node is the name of the node this allocator allocates for.
@@ -398,6 +444,7 @@ func (a *Allocator) ensurePool(ctx context.Context, conf *ipamconf.NetConf) erro
 			"a network's pool cannot change while in use; use a new network name")
 	}
 	a.pools[conf.Name] = def
+	a.poolSizes[conf.Name] = size(p.Subnets)
 	return nil
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/v6cni/v6cni/pkg/allocator"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/store"
 )
 
@@ -44,6 +45,8 @@ type Server struct {
 	// NetnsExists tells whether a recorded network namespace path still
 	// exists; the admin GC releases attachments whose netns is gone.
 	NetnsExists func(path string) bool
+	// Metrics, when set, records every request.
+	Metrics *ipammetrics.Metrics
 
 	alloc *allocator.Allocator
 	store *store.Store
@@ -128,13 +131,20 @@ func (s *Server) handle(fn handlerFunc) http.HandlerFunc {
 			out, err = fn(ctx, c)
 			cancel()
 		}
+		verb := strings.TrimPrefix(r.URL.Path, "/v1/")
 		if err != nil {
 			cerr := toCNIError(err)
+			if s.Metrics != nil {
+				s.Metrics.Observe(verb, time.Since(start), cerr)
+			}
 			s.log.Warn("request failed", "path", r.URL.Path, "network", c.req.Network,
 				"container", short(c.req.ContainerID), "ifname", c.req.IfName,
 				"code", cerr.Code, "error", cerr.Msg, "duration", time.Since(start))
 			writeJSON(w, httpStatus(cerr.Code), cerr)
 			return
+		}
+		if s.Metrics != nil {
+			s.Metrics.Observe(verb, time.Since(start), nil)
 		}
 		if out == nil {
 			out = struct{}{}
@@ -258,6 +268,9 @@ func (s *Server) gc(ctx context.Context, c *call) (any, error) {
 		valid = append(valid, store.AttachmentID{Network: c.conf.Name, ContainerID: a.ContainerID, IfName: a.IfName})
 	}
 	released, err := s.alloc.GC(ctx, c.conf.Name, valid)
+	if s.Metrics != nil {
+		s.Metrics.Reclaimed(len(released))
+	}
 	for _, h := range released {
 		s.log.Info("GC released", "network", h.Network, "container", short(h.ContainerID), "ifname", h.IfName)
 	}
@@ -347,6 +360,9 @@ func (s *Server) leases(ctx context.Context, req *ipamapi.AdminRequest) (any, er
 
 func (s *Server) reclaim(ctx context.Context, req *ipamapi.AdminRequest) (any, error) {
 	released, err := s.alloc.Reclaim(ctx, time.Duration(req.GraceSeconds)*time.Second, s.NetnsExists)
+	if s.Metrics != nil {
+		s.Metrics.Reclaimed(len(released))
+	}
 	out := ipamapi.Released{Released: []ipamapi.Lease{}}
 	for _, h := range released {
 		s.log.Info("GC released", "network", h.Network, "container", short(h.ContainerID), "ifname", h.IfName, "netns", h.Netns)

@@ -1,0 +1,147 @@
+// Package ipammetrics holds ipamd's Prometheus metrics. Counters and
+// histograms are updated on the request path; gauges of addresses, blocks
+// and pool sizes are read from the allocator's cache at scrape time, so a
+// scrape never waits on etcd.
+package ipammetrics
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "v6cni_ipamd"
+
+// Usage is one block of this node as the allocator sees it.
+type Usage struct {
+	Network string
+	Block   string
+	InUse   int
+}
+
+// PoolSize is the number of addresses of a network's pool.
+type PoolSize struct {
+	Network string
+	Size    float64
+}
+
+// Source gives the gauges their values at scrape time.
+type Source interface {
+	Node() string
+	Usage() []Usage
+	PoolSizes() []PoolSize
+}
+
+// Metrics are ipamd's metrics, on their own registry.
+type Metrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	failures  *prometheus.CounterVec
+	reclaimed prometheus.Counter
+}
+
+// New registers ipamd's metrics; src feeds the gauges.
+func New(src Source) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "requests_total",
+			Help: "CNI requests served, by verb and CNI result code (0 = success).",
+		}, []string{"verb", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "request_duration_seconds",
+			Help:    "Time ipamd took to answer a CNI request, by verb.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"verb"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "allocation_failures_total",
+			Help: "ADDs that got no address, by reason (pool_exhausted, address_in_use, invalid_config, etcd_unavailable, other).",
+		}, []string{"reason"}),
+		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "gc_released_total",
+			Help: "Attachments released by GC or reclaim (stale: netns gone or not in the runtime's valid list).",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.failures, m.reclaimed,
+		&gauges{src: src},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Observe records one request: its verb, how long it took, and its error
+// (nil for success).
+func (m *Metrics) Observe(verb string, took time.Duration, err *types.Error) {
+	code := "0"
+	if err != nil {
+		code = strconv.FormatUint(uint64(err.Code), 10)
+	}
+	m.requests.WithLabelValues(verb, code).Inc()
+	m.duration.WithLabelValues(verb).Observe(took.Seconds())
+	if verb == "add" && err != nil {
+		m.failures.WithLabelValues(reason(err)).Inc()
+	}
+}
+
+// Reclaimed counts released stale attachments.
+func (m *Metrics) Reclaimed(n int) { m.reclaimed.Add(float64(n)) }
+
+func reason(err *types.Error) string {
+	switch {
+	case strings.Contains(err.Msg, "no address available"):
+		return "pool_exhausted"
+	case strings.Contains(err.Msg, "in use") || strings.Contains(err.Msg, "is taken"):
+		return "address_in_use"
+	case err.Code == types.ErrInvalidNetworkConfig || err.Code == types.ErrDecodingFailure || err.Code == types.ErrInvalidEnvironmentVariables:
+		return "invalid_config"
+	case strings.HasPrefix(err.Msg, "etcd"):
+		return "etcd_unavailable"
+	default:
+		return "other"
+	}
+}
+
+var (
+	inUseDesc = prometheus.NewDesc(namespace+"_addresses_in_use",
+		"Addresses allocated in this node's blocks, per network.", []string{"network", "node"}, nil)
+	blocksDesc = prometheus.NewDesc(namespace+"_blocks",
+		"Blocks this node owns, per network.", []string{"network", "node"}, nil)
+	poolDesc = prometheus.NewDesc(namespace+"_pool_size",
+		"Addresses in the network's pool (all ranges; float: IPv6 pools are huge).", []string{"network"}, nil)
+)
+
+// gauges reads the allocator's cache at scrape time.
+type gauges struct{ src Source }
+
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- inUseDesc
+	ch <- blocksDesc
+	ch <- poolDesc
+}
+
+func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+	node := g.src.Node()
+	inUse, blocks := map[string]int{}, map[string]int{}
+	for _, u := range g.src.Usage() {
+		inUse[u.Network] += u.InUse
+		blocks[u.Network]++
+	}
+	for n, v := range inUse {
+		ch <- prometheus.MustNewConstMetric(inUseDesc, prometheus.GaugeValue, float64(v), n, node)
+		ch <- prometheus.MustNewConstMetric(blocksDesc, prometheus.GaugeValue, float64(blocks[n]), n, node)
+	}
+	for _, p := range g.src.PoolSizes() {
+		ch <- prometheus.MustNewConstMetric(poolDesc, prometheus.GaugeValue, p.Size, p.Network)
+	}
+}
