@@ -64,9 +64,9 @@ type block struct {
 // New returns an allocator for node and loads the node's blocks.
 func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*Allocator, error) {
 	a := &Allocator{
-		store:  st,
-		node:   node,
-		log:    log,
+		store:     st,
+		node:      node,
+		log:       log,
 		pools:     make(map[string]string),
 		poolSizes: make(map[string]float64),
 		blocks:    make(map[netip.Prefix]*block),
