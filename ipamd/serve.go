@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,12 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/v6cni/v6cni/pkg/allocator"
@@ -36,6 +39,9 @@ func serve(args []string, stderr io.Writer) error {
 	socket := fs.String("socket", ipamconf.DefaultSocket, "unix socket the IPAM plugins call (created 0600)")
 	dataDir := fs.String("data-dir", "/var/lib/v6cni", "data directory of the embedded etcd (unused with --etcd-endpoints)")
 	endpoints := fs.String("etcd-endpoints", "", "comma-separated URLs of an external etcd cluster; empty: run an embedded etcd")
+	etcdCA := fs.String("etcd-cacert", "", "CA bundle that signed the etcd servers' certificates (enables TLS)")
+	etcdCert := fs.String("etcd-cert", "", "client certificate for etcd")
+	etcdKey := fs.String("etcd-key", "", "private key of the client certificate")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	metricsAddr := fs.String("metrics-addr", "", "HOST:PORT to serve Prometheus metrics on /metrics (empty: off)")
 	gcInterval := fs.Duration("gc-interval", 5*time.Minute, "how often to release attachments whose netns is gone (0: only at start)")
@@ -69,9 +75,17 @@ func serve(args []string, stderr io.Writer) error {
 		defer embedded.Close()
 		eps = []string{embedded.Endpoint()}
 	}
+	tlsConf, err := etcdTLS(*etcdCA, *etcdCert, *etcdKey)
+	if err != nil {
+		return err
+	}
+	if tlsConf != nil && embedded != nil {
+		return errors.New("--etcd-cacert/--etcd-cert/--etcd-key need --etcd-endpoints (the embedded etcd listens on a root-only unix socket)")
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   eps,
 		DialTimeout: 5 * time.Second,
+		TLS:         tlsConf,
 		Logger:      nopZap(),
 	})
 	if err != nil {
@@ -80,10 +94,10 @@ func serve(args []string, stderr io.Writer) error {
 	defer cli.Close()
 	st := store.New(cli)
 
-	initCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	initCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := st.Ping(initCtx); err != nil {
-		return fmt.Errorf("etcd at %s: %w", strings.Join(eps, ","), err)
+		return fmt.Errorf("etcd at %s: %w%s", strings.Join(eps, ","), err, diagnoseEtcd(eps, tlsConf))
 	}
 	if err := st.RegisterNode(ctx, store.Node{Name: *nodeName, Started: time.Now().UTC()}, nodeTTL); err != nil {
 		return err
@@ -170,4 +184,53 @@ func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics
 		case <-time.After(interval):
 		}
 	}
+}
+
+// etcdTLS builds the client TLS configuration from the three flags; nil
+// when none is set.
+func etcdTLS(ca, cert, key string) (*tls.Config, error) {
+	if ca == "" && cert == "" && key == "" {
+		return nil, nil
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("--etcd-cert and --etcd-key go together")
+	}
+	info := transport.TLSInfo{TrustedCAFile: ca, CertFile: cert, KeyFile: key}
+	c, err := info.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("etcd TLS (--etcd-cacert %q, --etcd-cert %q, --etcd-key %q): %w", ca, cert, key, err)
+	}
+	return c, nil
+}
+
+// diagnoseEtcd says why etcd did not answer when the client only knows it
+// timed out: a TLS handshake with the first TCP endpoint names a bad
+// certificate or a refused connection.
+func diagnoseEtcd(eps []string, conf *tls.Config) string {
+	for _, ep := range eps {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") {
+			continue
+		}
+		d := &net.Dialer{Timeout: 3 * time.Second}
+		if u.Scheme == "http" {
+			c, err := d.Dial("tcp", u.Host)
+			if err != nil {
+				return fmt.Sprintf(" (%s: %v)", ep, err)
+			}
+			c.Close()
+			continue
+		}
+		tc := &tls.Config{}
+		if conf != nil {
+			tc = conf.Clone()
+		}
+		tc.ServerName = u.Hostname()
+		c, err := tls.DialWithDialer(d, "tcp", u.Host, tc)
+		if err != nil {
+			return fmt.Sprintf(" (TLS with %s: %v)", ep, err)
+		}
+		c.Close()
+	}
+	return ""
 }
