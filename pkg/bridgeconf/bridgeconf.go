@@ -46,6 +46,22 @@ type NetConf struct {
 	// IsDefaultGateway adds default routes via the gateways in the
 	// container; it implies IsGateway.
 	IsDefaultGateway bool
+	// EnableDAD keeps duplicate address detection on the container
+	// addresses and makes ADD wait (at most DADTimeout) until none is
+	// tentative; off, addresses are added with IFA_F_NODAD.
+	EnableDAD bool
+	// HairpinMode lets a frame leave the bridge port it came in on.
+	HairpinMode bool
+	// PromiscMode puts the bridge in promiscuous mode.
+	PromiscMode bool
+	// ForceAddress replaces a different gateway address of the same block
+	// on the bridge instead of failing.
+	ForceAddress bool
+	// IPMasq masquerades IPv4 traffic of the containers that leaves
+	// through another interface than the bridge; IPMasq6 does the same
+	// for IPv6 (off by default: IPv6 addresses are routable).
+	IPMasq  bool
+	IPMasq6 bool
 }
 
 // rawConf is what users write. Booleans are pointers so that an absent key
@@ -57,6 +73,12 @@ type rawConf struct {
 	MTU              *int    `json:"mtu"`
 	IsGateway        *bool   `json:"isGateway"`
 	IsDefaultGateway *bool   `json:"isDefaultGateway"`
+	EnableDAD        *bool   `json:"enableDad"`
+	HairpinMode      *bool   `json:"hairpinMode"`
+	PromiscMode      *bool   `json:"promiscMode"`
+	ForceAddress     *bool   `json:"forceAddress"`
+	IPMasq           *bool   `json:"ipMasq"`
+	IPMasq6          *bool   `json:"ipMasq6"`
 }
 
 // Parse decodes and validates a bridge-v6 configuration (the stdin of a CNI
@@ -83,6 +105,21 @@ func Parse(data []byte) (*NetConf, error) {
 	}
 	if raw.IsDefaultGateway != nil {
 		conf.IsDefaultGateway = *raw.IsDefaultGateway
+	}
+	for _, b := range []struct {
+		dst *bool
+		src *bool
+	}{
+		{&conf.EnableDAD, raw.EnableDAD},
+		{&conf.HairpinMode, raw.HairpinMode},
+		{&conf.PromiscMode, raw.PromiscMode},
+		{&conf.ForceAddress, raw.ForceAddress},
+		{&conf.IPMasq, raw.IPMasq},
+		{&conf.IPMasq6, raw.IPMasq6},
+	} {
+		if b.src != nil {
+			*b.dst = *b.src
+		}
 	}
 	// A default route needs a gateway, and the only gateway this plugin
 	// knows is the one it puts on the bridge.
@@ -143,6 +180,11 @@ func (c *NetConf) validate() error {
 	}
 	if c.MTU != 0 && (c.MTU < MinMTU || c.MTU > MaxMTU) {
 		return invalid(fmt.Sprintf("mtu: %d out of range (0 for the kernel default, or %d..%d)", c.MTU, MinMTU, MaxMTU))
+	}
+	// Hairpin reflects the container's own neighbour solicitations back
+	// to it: DAD then always fails (kubernetes#32291).
+	if c.EnableDAD && c.HairpinMode {
+		return invalid("enableDad: true cannot be combined with hairpinMode: true (hairpin reflects DAD probes, every address would be a duplicate)")
 	}
 	if c.IPAM.Type == "" {
 		return invalid("ipam.type: missing")

@@ -86,6 +86,31 @@ func TestParseValid(t *testing.T) {
 	}
 }
 
+func TestParseOptions(t *testing.T) {
+	conf, err := Parse([]byte(`{"cniVersion":"1.1.0","name":"n","ipam":{"type":"x"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conf.EnableDAD || conf.HairpinMode || conf.PromiscMode || conf.ForceAddress || conf.IPMasq || conf.IPMasq6 {
+		t.Errorf("options default on: %+v", conf)
+	}
+	conf, err = Parse([]byte(`{"cniVersion":"1.1.0","name":"n","ipam":{"type":"x"},
+		"enableDad":true,"promiscMode":true,"forceAddress":true,"ipMasq":true,"ipMasq6":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !conf.EnableDAD || conf.HairpinMode || !conf.PromiscMode || !conf.ForceAddress || !conf.IPMasq || !conf.IPMasq6 {
+		t.Errorf("options not read: %+v", conf)
+	}
+	conf, err = Parse([]byte(`{"cniVersion":"1.1.0","name":"n","ipam":{"type":"x"},"hairpinMode":true,"enableDad":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !conf.HairpinMode || conf.EnableDAD {
+		t.Errorf("hairpinMode not read: %+v", conf)
+	}
+}
+
 func TestParsePrevResult(t *testing.T) {
 	conf, err := Parse([]byte(`{"cniVersion":"1.0.0","name":"n","ipam":{"type":"x"},
 		"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"02:00:00:00:00:01","sandbox":"/run/netns/x"}],
@@ -133,6 +158,13 @@ func TestParseErrors(t *testing.T) {
 		{"mtu fractional", `{` + ok + `,"mtu":1500.5}`, types.ErrInvalidNetworkConfig, []string{"mtu", "number"}},
 		{"isGateway a string", `{` + ok + `,"isGateway":"yes"}`, types.ErrInvalidNetworkConfig, []string{"isGateway", "boolean", "string"}},
 		{"isDefaultGateway a number", `{` + ok + `,"isDefaultGateway":1}`, types.ErrInvalidNetworkConfig, []string{"isDefaultGateway", "boolean", "number"}},
+		{"enableDad a string", `{` + ok + `,"enableDad":"true"}`, types.ErrInvalidNetworkConfig, []string{"enableDad", "boolean", "string"}},
+		{"hairpinMode a number", `{` + ok + `,"hairpinMode":1}`, types.ErrInvalidNetworkConfig, []string{"hairpinMode", "boolean", "number"}},
+		{"promiscMode an object", `{` + ok + `,"promiscMode":{}}`, types.ErrInvalidNetworkConfig, []string{"promiscMode", "boolean", "object"}},
+		{"forceAddress a string", `{` + ok + `,"forceAddress":"no"}`, types.ErrInvalidNetworkConfig, []string{"forceAddress", "boolean", "string"}},
+		{"ipMasq a number", `{` + ok + `,"ipMasq":0}`, types.ErrInvalidNetworkConfig, []string{"ipMasq", "boolean", "number"}},
+		{"ipMasq6 an array", `{` + ok + `,"ipMasq6":[true]}`, types.ErrInvalidNetworkConfig, []string{"ipMasq6", "boolean", "array"}},
+		{"enableDad with hairpinMode", `{` + ok + `,"enableDad":true,"hairpinMode":true}`, types.ErrInvalidNetworkConfig, []string{"enableDad", "hairpinMode"}},
 		{"bad prevResult", `{` + ok + `,"prevResult":{"ips":[{"address":"nope"}]}}`, types.ErrDecodingFailure, []string{"prevResult"}},
 	}
 	for _, tt := range tests {

@@ -81,11 +81,44 @@ func reuseBridge(l netlink.Link, mtu int) (*netlink.Bridge, error) {
 // IPAM owns uniqueness, and without it the address stays tentative for the
 // host's DAD (1–2 s) and the first containers cannot reach their gateway.
 // An address already there (put by an earlier ADD) is fine.
-func AddGatewayAddrs(br netlink.Link, gateways []netip.Prefix) error {
+//
+// Another address on the bridge that overlaps the gateway's block (a
+// different gateway for the same block, or the same address with another
+// prefix length) is an error naming it; with force it is removed instead.
+func AddGatewayAddrs(br netlink.Link, gateways []netip.Prefix, force bool) error {
+	if len(gateways) == 0 {
+		return nil
+	}
+	name := br.Attrs().Name
+	have, err := addrList(br, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list addresses of bridge %s: %w", name, err)
+	}
 	for _, gw := range gateways {
+		gw = netip.PrefixFrom(gw.Addr().Unmap(), gw.Bits())
+		present := false
+		for _, a := range have {
+			p, ok := PrefixFromIPNet(a.IPNet)
+			if !ok || !p.Overlaps(gw) {
+				continue
+			}
+			if p == gw {
+				present = true
+				continue
+			}
+			if !force {
+				return fmt.Errorf("bridge %s has address %s, which conflicts with gateway %s (set forceAddress to replace it)", name, p, gw)
+			}
+			if err := netlink.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("remove address %s from bridge %s (forceAddress): %w", p, name, err)
+			}
+		}
+		if present {
+			continue
+		}
 		addr := &netlink.Addr{IPNet: ipNet(gw), Flags: unix.IFA_F_NODAD}
 		if err := netlink.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add gateway %s to bridge %s: %w", gw, br.Attrs().Name, err)
+			return fmt.Errorf("add gateway %s to bridge %s: %w", gw, name, err)
 		}
 	}
 	return nil

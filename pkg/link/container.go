@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -28,13 +30,34 @@ func (r Route) String() string {
 	return r.Dst.String() + " via " + r.GW.String()
 }
 
-// ConfigureContainer configures the container end ifname in the network
+// DefaultDADTimeout bounds the wait for duplicate address detection when
+// ContainerOptions.DAD is set and no timeout is given.
+const DefaultDADTimeout = 5 * time.Second
+
+// ContainerOptions change how ConfigureContainerWith configures the
+// container end.
+type ContainerOptions struct {
+	// DAD keeps duplicate address detection on (accept_dad=1, addresses
+	// without IFA_F_NODAD) and waits, on netlink address events, until no
+	// address of the interface is tentative. A duplicate fails at once.
+	DAD bool
+	// DADTimeout bounds that wait; 0 means DefaultDADTimeout.
+	DADTimeout time.Duration
+}
+
+// ConfigureContainer is ConfigureContainerWith without options: addresses
+// with IFA_F_NODAD, no wait.
+func ConfigureContainer(ifname string, addrs []netip.Prefix, routes []Route) (netlink.Link, error) {
+	return ConfigureContainerWith(ifname, addrs, routes, ContainerOptions{})
+}
+
+// ConfigureContainerWith configures the container end ifname in the network
 // namespace of the calling thread (call it from ns.NetNS.Do): sysctls while
 // it is still down, each address (with its prefix length, e.g.
-// 2001:db8:cafe:3::2/64) with IFA_F_NODAD, lo and ifname up, then the
-// routes (after the addresses and link-up, so their gateways are on-link).
-// It returns the interface.
-func ConfigureContainer(ifname string, addrs []netip.Prefix, routes []Route) (netlink.Link, error) {
+// 2001:db8:cafe:3::2/64) with IFA_F_NODAD unless opts.DAD, lo and ifname
+// up, the DAD wait when opts.DAD, then the routes (after the addresses and
+// link-up, so their gateways are on-link). It returns the interface.
+func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route, opts ContainerOptions) (netlink.Link, error) {
 	l, err := linkByName(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("look up %s: %w", ifname, err)
@@ -48,12 +71,27 @@ func ConfigureContainer(ifname string, addrs []netip.Prefix, routes []Route) (ne
 			has6 = true
 		}
 	}
-	if err := prepareContainerIface(ifname, has6, has4); err != nil {
+	if err := prepareContainerIface(ifname, has6, has4, opts.DAD); err != nil {
 		return nil, err
 	}
 
+	var dadEvents chan netlink.AddrUpdate
+	if opts.DAD && has6 {
+		// Subscribed before the addresses exist: no event can be missed.
+		dadEvents = make(chan netlink.AddrUpdate, 64)
+		done := make(chan struct{})
+		defer close(done)
+		if err := netlink.AddrSubscribeWithOptions(dadEvents, done, netlink.AddrSubscribeOptions{}); err != nil {
+			return nil, fmt.Errorf("subscribe to address events for the DAD of %s: %w", ifname, err)
+		}
+	}
+
+	flags := unix.IFA_F_NODAD
+	if opts.DAD {
+		flags = 0
+	}
 	for _, a := range addrs {
-		addr := &netlink.Addr{IPNet: ipNet(a), Flags: unix.IFA_F_NODAD}
+		addr := &netlink.Addr{IPNet: ipNet(a), Flags: flags}
 		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("add address %s to %s: %w", a, ifname, err)
 		}
@@ -65,6 +103,16 @@ func ConfigureContainer(ifname string, addrs []netip.Prefix, routes []Route) (ne
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return nil, fmt.Errorf("set %s up: %w", ifname, err)
+	}
+
+	if dadEvents != nil {
+		timeout := opts.DADTimeout
+		if timeout <= 0 {
+			timeout = DefaultDADTimeout
+		}
+		if err := waitDAD(l, dadEvents, timeout); err != nil {
+			return nil, err
+		}
 	}
 
 	for _, r := range routes {
@@ -83,6 +131,67 @@ func ConfigureContainer(ifname string, addrs []netip.Prefix, routes []Route) (ne
 		}
 	}
 	return l, nil
+}
+
+// ErrDADFailed is wrapped by the error ConfigureContainerWith returns when
+// an address of the container is a duplicate on the link.
+var ErrDADFailed = errors.New("duplicate address detection failed")
+
+// waitDAD returns when no IPv6 address of l is tentative, fails as soon as
+// one is DADFAILED, and gives up after timeout. It reads the addresses
+// again on each address event of the namespace (no sleeps).
+func waitDAD(l netlink.Link, events <-chan netlink.AddrUpdate, timeout time.Duration) error {
+	name := l.Attrs().Name
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		have, err := addrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			return fmt.Errorf("list addresses of %s during DAD: %w", name, err)
+		}
+		var tentative []string
+		for _, a := range have {
+			if a.Flags&unix.IFA_F_DADFAILED != 0 {
+				return fmt.Errorf("%w: %s on %s is already used by another node on the link", ErrDADFailed, a.IPNet, name)
+			}
+			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+				tentative = append(tentative, a.IPNet.String())
+			}
+		}
+		if len(tentative) == 0 {
+			return nil
+		}
+		select {
+		case _, ok := <-events:
+			if !ok {
+				return fmt.Errorf("address events for the DAD of %s stopped", name)
+			}
+		case <-deadline.C:
+			return fmt.Errorf("duplicate address detection on %s did not finish within %s: %s still tentative",
+				name, timeout, strings.Join(tentative, ", "))
+		}
+	}
+}
+
+// Announce makes the kernel send an unsolicited neighbour advertisement for
+// every IPv6 address of ifname (ndisc_notify=1, set by ConfigureContainer)
+// and a gratuitous ARP for its IPv4 addresses (arp_notify=1), in the
+// namespace of the calling thread: it sets the interface's MAC to mac, its
+// current one, which raises NETDEV_CHANGEADDR (link-up alone does not
+// announce addresses that skipped DAD). Call it once the host end of the
+// veth forwards, or the bridge drops the announcement.
+func Announce(ifname string, mac net.HardwareAddr) error {
+	l, err := linkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", ifname, err)
+	}
+	if mac == nil {
+		mac = l.Attrs().HardwareAddr
+	}
+	if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
+		return fmt.Errorf("announce the addresses of %s (set MAC %s): %w", ifname, mac, err)
+	}
+	return nil
 }
 
 // CheckContainer verifies, in the network namespace of the calling thread,
@@ -104,6 +213,9 @@ func CheckContainer(ifname string, mac net.HardwareAddr, addrs []netip.Prefix, r
 	}
 
 	if err := checkAddrs(l, addrs); err != nil {
+		return err
+	}
+	if err := checkContainerSysctls(ifname, addrs); err != nil {
 		return err
 	}
 

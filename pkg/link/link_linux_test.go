@@ -160,7 +160,7 @@ func TestGatewayAddrsNoDAD(t *testing.T) {
 			return err
 		}
 		for range 2 { // idempotent: the second ADD on a bridge finds them there
-			if err := AddGatewayAddrs(br, []netip.Prefix{gw6, gw4}); err != nil {
+			if err := AddGatewayAddrs(br, []netip.Prefix{gw6, gw4}, false); err != nil {
 				return err
 			}
 		}

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net"
+
+	"github.com/v6cni/v6cni/pkg/macaddr"
 )
 
 // HostVethPrefix starts the name of every host-side veth bridge-v6 creates.
@@ -20,14 +22,12 @@ func HostVethName(containerID, ifname string) string {
 }
 
 // ContainerMAC is the MAC address of the container end of the attachment
-// (network, containerID, ifname): the first 6 bytes of
-// sha256(network + containerID + ifname), made locally administered
-// unicast. A stable MAC keeps EUI-64 addresses and neighbour caches stable
-// across re-ADDs of the same container, and other components (an IPAM that
-// derives EUI-64 interface IDs) can compute it without asking the kernel.
+// (network, containerID, ifname) when no MAC is requested: it is
+// macaddr.Derive, where the rule lives so that an IPAM deriving EUI-64
+// interface IDs computes the same MAC. Use macaddr.ForAttachment for the
+// MAC an attachment really gets (it honours the `mac` capability).
 func ContainerMAC(network, containerID, ifname string) net.HardwareAddr {
-	sum := sha256.Sum256([]byte(network + containerID + ifname))
-	return localUnicast(sum[:6])
+	return macaddr.Derive(network, containerID, ifname)
 }
 
 // HostVethMAC is the MAC of the host end of the attachment's veth. Setting

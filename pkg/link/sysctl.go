@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -98,6 +99,30 @@ func keepAcceptingRAs() error {
 	return nil
 }
 
+// checkContainerSysctls verifies what prepareContainerIface set and a later
+// change would break: accept_ra=0 (an RA would add routes behind the
+// plugin's back) and IPv6 enabled, when the attachment has IPv6 addresses.
+func checkContainerSysctls(ifname string, addrs []netip.Prefix) error {
+	has6 := false
+	for _, a := range addrs {
+		has6 = has6 || !a.Addr().Unmap().Is4()
+	}
+	if !has6 {
+		return nil
+	}
+	for _, kv := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "0"}} {
+		key := "net/ipv6/conf/" + ifname + "/" + kv[0]
+		v, err := sysctl.Sysctl(key)
+		if err != nil {
+			return fmt.Errorf("read sysctl %s: %w", key, err)
+		}
+		if strings.TrimSpace(v) != kv[1] {
+			return fmt.Errorf("sysctl %s is %s, want %s", key, strings.TrimSpace(v), kv[1])
+		}
+	}
+	return nil
+}
+
 // prepareContainerIface sets the sysctls of the container interface before
 // it goes up: no RAs (they would race the routes this plugin adds), no DAD
 // (IPAM guarantees uniqueness; also skips the link-local address's DAD),
@@ -107,10 +132,14 @@ func keepAcceptingRAs() error {
 //
 // Without IPv6 in the kernel (ipv6.disable=1) the IPv6 keys are missing; that
 // only matters when the attachment has IPv6 addresses.
-func prepareContainerIface(ifname string, ipv6, ipv4 bool) error {
+func prepareContainerIface(ifname string, ipv6, ipv4, dad bool) error {
+	acceptDAD := "0"
+	if dad {
+		acceptDAD = "1"
+	}
 	for _, kv := range [][2]string{
 		{"accept_ra", "0"},
-		{"accept_dad", "0"},
+		{"accept_dad", acceptDAD},
 		{"disable_ipv6", "0"},
 		{"ndisc_notify", "1"},
 	} {

@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/v6cni/v6cni/pkg/bridgeconf"
 	"github.com/v6cni/v6cni/pkg/link"
+	"github.com/v6cni/v6cni/pkg/macaddr"
 )
 
 func init() {
@@ -41,6 +44,10 @@ func main() {
 		GC:     cmdGC,
 	}, version.All, "bridge-v6: Linux bridge + veth, IPv6 first (v6cni)")
 }
+
+// portUpTimeout bounds the wait for the bridge to forward the host end of
+// the veth (the kernel's linkwatch enables it within a millisecond or so).
+const portUpTimeout = time.Second
 
 // Indexes of the interfaces in the ADD result.
 const (
@@ -64,13 +71,20 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := ifnameMustBeFree(netns, args.IfName); err != nil {
 		return err
 	}
+	// The `mac` capability, args.cni.mac or CNI_ARGS MAC=, else derived:
+	// the same rule an eui64 IPAM applies to the same input.
+	containerMAC, err := macaddr.ForAttachment(args.StdinData, args.Args, conf.Name, args.ContainerID, args.IfName)
+	if err != nil {
+		return err
+	}
 
 	ipamResult, err := invoke.DelegateAdd(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
 	if err != nil {
 		return err
 	}
 	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
-	success, vethCreated := false, false
+	success, vethCreated, masqSet := false, false, false
+	var masqAddrs []netip.Prefix
 	defer func() {
 		if success {
 			return
@@ -78,6 +92,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 		// The bridge and its gateway addresses are shared: they stay.
 		if vethCreated {
 			_ = link.DeleteLinkByName(hostVeth)
+		}
+		if masqSet {
+			_ = link.TeardownMasquerade(conf.Bridge, masqAddrs)
 		}
 		_ = invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
 	}()
@@ -99,7 +116,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	if conf.IsGateway {
-		if err := link.AddGatewayAddrs(br, plan.gatewayAddrs); err != nil {
+		if err := link.AddGatewayAddrs(br, plan.gatewayAddrs, conf.ForceAddress); err != nil {
 			return err
 		}
 		if err := link.EnableForwarding(plan.has4); err != nil {
@@ -107,9 +124,21 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}
 
+	if conf.PromiscMode {
+		if err := link.SetPromisc(br); err != nil {
+			return err
+		}
+	}
+
 	hostMAC := link.HostVethMAC(args.ContainerID, args.IfName)
-	containerMAC := link.ContainerMAC(conf.Name, args.ContainerID, args.IfName)
-	if _, err := link.CreateVeth(link.VethSpec{
+	// Subscribed before the container end goes up, so its oper-up event
+	// cannot be missed.
+	portUp, err := link.WatchOperUp()
+	if err != nil {
+		return err
+	}
+	defer portUp.Close()
+	veth, err := link.CreateVeth(link.VethSpec{
 		HostName:      hostVeth,
 		HostMAC:       hostMAC,
 		ContainerName: args.IfName,
@@ -117,16 +146,42 @@ func cmdAdd(args *skel.CmdArgs) error {
 		MTU:           conf.MTU,
 		BridgeIndex:   br.Index,
 		NetNSFd:       int(netns.Fd()),
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	vethCreated = true
+	if conf.HairpinMode {
+		if err := link.SetHairpin(hostVeth); err != nil {
+			return err
+		}
+	}
 
 	if err := netns.Do(func(ns.NetNS) error {
-		_, err := link.ConfigureContainer(args.IfName, plan.addrs, plan.routes)
+		_, err := link.ConfigureContainerWith(args.IfName, plan.addrs, plan.routes, link.ContainerOptions{DAD: conf.EnableDAD})
 		return err
 	}); err != nil {
 		return fmt.Errorf("configure %s in netns %s: %w", args.IfName, args.Netns, err)
+	}
+
+	// Once the bridge forwards the port (the container's first packets are
+	// not dropped, its first neighbour solicitation for the gateway gets
+	// through), announce the addresses so peers with a stale entry for them
+	// learn the new MAC at once. A port that takes too long only delays the
+	// announcement's usefulness: ADD does not fail for it.
+	if err := portUp.Wait(veth.Index, portUpTimeout); err != nil {
+		fmt.Fprintf(os.Stderr, "bridge-v6: %s: %v\n", hostVeth, err)
+	}
+	if err := netns.Do(func(ns.NetNS) error { return link.Announce(args.IfName, containerMAC) }); err != nil {
+		return fmt.Errorf("in netns %s: %w", args.Netns, err)
+	}
+
+	if conf.IPMasq || conf.IPMasq6 {
+		masqAddrs = plan.addrs
+		masqSet = true
+		if err := link.SetupMasquerade(conf.Bridge, plan.addrs, conf.IPMasq, conf.IPMasq6); err != nil {
+			return err
+		}
 	}
 
 	result.Interfaces = []*current.Interface{
@@ -156,6 +211,21 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	if err := link.DeleteLinkByName(link.HostVethName(args.ContainerID, args.IfName)); err != nil {
 		return err
+	}
+	if (conf.IPMasq || conf.IPMasq6) && conf.PrevResult != nil {
+		// The addresses to stop masquerading are known only from
+		// prevResult (spec 0.4.0 and later send it on DEL).
+		if prev, err := current.NewResultFromResult(conf.PrevResult); err == nil {
+			var addrs []netip.Prefix
+			for _, ip := range prev.IPs {
+				if p, ok := link.PrefixFromIPNet(&ip.Address); ok {
+					addrs = append(addrs, p)
+				}
+			}
+			if err := link.TeardownMasquerade(conf.Bridge, addrs); err != nil {
+				return err
+			}
+		}
 	}
 	if args.Netns == "" {
 		return nil
