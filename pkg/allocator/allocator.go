@@ -59,6 +59,8 @@ type block struct {
 	// reused only after the cursor wraps, so a stale neighbour entry of a
 	// deleted container does not point at a new one at once.
 	next netip.Addr
+	// emptySince is when the block last became empty (zero while in use).
+	emptySince time.Time
 }
 
 // New returns an allocator for node and loads the node's blocks.
@@ -551,6 +553,9 @@ func (a *Allocator) loadUsed(ctx context.Context, b *block) error {
 	for addr := range held {
 		b.used[addr] = struct{}{}
 	}
+	if len(b.used) == 0 {
+		b.emptySince = time.Now()
+	}
 	return nil
 }
 
@@ -669,6 +674,7 @@ func (a *Allocator) markUsed(addr netip.Addr) {
 			if b.used != nil {
 				b.used[addr] = struct{}{}
 			}
+			b.emptySince = time.Time{}
 			return
 		}
 	}
@@ -678,6 +684,9 @@ func (a *Allocator) forget(h *store.Handle) {
 	for _, ip := range h.IPs {
 		if b := a.blocks[ip.Block]; b != nil && b.used != nil {
 			delete(b.used, ip.Address.Addr())
+			if len(b.used) == 0 {
+				b.emptySince = time.Now()
+			}
 		}
 	}
 }
@@ -709,6 +718,41 @@ func Result(h *store.Handle, conf *ipamconf.NetConf) *current.Result {
 		r.Routes = append(r.Routes, route)
 	}
 	return r
+}
+
+// ReleaseEmptyBlocks gives back to the pool the blocks of this node that
+// have been empty for grace, keeping the lowest block of each network and
+// range (the node will need one again soon; the gateway stays stable).
+func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration) ([]store.Block, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	type key struct {
+		network string
+		subnet  netip.Prefix
+	}
+	lowest := map[key]netip.Prefix{}
+	for _, b := range a.blocks {
+		k := key{b.Network, b.Subnet}
+		if cur, ok := lowest[k]; !ok || b.CIDR.Addr().Less(cur.Addr()) {
+			lowest[k] = b.CIDR
+		}
+	}
+	var released []store.Block
+	var errs []error
+	for cidr, b := range a.blocks {
+		if lowest[key{b.Network, b.Subnet}] == cidr || b.used == nil || len(b.used) > 0 ||
+			b.emptySince.IsZero() || time.Since(b.emptySince) < grace {
+			continue
+		}
+		if err := a.store.ReleaseBlock(ctx, cidr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(a.blocks, cidr)
+		a.log.Info("released empty block", "block", cidr, "network", b.Network, "node", a.node)
+		released = append(released, b.Block)
+	}
+	return released, errors.Join(errs...)
 }
 
 // Reclaim releases this node's attachments, of every network, whose network

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -132,5 +133,48 @@ func TestStatusPoolExhausted(t *testing.T) {
 	}
 	if err := a.Status(ctx, c); err != nil {
 		t.Fatalf("STATUS after DEL: %v", err)
+	}
+}
+
+func TestReleaseEmptyBlocks(t *testing.T) {
+	st := store.New(etcdtest.Client(t))
+	a := newAlloc(t, st, "node1")
+	ctx := context.Background()
+	// /30 blocks: one container each, so three containers take three blocks.
+	c := parse(t, `{"name":"rb","ipam":{"ranges":[[{"subnet":"10.11.0.0/24","blockSize":30}]]}}`)
+	for _, cid := range []string{"c1", "c2", "c3"} {
+		mustAdd(t, a, id("rb", cid), c)
+	}
+	if rel, err := a.ReleaseEmptyBlocks(ctx, 0); err != nil || len(rel) != 0 {
+		t.Fatalf("released %v, %v while all blocks are in use", rel, err)
+	}
+	for _, cid := range []string{"c1", "c2"} {
+		if _, err := a.Del(ctx, id("rb", cid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rel, err := a.ReleaseEmptyBlocks(ctx, time.Hour); err != nil || len(rel) != 0 {
+		t.Fatalf("released %v, %v within the grace time", rel, err)
+	}
+	rel, err := a.ReleaseEmptyBlocks(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10.11.0.0/30 is the lowest block and stays; 10.11.0.4/30 goes back;
+	// 10.11.0.8/30 still holds c3.
+	if len(rel) != 1 || rel[0].CIDR.String() != "10.11.0.4/30" {
+		t.Fatalf("released %+v, want only 10.11.0.4/30", rel)
+	}
+	blocks, err := st.Blocks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blocks) != 2 {
+		t.Errorf("blocks in etcd after release = %+v, want 2", blocks)
+	}
+	// Another node can now claim it.
+	b := newAlloc(t, st, "node2")
+	if r := mustAdd(t, b, id("rb", "d1"), c); r.IPs[0].Address.String() != "10.11.0.6/30" {
+		t.Errorf("node2 got %s, want 10.11.0.6/30 from the released block", r.IPs[0].Address)
 	}
 }

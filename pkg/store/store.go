@@ -401,3 +401,21 @@ func parseAddrKey(key string) (netip.Addr, error) {
 	}
 	return a, nil
 }
+
+// ReleaseBlock deletes a block, only if no address in it is taken (one
+// transaction: an ADD racing the release either lands first and keeps the
+// block, or finds it gone and claims another).
+func (s *Store) ReleaseBlock(ctx context.Context, b netip.Prefix) error {
+	first, last := AddrKey(b.Masked().Addr()), AddrKey(ipmath.Last(b))+"\x00"
+	txn, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(first).WithRange(last), "=", 0)).
+		Then(clientv3.OpDelete(BlockKey(b))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("release block %s: %w", b, err)
+	}
+	if !txn.Succeeded {
+		return fmt.Errorf("release block %s: addresses in use", b)
+	}
+	return nil
+}
