@@ -46,6 +46,7 @@ func serve(args []string, stderr io.Writer) error {
 	metricsAddr := fs.String("metrics-addr", "", "HOST:PORT to serve Prometheus metrics on /metrics (empty: off)")
 	gcInterval := fs.Duration("gc-interval", 5*time.Minute, "how often to release attachments whose netns is gone (0: only at start)")
 	gcGrace := fs.Duration("gc-grace", 15*time.Minute, "never release an attachment younger than this")
+	blockGrace := fs.Duration("block-grace", 15*time.Minute, "give an empty block back to the pool after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,7 +129,7 @@ func serve(args []string, stderr io.Writer) error {
 		defer ms.Close()
 		log.Info("metrics serving", "addr", ml.Addr().String())
 	}
-	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace)
+	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace, *blockGrace)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	log.Info("ipamd serving", "version", version, "node", *nodeName, "socket", *socket, "etcd", strings.Join(eps, ","))
@@ -163,7 +164,7 @@ func splitList(s string) []string {
 // reclaimLoop releases, at start and then every interval, this node's
 // attachments whose network namespace is gone: runtimes skip DEL after a
 // crash or a reboot, and those addresses would leak forever.
-func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics.Metrics, log *slog.Logger, interval, grace time.Duration) {
+func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics.Metrics, log *slog.Logger, interval, grace, blockGrace time.Duration) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
 		released, err := alloc.Reclaim(rctx, grace, ipamserver.NetnsExists)
@@ -174,6 +175,17 @@ func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics
 		}
 		if err != nil && ctx.Err() == nil {
 			log.Warn("GC of stale attachments", "error", err)
+		}
+		rctx, cancel = context.WithTimeout(ctx, time.Minute)
+		blocks, err := alloc.ReleaseEmptyBlocks(rctx, blockGrace)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			log.Warn("release of empty blocks", "error", err)
+		}
+		for _, b := range blocks {
+			if err := removeGateway(b.CIDR); err != nil {
+				log.Warn("released block", "block", b.CIDR, "error", err)
+			}
 		}
 		if interval <= 0 {
 			return

@@ -25,6 +25,7 @@ import (
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/ipmath"
+	"github.com/v6cni/v6cni/pkg/macaddr"
 	"github.com/v6cni/v6cni/pkg/store"
 )
 
@@ -601,7 +602,7 @@ func (a *Allocator) freeIn(ctx context.Context, b *block, r ipamconf.Range, req 
 				return netip.Addr{}, false, types.NewError(types.ErrInvalidNetworkConfig,
 					fmt.Sprintf("addressing %q: no container MAC known for %s", ipamconf.EUI64, req.ID), "")
 			}
-			c := ipmath.EUI64(b.CIDR, req.MAC)
+			c := macaddr.EUI64(b.CIDR, req.MAC)
 			if !b.free(r, c) {
 				return netip.Addr{}, false, types.NewError(types.ErrTryAgainLater,
 					fmt.Sprintf("EUI-64 address %s of MAC %s is taken in block %s", c, req.MAC, b.CIDR),

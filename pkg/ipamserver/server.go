@@ -28,6 +28,7 @@ import (
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/macaddr"
 	"github.com/v6cni/v6cni/pkg/store"
 )
 
@@ -200,6 +201,13 @@ func (s *Server) add(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	req := allocator.Request{ID: c.id, Netns: c.req.Netns, Conf: c.conf, Args: args}
+	if c.conf.IPAM.Addressing == ipamconf.EUI64 {
+		// The MAC bridge-v6 gives the interface, by the same rules: the
+		// EUI-64 address must be the one the kernel would form from it.
+		if req.MAC, err = macaddr.ForAttachment(c.req.Config, c.req.Args, c.id.Network, c.id.ContainerID, c.id.IfName); err != nil {
+			return nil, err
+		}
+	}
 	res, err := s.alloc.Add(ctx, req)
 	if err != nil {
 		return nil, err

@@ -85,21 +85,6 @@ func IsHost(block netip.Prefix, a netip.Addr) bool {
 	return block.Contains(a) && FirstHost(block).Compare(a) <= 0 && a.Compare(LastHost(block)) <= 0
 }
 
-// EUI64 is the address of prefix (a /64) whose interface ID is the modified
-// EUI-64 of a 48-bit MAC (RFC 4291 appendix A): ff:fe in the middle and the
-// universal/local bit flipped — the address SLAAC would form.
-func EUI64(prefix netip.Prefix, mac []byte) netip.Addr {
-	b := prefix.Masked().Addr().As16()
-	if len(mac) != 6 {
-		return netip.Addr{}
-	}
-	b[8] = mac[0] ^ 0x02
-	b[9], b[10] = mac[1], mac[2]
-	b[11], b[12] = 0xff, 0xfe
-	b[13], b[14], b[15] = mac[3], mac[4], mac[5]
-	return netip.AddrFrom16(b)
-}
-
 // Stable is an address of block whose host part is a hash of key (RFC 7217
 // style): the same key always lands on the same address of the block.
 func Stable(block netip.Prefix, key string) netip.Addr {
