@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# install-deps.sh installs the Debian packages v6cni's build, tests and demo
+# need. It is idempotent: it asks apt only when something is missing, runs
+# `apt-get update` at most once, and prints nothing when all is there.
+#
+# Add a package by appending it to PACKAGES (one per line). Planned:
+# kea-dhcp6-server, isc-dhcp-server, bird2.
+set -euo pipefail
+
+PACKAGES=(
+	iproute2     # ip, bridge: netns, links, addresses
+	iputils-ping # ping -6 between containers in the demo and tests
+	etcd-server  # external etcd for ipamd's cluster tests (single and 3 members, TLS)
+	containernetworking-plugins # reference portmap/tuning/bandwidth/firewall: chaining tests, bench
+	nftables     # nft: bridge-v6 ipMasq/ipMasq6
+	iptables     # the reference portmap and firewall plugins
+	gcc          # go test -race needs cgo
+	libc6-dev    # headers and crt files for cgo
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "install-deps.sh: must run as root (apt-get install needs it); try: sudo $0" >&2
+	exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+	if [[ $status != installed ]]; then
+		missing+=("$pkg")
+	fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+	exit 0
+fi
+
+echo "install-deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
