@@ -177,6 +177,15 @@ func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics
 			log.Warn("GC of stale attachments", "error", err)
 		}
 		rctx, cancel = context.WithTimeout(ctx, time.Minute)
+		expired, err := alloc.ExpireSticky(rctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			log.Warn("release of expired sticky addresses", "error", err)
+		}
+		for _, st := range expired {
+			log.Info("sticky addresses expired", "network", st.Network, "pod", st.Pod, "ifname", st.IfName)
+		}
+		rctx, cancel = context.WithTimeout(ctx, time.Minute)
 		blocks, err := alloc.ReleaseEmptyBlocks(rctx, blockGrace)
 		cancel()
 		if err != nil && ctx.Err() == nil {

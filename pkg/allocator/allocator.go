@@ -161,6 +161,14 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 	}
 
 	h := store.Handle{AttachmentID: id, Node: a.node, Netns: req.Netns, Created: time.Now().UTC()}
+	if req.Args.PodNamespace != "" && req.Args.PodName != "" {
+		h.Pod = req.Args.PodNamespace + "/" + req.Args.PodName
+	}
+	if conf.IPAM.Sticky && h.Pod != "" && len(req.Args.IPs) == 0 {
+		if res, ok, err := a.unstick(ctx, h, conf); err != nil || ok {
+			return res, err
+		}
+	}
 	for try := 0; ; try++ {
 		h.IPs = h.IPs[:0]
 		for _, set := range conf.IPAM.Ranges {
@@ -204,6 +212,30 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 		a.markUsed(ip.Address.Addr())
 	}
 	return Result(&h, conf), nil
+}
+
+// unstick gives the pod's kept addresses to its new attachment, when they
+// are on this node and not expired.
+func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.NetConf) (*current.Result, bool, error) {
+	st, err := a.store.StickyFor(ctx, h.Network, h.Pod, h.IfName)
+	if err != nil || st == nil {
+		return nil, false, err
+	}
+	if st.Node != a.node || time.Now().After(st.Expires) || len(st.IPs) != len(conf.IPAM.Ranges) {
+		// Another node's blocks cannot serve here; an expired record is
+		// the reclaimer's.
+		return nil, false, nil
+	}
+	h.IPs = st.IPs
+	err = a.store.Unstick(ctx, *st, h)
+	if errors.Is(err, store.ErrExists) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	a.log.Info("sticky addresses reused", "pod", h.Pod, "network", h.Network, "container", h.ContainerID)
+	return Result(&h, conf), true, nil
 }
 
 // checkRequested refuses requested addresses of a family the network has
@@ -289,13 +321,20 @@ func (a *Allocator) reserve(ctx context.Context, network string, set ipamconf.Ra
 }
 
 // Del releases the attachment's addresses. An unknown attachment is not an
-// error: DEL must be repeatable.
-func (a *Allocator) Del(ctx context.Context, id store.AttachmentID) (*store.Handle, error) {
+// error: DEL must be repeatable. With keep > 0 and a pod name on the
+// attachment, the addresses are kept for that pod for keep instead.
+func (a *Allocator) Del(ctx context.Context, id store.AttachmentID, keep time.Duration) (*store.Handle, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	h, err := a.store.Handle(ctx, id)
 	if err != nil || h == nil {
 		return nil, err
+	}
+	if keep > 0 && h.Pod != "" {
+		if _, err := a.store.Stick(ctx, *h, time.Now().Add(keep).UTC()); err != nil {
+			return nil, err
+		}
+		return h, nil
 	}
 	if err := a.store.Release(ctx, *h); err != nil {
 		return nil, err
@@ -409,7 +448,7 @@ func (a *Allocator) GC(ctx context.Context, network string, valid []store.Attach
 		if h.Node != a.node || keep[h.AttachmentID] {
 			continue
 		}
-		if _, err := a.Del(ctx, h.AttachmentID); err != nil {
+		if _, err := a.Del(ctx, h.AttachmentID, 0); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -721,6 +760,31 @@ func Result(h *store.Handle, conf *ipamconf.NetConf) *current.Result {
 	return r
 }
 
+// ExpireSticky releases this node's sticky addresses whose pod did not come
+// back in time.
+func (a *Allocator) ExpireSticky(ctx context.Context) ([]store.Sticky, error) {
+	all, err := a.store.Stickies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var expired []store.Sticky
+	var errs []error
+	for _, st := range all {
+		if st.Node != a.node || time.Now().Before(st.Expires) {
+			continue
+		}
+		if err := a.store.ReleaseSticky(ctx, st); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		a.forget(&store.Handle{IPs: st.IPs})
+		expired = append(expired, st)
+	}
+	return expired, errors.Join(errs...)
+}
+
 // ReleaseEmptyBlocks gives back to the pool the blocks of this node that
 // have been empty for grace, keeping the lowest block of each network and
 // range (the node will need one again soon; the gateway stays stable).
@@ -771,7 +835,7 @@ func (a *Allocator) Reclaim(ctx context.Context, grace time.Duration, netnsExist
 		if h.Node != a.node || h.Netns == "" || time.Since(h.Created) < grace || netnsExists(h.Netns) {
 			continue
 		}
-		if _, err := a.Del(ctx, h.AttachmentID); err != nil {
+		if _, err := a.Del(ctx, h.AttachmentID, 0); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -107,10 +107,10 @@ func TestSequentialDualStack(t *testing.T) {
 	if err := a.Check(context.Background(), id("ds", "c1")); err != nil {
 		t.Errorf("Check(c1): %v", err)
 	}
-	if _, err := a.Del(context.Background(), id("ds", "c1")); err != nil {
+	if _, err := a.Del(context.Background(), id("ds", "c1"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if h, err := a.Del(context.Background(), id("ds", "c1")); err != nil || h != nil {
+	if h, err := a.Del(context.Background(), id("ds", "c1"), 0); err != nil || h != nil {
 		t.Fatalf("second Del = %v, %v; want nil, nil", h, err)
 	}
 	wantCode(t, a.Check(context.Background(), id("ds", "c1")), types.ErrUnknownContainer, "ds/c1/eth0")
@@ -139,7 +139,7 @@ func TestBlockExhaustionAndPoolFull(t *testing.T) {
 		t.Errorf("failed ADD left a handle: %+v", h)
 	}
 	// A freed address is found again.
-	if _, err := a.Del(context.Background(), id("tiny", "c1")); err != nil {
+	if _, err := a.Del(context.Background(), id("tiny", "c1"), 0); err != nil {
 		t.Fatal(err)
 	}
 	if r := mustAdd(t, a, id("tiny", "c3"), c); addrs(r)[0] != "10.9.0.2/30 via 10.9.0.1" {

@@ -87,7 +87,7 @@ func TestStableAddressing(t *testing.T) {
 	if addr1 == r2.IPs[0].Address.String() || addr1 == "2001:db8:ab::2/64" {
 		t.Errorf("stable addresses %s, %s look sequential or equal", addr1, r2.IPs[0].Address)
 	}
-	if _, err := a.Del(context.Background(), id("stab", "c1")); err != nil {
+	if _, err := a.Del(context.Background(), id("stab", "c1"), 0); err != nil {
 		t.Fatal(err)
 	}
 	// Re-created, even on a restarted ipamd: the same address.
@@ -128,7 +128,7 @@ func TestStatusPoolExhausted(t *testing.T) {
 	}
 	mustAdd(t, a, id("st", "c1"), c)
 	wantCode(t, a.Status(ctx, c), types.ErrPluginNotAvailable, "no address available", "10.8.0.0/30")
-	if _, err := a.Del(ctx, id("st", "c1")); err != nil {
+	if _, err := a.Del(ctx, id("st", "c1"), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Status(ctx, c); err != nil {
@@ -149,7 +149,7 @@ func TestReleaseEmptyBlocks(t *testing.T) {
 		t.Fatalf("released %v, %v while all blocks are in use", rel, err)
 	}
 	for _, cid := range []string{"c1", "c2"} {
-		if _, err := a.Del(ctx, id("rb", cid)); err != nil {
+		if _, err := a.Del(ctx, id("rb", cid), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -176,5 +176,56 @@ func TestReleaseEmptyBlocks(t *testing.T) {
 	b := newAlloc(t, st, "node2")
 	if r := mustAdd(t, b, id("rb", "d1"), c); r.IPs[0].Address.String() != "10.11.0.6/30" {
 		t.Errorf("node2 got %s, want 10.11.0.6/30 from the released block", r.IPs[0].Address)
+	}
+}
+
+func TestStickyAddresses(t *testing.T) {
+	st := store.New(etcdtest.Client(t))
+	a := newAlloc(t, st, "node1")
+	ctx := context.Background()
+	c := parse(t, `{"name":"sticky","ipam":{"sticky":true,"stickyGrace":"1h","ranges":[[{"subnet":"2001:db8:5a::/48"}]]}}`)
+	pod := func(cid, name string) Request {
+		return Request{ID: id("sticky", cid), Conf: c, Args: ipamconf.Args{PodNamespace: "default", PodName: name}}
+	}
+	add := func(r Request) string {
+		t.Helper()
+		res, err := a.Add(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.IPs[0].Address.String()
+	}
+	web0 := add(pod("sandbox-1", "web-0"))
+	add(pod("sandbox-2", "web-1"))
+	if _, err := a.Del(ctx, id("sticky", "sandbox-1"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// Held while the pod is away: another pod does not get it.
+	if other := add(pod("sandbox-3", "web-2")); other == web0 {
+		t.Fatalf("another pod got the kept address %s", web0)
+	}
+	// The re-created pod (new sandbox) gets it back.
+	if again := add(pod("sandbox-4", "web-0")); again != web0 {
+		t.Fatalf("re-created web-0 got %s, want its kept %s", again, web0)
+	}
+	if err := a.Check(ctx, id("sticky", "sandbox-4")); err != nil {
+		t.Errorf("CHECK of the re-created pod: %v", err)
+	}
+
+	// Not coming back in time: the address is released.
+	if _, err := a.Del(ctx, id("sticky", "sandbox-4"), time.Nanosecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	expired, err := a.ExpireSticky(ctx)
+	if err != nil || len(expired) != 1 || expired[0].Pod != "default/web-0" {
+		t.Fatalf("ExpireSticky = %+v, %v", expired, err)
+	}
+	held, err := st.AddrsIn(ctx, netip.MustParsePrefix("2001:db8:5a::/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := held[netip.MustParsePrefix(web0).Addr()]; ok {
+		t.Errorf("expired sticky address %s still held", web0)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 )
@@ -90,7 +91,21 @@ type IPAM struct {
 	DNS    types.DNS  `json:"dns,omitzero"`
 	// Addressing is Sequential (default), EUI64 or Stable.
 	Addressing string `json:"addressing"`
+	// Sticky keeps a pod's addresses for StickyGrace after DEL and gives
+	// them back to the next ADD of the same pod name (K8S_POD_NAMESPACE/
+	// K8S_POD_NAME) and interface: a re-created StatefulSet pod keeps its IP.
+	Sticky      bool     `json:"sticky,omitempty"`
+	StickyGrace Duration `json:"stickyGrace,omitzero"`
 }
+
+// DefaultStickyGrace is how long a sticky address waits for its pod.
+const DefaultStickyGrace = 10 * time.Minute
+
+// Duration is a time.Duration written as text ("10m") in JSON.
+type Duration struct{ time.Duration }
+
+// MarshalText writes the duration as Go writes it ("10m0s").
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // NetConf is the part of a network configuration IPAM cares about.
 type NetConf struct {
@@ -113,8 +128,10 @@ type rawConf struct {
 			BlockSize *int     `json:"blockSize"`
 			Exclude   []string `json:"exclude"`
 		} `json:"ranges"`
-		Addressing string `json:"addressing"`
-		Routes     []struct {
+		Addressing  string `json:"addressing"`
+		Sticky      bool   `json:"sticky"`
+		StickyGrace string `json:"stickyGrace"`
+		Routes      []struct {
 			Dst string `json:"dst"`
 			GW  string `json:"gw"`
 		} `json:"routes"`
@@ -187,6 +204,15 @@ func Parse(data []byte) (*NetConf, error) {
 	}
 	if err := checkOverlap(ic.Ranges); err != nil {
 		return nil, err
+	}
+	ic.Sticky = raw.IPAM.Sticky
+	ic.StickyGrace.Duration = DefaultStickyGrace
+	if raw.IPAM.StickyGrace != "" {
+		d, err := time.ParseDuration(raw.IPAM.StickyGrace)
+		if err != nil || d <= 0 {
+			return nil, invalid("ipam.stickyGrace: %q is not a positive duration (e.g. \"10m\")", raw.IPAM.StickyGrace)
+		}
+		ic.StickyGrace.Duration = d
 	}
 	switch ic.Addressing = raw.IPAM.Addressing; ic.Addressing {
 	case "":

@@ -223,7 +223,11 @@ func (s *Server) add(ctx context.Context, c *call) (any, error) {
 
 func (s *Server) del(ctx context.Context, c *call) (any, error) {
 	start := time.Now()
-	h, err := s.alloc.Del(ctx, c.id)
+	var keep time.Duration
+	if c.conf.IPAM.Sticky {
+		keep = c.conf.IPAM.StickyGrace.Duration
+	}
+	h, err := s.alloc.Del(ctx, c.id, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -384,7 +388,7 @@ func (s *Server) release(ctx context.Context, req *ipamapi.AdminRequest) (any, e
 	if id.Network == "" || id.ContainerID == "" || id.IfName == "" {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "release: network, container ID and ifname are all required", "")
 	}
-	h, err := s.alloc.Del(ctx, id)
+	h, err := s.alloc.Del(ctx, id, 0)
 	out := ipamapi.Released{Released: []ipamapi.Lease{}}
 	if h != nil {
 		s.log.Info("released by admin", "network", h.Network, "container", short(h.ContainerID), "ifname", h.IfName)
