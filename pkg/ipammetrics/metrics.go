@@ -45,6 +45,7 @@ type Metrics struct {
 	duration  *prometheus.HistogramVec
 	failures  *prometheus.CounterVec
 	reclaimed prometheus.Counter
+	etcdErrs  prometheus.Counter
 }
 
 // New registers ipamd's metrics; src feeds the gauges.
@@ -69,7 +70,11 @@ func New(src Source) *Metrics {
 			Help: "Attachments released by GC or reclaim (stale: netns gone or not in the runtime's valid list).",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.failures, m.reclaimed,
+	m.etcdErrs = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "etcd_errors_total",
+		Help: "Requests that failed because etcd did not answer or refused (unreachable, no quorum, timeout).",
+	})
+	m.reg.MustRegister(m.requests, m.duration, m.failures, m.reclaimed, m.etcdErrs,
 		&gauges{src: src},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -93,6 +98,9 @@ func (m *Metrics) Observe(verb string, took time.Duration, err *types.Error) {
 		m.failures.WithLabelValues(reason(err)).Inc()
 	}
 }
+
+// EtcdError counts a request that failed in etcd.
+func (m *Metrics) EtcdError() { m.etcdErrs.Inc() }
 
 // Reclaimed counts released stale attachments.
 func (m *Metrics) Reclaimed(n int) { m.reclaimed.Add(float64(n)) }

@@ -137,6 +137,10 @@ func (s *Server) handle(fn handlerFunc) http.HandlerFunc {
 			cerr := toCNIError(err)
 			if s.Metrics != nil {
 				s.Metrics.Observe(verb, time.Since(start), cerr)
+				var te *types.Error
+				if !errors.As(err, &te) {
+					s.Metrics.EtcdError()
+				}
 			}
 			s.log.Warn("request failed", "path", r.URL.Path, "network", c.req.Network,
 				"container", short(c.req.ContainerID), "ifname", c.req.IfName,
