@@ -160,7 +160,7 @@ func TestBadInvocationRejected(t *testing.T) {
 // exec'd per container and must not link etcd, gRPC or GoBGP.
 func TestPluginsDoNotLinkHeavyDependencies(t *testing.T) {
 	forbidden := []string{"go.etcd.io/", "google.golang.org/grpc", "github.com/osrg/gobgp"}
-	for _, pkg := range []string{"./plugins/bridge-v6", "./plugins/ipam-v6"} {
+	for _, pkg := range []string{"./plugins/bridge-v6", "./plugins/ipam-v6", "./plugins/pd-ipam"} {
 		t.Run(strings.TrimPrefix(pkg, "./plugins/"), func(t *testing.T) {
 			cmd := exec.CommandContext(testCtx(t), "go", "list", "-deps", pkg)
 			cmd.Dir = repoRoot

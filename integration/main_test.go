@@ -19,6 +19,7 @@ var repoRoot string
 var binaries = map[string]string{
 	"bridge-v6": "./plugins/bridge-v6",
 	"ipam-v6":   "./plugins/ipam-v6",
+	"pd-ipam":   "./plugins/pd-ipam",
 	"ipamd":     "./ipamd",
 }
 

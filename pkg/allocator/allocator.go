@@ -49,6 +49,8 @@ type Allocator struct {
 	poolSizes map[string]float64
 	// blocks are this node's blocks.
 	blocks map[netip.Prefix]*block
+	// pd is the node's DHCPv6-PD client, for pd-ipam networks.
+	pd PDSource
 }
 
 // block is one of this node's blocks and what is taken in it.
@@ -155,6 +157,9 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 		return nil, err
 	} else if h != nil {
 		return Result(h, conf), nil
+	}
+	if err := a.resolvePD(conf); err != nil {
+		return nil, err
 	}
 	if err := checkRequested(conf, req.Args.IPs); err != nil {
 		return nil, err
@@ -296,7 +301,7 @@ func (a *Allocator) reserve(ctx context.Context, network string, set ipamconf.Ra
 	}
 	b := a.blocks[cidr]
 	if b == nil {
-		nb := store.Block{CIDR: cidr, Node: a.node, Network: network, Subnet: r.Subnet, Source: "pool", Claimed: time.Now().UTC()}
+		nb := store.Block{CIDR: cidr, Node: a.node, Network: network, Subnet: r.Subnet, Source: sourceOf(r), Claimed: time.Now().UTC()}
 		err := a.store.ClaimBlock(ctx, nb)
 		if errors.Is(err, store.ErrExists) {
 			return store.IP{}, types.NewError(types.ErrTryAgainLater,
@@ -353,6 +358,10 @@ func (a *Allocator) Check(ctx context.Context, id store.AttachmentID) error {
 		return types.NewError(types.ErrUnknownContainer,
 			fmt.Sprintf("no addresses are allocated to %s", id), "")
 	}
+	if h.Lost {
+		return types.NewError(types.ErrUnknownContainer,
+			fmt.Sprintf("the addresses of %s were lost with their delegated prefix", id), "delete and re-create the container")
+	}
 	for _, ip := range h.IPs {
 		holders, err := a.store.AddrsIn(ctx, netip.PrefixFrom(ip.Address.Addr(), ip.Address.Addr().BitLen()))
 		if err != nil {
@@ -373,6 +382,23 @@ func (a *Allocator) Status(ctx context.Context, conf *ipamconf.NetConf) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if conf.IPAM.PD != nil {
+		lost, err := a.lostIn(ctx, conf.Name)
+		if err != nil {
+			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("etcd: %v", err), "")
+		}
+		if lost > 0 {
+			return types.NewError(types.ErrLimitedConnectivity,
+				fmt.Sprintf("network %q: %d container(s) lost their addresses with an expired delegated prefix", conf.Name, lost), "")
+		}
+		if err := a.resolvePD(conf); err != nil {
+			var te *types.Error
+			if errors.As(err, &te) {
+				return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
+			}
+			return err
+		}
+	}
 	if err := a.ensurePool(ctx, conf); err != nil {
 		var te *types.Error
 		if errors.As(err, &te) {
@@ -548,6 +574,13 @@ func (a *Allocator) blocksOf(network string, r ipamconf.Range) []*block {
 
 var errRangeFull = errors.New("no free block")
 
+func sourceOf(r ipamconf.Range) string {
+	if r.Source == "" {
+		return ipamconf.SourcePool
+	}
+	return r.Source
+}
+
 // claimBlock claims the first unclaimed block of range r for this node.
 func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.Range) (*block, error) {
 	all, err := a.store.Blocks(ctx)
@@ -564,7 +597,7 @@ func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.R
 		}
 		b := store.Block{
 			CIDR: cand, Node: a.node, Network: network, Subnet: r.Subnet,
-			Source: "pool", Claimed: time.Now().UTC(),
+			Source: sourceOf(r), Claimed: time.Now().UTC(),
 		}
 		err := a.store.ClaimBlock(ctx, b)
 		if errors.Is(err, store.ErrExists) {

@@ -28,8 +28,8 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if len(c.IPAM.Ranges) == 0 {
-			t.Fatal("accepted a config without ranges")
+		if len(c.IPAM.Ranges) == 0 && c.IPAM.PD == nil {
+			t.Fatal("accepted a config without ranges or subnetId")
 		}
 		for _, set := range c.IPAM.Ranges {
 			for _, r := range set {

@@ -41,6 +41,22 @@ type Range struct {
 	BlockSize int          `json:"blockSize"`
 	// Exclude lists prefixes of the subnet no container ever gets.
 	Exclude []netip.Prefix `json:"exclude,omitempty"`
+	// Source is where blocks of this range come from: SourcePool (the
+	// cluster-wide ranges of the config) or SourcePD (the node's delegated
+	// prefix, filled in by ipamd at request time).
+	Source string `json:"-"`
+}
+
+// Block sources.
+const (
+	SourcePool = "pool"
+	SourcePD   = "pd"
+)
+
+// PD is the ipam section of pd-ipam: which /64 of the node's delegated
+// prefix the network uses.
+type PD struct {
+	SubnetID int `json:"subnetId"`
 }
 
 // Excluded reports whether a is in one of the range's excluded prefixes, and
@@ -91,6 +107,9 @@ type IPAM struct {
 	DNS    types.DNS  `json:"dns,omitzero"`
 	// Addressing is Sequential (default), EUI64 or Stable.
 	Addressing string `json:"addressing"`
+	// PD is set for pd-ipam networks, whose one IPv6 range is a /64 of the
+	// node's delegated prefix; Ranges is then empty until ipamd fills it.
+	PD *PD `json:"pd,omitempty"`
 	// Sticky keeps a pod's addresses for StickyGrace after DEL and gives
 	// them back to the next ADD of the same pod name (K8S_POD_NAMESPACE/
 	// K8S_POD_NAME) and interface: a re-created StatefulSet pod keeps its IP.
@@ -129,6 +148,7 @@ type rawConf struct {
 			Exclude   []string `json:"exclude"`
 		} `json:"ranges"`
 		Addressing  string `json:"addressing"`
+		SubnetID    *int   `json:"subnetId"`
 		Sticky      bool   `json:"sticky"`
 		StickyGrace string `json:"stickyGrace"`
 		Routes      []struct {
@@ -170,7 +190,18 @@ func Parse(data []byte) (*NetConf, error) {
 	}
 	ic.DNS = raw.IPAM.DNS
 
-	if len(raw.IPAM.Ranges) == 0 {
+	if raw.IPAM.SubnetID != nil {
+		// pd-ipam: the subnet comes from the node's delegated prefix.
+		if len(raw.IPAM.Ranges) != 0 {
+			return nil, invalid("ipam.ranges: not allowed with ipam.subnetId (a pd-ipam network's subnet is a /64 of the delegated prefix)")
+		}
+		if id := *raw.IPAM.SubnetID; id < 0 || id > 0xffff {
+			return nil, invalid("ipam.subnetId: %d is not in 0..65535", id)
+		}
+		ic.PD = &PD{SubnetID: *raw.IPAM.SubnetID}
+	} else if raw.IPAM.Type == "pd-ipam" {
+		return nil, invalid(`ipam.subnetId: missing: pd-ipam needs the /64 of the delegated prefix to use, e.g. "subnetId": 1`)
+	} else if len(raw.IPAM.Ranges) == 0 {
 		return nil, invalid(`ipam.ranges: missing: give at least one range set, e.g. [[{"subnet": "2001:db8::/48"}]]`)
 	}
 	for i, rawSet := range raw.IPAM.Ranges {
@@ -184,6 +215,7 @@ func Parse(data []byte) (*NetConf, error) {
 			if err != nil {
 				return nil, err
 			}
+			r.Source = SourcePool
 			for k, ex := range rr.Exclude {
 				e, err := netip.ParsePrefix(ex)
 				if err != nil || e != e.Masked() {
@@ -249,7 +281,7 @@ func Parse(data []byte) (*NetConf, error) {
 				return nil, invalid("%s.gw: %s is not of the family of dst %s", field, gw, dst)
 			}
 			rt.GW = gw
-		} else if !ic.hasFamily(dst.Addr().Is6()) {
+		} else if !ic.hasFamily(dst.Addr().Is6()) && !(ic.PD != nil && dst.Addr().Is6()) {
 			return nil, invalid("%s: %s has no gw and no range of its family gives one", field, dst)
 		}
 		ic.Routes = append(ic.Routes, rt)
@@ -327,6 +359,9 @@ func (ic *IPAM) hasFamily(v6 bool) bool {
 // PoolKey is the canonical text of the pool definition (range sets and block
 // sizes). Two configurations of one network must have the same PoolKey.
 func (ic *IPAM) PoolKey() string {
+	if ic.PD != nil {
+		return fmt.Sprintf("delegated prefix, subnetId %d", ic.PD.SubnetID)
+	}
 	var b strings.Builder
 	for i, set := range ic.Ranges {
 		if i > 0 {

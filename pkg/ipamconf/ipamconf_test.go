@@ -30,6 +30,16 @@ func TestParseValid(t *testing.T) {
 			wantPool: "2001:db8:1::/56 blockSize 72 ; 10.244.0.0/16 blockSize 26",
 		},
 		{
+			name:     "pd-ipam",
+			in:       `{"name":"pdnet","ipam":{"type":"pd-ipam","subnetId":3,"routes":[{"dst":"::/0"}]}}`,
+			wantPool: "delegated prefix, subnetId 3",
+			check: func(t *testing.T, c *NetConf) {
+				if c.IPAM.PD == nil || c.IPAM.PD.SubnetID != 3 || len(c.IPAM.Ranges) != 0 {
+					t.Errorf("pd = %+v, ranges = %v", c.IPAM.PD, c.IPAM.Ranges)
+				}
+			},
+		},
+		{
 			name:     "IPv4 default block size",
 			in:       `{"name":"v4","ipam":{"ranges":[[{"subnet":"10.1.0.0/16"}]]}}`,
 			wantPool: "10.1.0.0/16 blockSize 24",
@@ -78,6 +88,13 @@ func TestParseInvalid(t *testing.T) {
 		{"wrong type", `{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::/48","blockSize":"64"}]]}}`, types.ErrDecodingFailure, []string{"blockSize"}},
 		{"missing name", `{"ipam":{"ranges":[[{"subnet":"2001:db8::/48"}]]}}`, types.ErrInvalidNetworkConfig, []string{"name: missing"}},
 		{"bad name", `{"name":"a/b","ipam":{"ranges":[[{"subnet":"2001:db8::/48"}]]}}`, types.ErrInvalidNetworkConfig, []string{"name", `"a/b"`}},
+		{"pd-ipam without subnetId", `{"name":"n","ipam":{"type":"pd-ipam"}}`, types.ErrInvalidNetworkConfig, []string{"ipam.subnetId: missing"}},
+		{"subnetId out of range", `{"name":"n","ipam":{"type":"pd-ipam","subnetId":70000}}`, types.ErrInvalidNetworkConfig, []string{"ipam.subnetId", "70000"}},
+		{"subnetId with ranges", `{"name":"n","ipam":{"subnetId":1,"ranges":[[{"subnet":"2001:db8::/48"}]]}}`, types.ErrInvalidNetworkConfig, []string{"ipam.ranges", "subnetId"}},
+		{"bad stickyGrace", `{"name":"n","ipam":{"sticky":true,"stickyGrace":"soon","ranges":[[{"subnet":"2001:db8::/48"}]]}}`, types.ErrInvalidNetworkConfig, []string{"ipam.stickyGrace", "soon"}},
+		{"bad addressing", `{"name":"n","ipam":{"addressing":"random","ranges":[[{"subnet":"2001:db8::/48"}]]}}`, types.ErrInvalidNetworkConfig, []string{"ipam.addressing", "random"}},
+		{"eui64 needs /64 blocks", `{"name":"n","ipam":{"addressing":"eui64","ranges":[[{"subnet":"2001:db8::/48","blockSize":80}]]}}`, types.ErrInvalidNetworkConfig, []string{"blockSize", "80"}},
+		{"exclude outside subnet", `{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::/48","exclude":["2001:db9::/64"]}]]}}`, types.ErrInvalidNetworkConfig, []string{"ipam.ranges[0][0].exclude[0]", "2001:db9::/64"}},
 		{"missing ipam", `{"name":"n"}`, types.ErrInvalidNetworkConfig, []string{"ipam: missing"}},
 		{"missing ranges", `{"name":"n","ipam":{"type":"ipam-v6"}}`, types.ErrInvalidNetworkConfig, []string{"ipam.ranges: missing"}},
 		{"empty range set", `{"name":"n","ipam":{"ranges":[[]]}}`, types.ErrInvalidNetworkConfig, []string{"ipam.ranges[0]: empty"}},

@@ -111,3 +111,35 @@ func Stable(block netip.Prefix, key string) netip.Addr {
 	binary.BigEndian.PutUint64(b[8:], lo)
 	return netip.AddrFrom16(b)
 }
+
+// Subnet is the n-th subnet of length bits inside p (the subnet ID of RFC
+// 4291 §2.5.4: the bits between p's length and bits set to n), and false
+// when n does not fit.
+func Subnet(p netip.Prefix, bits int, n uint64) (netip.Prefix, bool) {
+	p = p.Masked()
+	width := bits - p.Bits()
+	if width < 0 || bits > p.Addr().BitLen() || (width < 64 && n >= uint64(1)<<width) {
+		return netip.Prefix{}, false
+	}
+	if p.Addr().Is4() {
+		b := p.Addr().As4()
+		v := binary.BigEndian.Uint32(b[:]) | uint32(n)<<(32-bits)
+		binary.BigEndian.PutUint32(b[:], v)
+		return netip.PrefixFrom(netip.AddrFrom4(b), bits), true
+	}
+	b := p.Addr().As16()
+	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	shift := 128 - bits
+	switch {
+	case shift >= 64:
+		hi |= n << (shift - 64)
+	case shift == 0:
+		lo |= n
+	default:
+		lo |= n << shift
+		hi |= n >> (64 - shift)
+	}
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	return netip.PrefixFrom(netip.AddrFrom16(b), bits), true
+}

@@ -83,3 +83,28 @@ func FuzzLast(f *testing.F) {
 		}
 	})
 }
+
+func TestSubnet(t *testing.T) {
+	for _, tc := range []struct {
+		p    string
+		bits int
+		n    uint64
+		want string // "" when it does not fit
+	}{
+		{"2001:db8:aa00::/56", 64, 0, "2001:db8:aa00::/64"},
+		{"2001:db8:aa00::/56", 64, 1, "2001:db8:aa00:1::/64"},
+		{"2001:db8:aa00::/56", 64, 255, "2001:db8:aa00:ff::/64"},
+		{"2001:db8:aa00::/56", 64, 256, ""},
+		{"2001:db8:aa00::/64", 64, 0, "2001:db8:aa00::/64"},
+		{"2001:db8:aa00::/64", 64, 1, ""},
+		{"2001:db8::/48", 80, 3, "2001:db8:0:0:3::/80"},
+		{"2001:db8::/60", 68, 0x1f, "2001:db8:0:1:f000::/68"},
+		{"10.0.0.0/16", 24, 7, "10.0.7.0/24"},
+		{"2001:db8::/64", 56, 0, ""},
+	} {
+		got, ok := Subnet(netip.MustParsePrefix(tc.p), tc.bits, tc.n)
+		if (tc.want == "") != !ok || (ok && got.String() != tc.want) {
+			t.Errorf("Subnet(%s, %d, %d) = %s, %v; want %q", tc.p, tc.bits, tc.n, got, ok, tc.want)
+		}
+	}
+}

@@ -93,7 +93,10 @@ type Handle struct {
 	// provably stale.
 	Netns string `json:"netns,omitempty"`
 	// Pod is "namespace/name" from CNI_ARGS, for sticky addresses.
-	Pod     string    `json:"pod,omitempty"`
+	Pod string `json:"pod,omitempty"`
+	// Lost marks an attachment whose addresses vanished with their
+	// delegated prefix: the container still has them, nothing routes them.
+	Lost    bool      `json:"lost,omitempty"`
 	IPs     []IP      `json:"ips"`
 	Created time.Time `json:"created"`
 }
@@ -546,6 +549,39 @@ func (s *Store) ReleaseSticky(ctx context.Context, st Sticky) error {
 	}
 	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("release sticky addresses of %s: %w", st.Pod, err)
+	}
+	return nil
+}
+
+// MarkLost marks an attachment lost and releases its addresses in block, in
+// one transaction; the handle stays so CHECK and STATUS can say so, until
+// DEL.
+func (s *Store) MarkLost(ctx context.Context, id AttachmentID, block netip.Prefix) error {
+	h, err := s.Handle(ctx, id)
+	if err != nil || h == nil {
+		return err
+	}
+	h.Lost = true
+	val, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	idval, err := json.Marshal(id)
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(HandleKey(id), string(val))}
+	for _, ip := range h.IPs {
+		if !block.Contains(ip.Address.Addr()) {
+			continue
+		}
+		k := AddrKey(ip.Address.Addr())
+		ops = append(ops, clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", string(idval))},
+			[]clientv3.Op{clientv3.OpDelete(k)}, nil))
+	}
+	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("mark %s lost: %w", id, err)
 	}
 	return nil
 }

@@ -1,0 +1,144 @@
+package allocator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/ipmath"
+	"github.com/v6cni/v6cni/pkg/store"
+)
+
+// Delegated is a prefix the node holds by DHCPv6-PD and its lifetimes.
+type Delegated struct {
+	Prefix netip.Prefix
+	// Preferred and Valid are when the lifetimes end (zero: infinite).
+	Preferred, Valid time.Time
+}
+
+// usable reports whether new addresses may come from d at now.
+func (d Delegated) usable(now time.Time) bool {
+	return d.Preferred.IsZero() || now.Before(d.Preferred)
+}
+
+// valid reports whether d still exists at now.
+func (d Delegated) valid(now time.Time) bool {
+	return d.Valid.IsZero() || now.Before(d.Valid)
+}
+
+// PDSource is what the allocator knows of the node's delegated prefixes:
+// ipamd's DHCPv6-PD client.
+type PDSource interface {
+	// Interface is the uplink the prefixes are requested on.
+	Interface() string
+	// Delegated lists the prefixes held now.
+	Delegated() []Delegated
+}
+
+// SetPD gives the allocator the node's PD client; pd-ipam networks fail
+// with a clear error until it is set.
+func (a *Allocator) SetPD(src PDSource) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.pd = src
+}
+
+// resolvePD fills a pd-ipam network's one range with its /64 of the
+// delegated prefix. Errors are CNI errors: 11 while no prefix is held (or it
+// is deprecated), 7 when the subnet ID does not fit the prefix.
+func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
+	if conf.IPAM.PD == nil {
+		return nil
+	}
+	if a.pd == nil {
+		return types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("network %q uses pd-ipam, but this ipamd runs no DHCPv6-PD client (start it with --pd-interface)", conf.Name), "")
+	}
+	now := time.Now()
+	held := a.pd.Delegated()
+	slices.SortFunc(held, func(x, y Delegated) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
+	id := conf.IPAM.PD.SubnetID
+	var deprecated []string
+	for _, d := range held {
+		if !d.valid(now) || d.Prefix.Bits() > 64 {
+			continue
+		}
+		sub, ok := ipmath.Subnet(d.Prefix, 64, uint64(id))
+		if !ok {
+			return types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("ipam.subnetId: %d does not fit the delegated prefix %s (0..%d)", id, d.Prefix, uint64(1)<<(64-d.Prefix.Bits())-1), "")
+		}
+		if !d.usable(now) {
+			deprecated = append(deprecated, d.Prefix.String())
+			continue
+		}
+		conf.IPAM.Ranges = []ipamconf.RangeSet{{{Subnet: sub, BlockSize: 64, Source: ipamconf.SourcePD}}}
+		return nil
+	}
+	if len(deprecated) > 0 {
+		return types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("delegated prefix %v on %s is past its preferred lifetime: no new addresses from it", deprecated, a.pd.Interface()), "")
+	}
+	return types.NewError(types.ErrTryAgainLater,
+		fmt.Sprintf("waiting for a delegated prefix on %s", a.pd.Interface()), "")
+}
+
+// DropPrefix handles a delegated prefix whose valid lifetime ended: its
+// blocks go, their addresses are released and their attachments are marked
+// lost (CHECK fails, STATUS says 51). It returns the released blocks, whose
+// gateways and announcements the caller removes.
+func (a *Allocator) DropPrefix(ctx context.Context, prefix netip.Prefix) ([]store.Block, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var dropped []store.Block
+	var errs []error
+	for cidr, b := range a.blocks {
+		if b.Source != ipamconf.SourcePD || !prefix.Overlaps(cidr) {
+			continue
+		}
+		held, err := a.store.AddrsIn(ctx, cidr)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		seen := map[store.AttachmentID]bool{}
+		for _, id := range held {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			if err := a.store.MarkLost(ctx, id, cidr); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := a.store.ReleaseBlock(ctx, cidr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(a.blocks, cidr)
+		a.log.Warn("delegated prefix expired: block dropped", "block", cidr, "network", b.Network, "attachments", len(seen))
+		dropped = append(dropped, b.Block)
+	}
+	return dropped, errors.Join(errs...)
+}
+
+// lostIn counts this node's attachments of the network marked lost.
+func (a *Allocator) lostIn(ctx context.Context, network string) (int, error) {
+	hs, err := a.store.Handles(ctx, network)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, h := range hs {
+		if h.Node == a.node && h.Lost {
+			n++
+		}
+	}
+	return n, nil
+}

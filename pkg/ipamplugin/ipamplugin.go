@@ -1,0 +1,105 @@
+// Package ipamplugin is the body of v6cni's IPAM plugins (ipam-v6, pd-ipam):
+// validate the ipam section, forward the call to ipamd over its unix
+// socket, print ipamd's answer as a CNI result or error. All address state
+// and policy live in ipamd; a plugin links neither etcd nor gRPC.
+package ipamplugin
+
+import (
+	"context"
+	"errors"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/v6cni/v6cni/pkg/ipamapi"
+	"github.com/v6cni/v6cni/pkg/ipamconf"
+)
+
+// Funcs are the CNI verbs of an IPAM plugin, for skel.PluginMainFuncs.
+func Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, client, err := load(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
+	defer cancel()
+	result, err := client.Add(ctx, request(conf, args))
+	if err != nil {
+		return err
+	}
+	return types.PrintResult(result, conf.CNIVersion)
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	conf, client, err := load(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
+	defer cancel()
+	return client.Del(ctx, request(conf, args))
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, client, err := load(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
+	defer cancel()
+	return client.Check(ctx, request(conf, args))
+}
+
+// cmdStatus answers 0 only when ipamd answers that it can serve this network;
+// an unreachable ipamd is code 50, not 11: STATUS reports, it is not retried.
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, client, err := load(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
+	defer cancel()
+	if err := client.Status(ctx, request(conf, args)); err != nil {
+		var e *types.Error
+		if errors.As(err, &e) && e.Code == types.ErrTryAgainLater {
+			return types.NewError(types.ErrPluginNotAvailable, e.Msg, e.Details)
+		}
+		return err
+	}
+	return nil
+}
+
+func cmdGC(args *skel.CmdArgs) error {
+	conf, client, err := load(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
+	defer cancel()
+	return client.GC(ctx, request(conf, args))
+}
+
+// load validates the configuration here, before any round trip, so a bad
+// config is a code-7 error even when ipamd is down.
+func load(args *skel.CmdArgs) (*ipamconf.NetConf, *ipamapi.Client, error) {
+	conf, err := ipamconf.Parse(args.StdinData)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conf, ipamapi.NewClient(conf.IPAM.Socket), nil
+}
+
+func request(conf *ipamconf.NetConf, args *skel.CmdArgs) *ipamapi.Request {
+	return &ipamapi.Request{
+		Network:     conf.Name,
+		ContainerID: args.ContainerID,
+		IfName:      args.IfName,
+		Netns:       args.Netns,
+		Args:        args.Args,
+		Config:      args.StdinData,
+	}
+}
