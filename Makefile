@@ -1,6 +1,6 @@
 # v6cni — build, test and demo. GNU make; run as root for deps, test and demo.
 #
-#   make build   bin/bridge-v6, bin/ipam-v6, bin/ipamd
+#   make build   bin/bridge-v6, bin/ipam-v6, bin/pd-ipam, bin/ipamd
 #   make test    deps, gofmt, go vet, go test -race (integration tests need root)
 #   make demo    deps, build, then a live demo in network namespaces
 #   make bench   benchmarks
@@ -33,6 +33,7 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GOBUILD) -o $(BIN)/bridge-v6 ./plugins/bridge-v6
 	CGO_ENABLED=0 $(GOBUILD) -o $(BIN)/ipam-v6 ./plugins/ipam-v6
+	CGO_ENABLED=0 $(GOBUILD) -o $(BIN)/pd-ipam ./plugins/pd-ipam
 	CGO_ENABLED=0 $(GOBUILD) -o $(BIN)/ipamd ./ipamd
 
 deps:
