@@ -47,8 +47,14 @@ func serve(args []string, stderr io.Writer) error {
 	gcInterval := fs.Duration("gc-interval", 5*time.Minute, "how often to release attachments whose netns is gone (0: only at start)")
 	gcGrace := fs.Duration("gc-grace", 15*time.Minute, "never release an attachment younger than this")
 	blockGrace := fs.Duration("block-grace", 15*time.Minute, "give an empty block back to the pool after this long")
+	configFile := fs.String("config", "", "YAML config file: the same keys as the flags in camelCase, plus sections pd and bgp; flags win")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *configFile != "" {
+		if _, err := loadConfig(*configFile, fs); err != nil {
+			return err
+		}
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())

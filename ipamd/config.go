@@ -1,0 +1,107 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"unicode"
+
+	"sigs.k8s.io/yaml"
+)
+
+// fileConfig is ipamd's YAML config file (--config). Every flag of serve
+// has a key, its name in camelCase (--etcd-endpoints: etcdEndpoints; a list
+// may be a YAML list); flags given on the command line win. Sections that
+// are not flags: bgp (the BGP speaker), pd (the DHCPv6-PD client, also
+// settable by --pd-interface and --pd-prefix-length).
+type fileConfig struct {
+	// flags holds the scalar keys, as the flag values they set.
+	flags map[string]string
+	// PD and BGP are the raw sections, decoded by their packages.
+	PD, BGP json.RawMessage
+}
+
+// sections are the keys of the config file that are not flags.
+var sections = []string{"pd", "bgp"}
+
+// loadConfig reads the config file and applies its values to every flag of
+// fs not set on the command line.
+func loadConfig(path string, fs *flag.FlagSet) (*fileConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(js, &raw); err != nil {
+		return nil, fmt.Errorf("--config %s: not a mapping of keys: %w", path, err)
+	}
+	fc := &fileConfig{flags: map[string]string{}, PD: raw["pd"], BGP: raw["bgp"]}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for key, val := range raw {
+		if slices.Contains(sections, key) {
+			continue
+		}
+		name := kebab(key)
+		f := fs.Lookup(name)
+		if f == nil || name == "config" {
+			return nil, fmt.Errorf("--config %s: unknown key %q", path, key)
+		}
+		s, err := scalar(val)
+		if err != nil {
+			return nil, fmt.Errorf("--config %s: %s: %w", path, key, err)
+		}
+		fc.flags[name] = s
+		if set[name] {
+			continue // the command line wins
+		}
+		if err := fs.Set(name, s); err != nil {
+			return nil, fmt.Errorf("--config %s: %s: %q: %w", path, key, s, err)
+		}
+	}
+	return fc, nil
+}
+
+// scalar turns a JSON value into flag text: strings as they are, numbers
+// and booleans as written, lists joined by commas.
+func scalar(v json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(v, &s); err == nil {
+		return s, nil
+	}
+	var list []string
+	if err := json.Unmarshal(v, &list); err == nil {
+		return strings.Join(list, ","), nil
+	}
+	var any any
+	if err := json.Unmarshal(v, &any); err != nil {
+		return "", err
+	}
+	switch any.(type) {
+	case float64, bool:
+		return string(v), nil
+	}
+	return "", fmt.Errorf("want a string, number, boolean or list of strings, got %s", v)
+}
+
+// kebab turns a camelCase key into its flag name.
+func kebab(key string) string {
+	var b strings.Builder
+	for i, r := range key {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('-')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

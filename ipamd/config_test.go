@@ -1,0 +1,57 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "ipamd.yaml")
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	newFS := func() (*flag.FlagSet, *string, *string, *time.Duration) {
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		node := fs.String("node-name", "host", "")
+		eps := fs.String("etcd-endpoints", "", "")
+		grace := fs.Duration("gc-grace", time.Minute, "")
+		fs.String("config", "", "")
+		return fs, node, eps, grace
+	}
+
+	fs, node, eps, grace := newFS()
+	path := write("nodeName: n1\netcdEndpoints: [http://127.0.0.1:1, http://127.0.0.1:2]\ngcGrace: 90s\nbgp:\n  asn: 65001\n")
+	if err := fs.Parse([]string{"--node-name", "from-flag", "--config", path}); err != nil {
+		t.Fatal(err)
+	}
+	fc, err := loadConfig(path, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *node != "from-flag" || *eps != "http://127.0.0.1:1,http://127.0.0.1:2" || *grace != 90*time.Second {
+		t.Errorf("node=%q eps=%q grace=%v", *node, *eps, *grace)
+	}
+	if !strings.Contains(string(fc.BGP), "65001") {
+		t.Errorf("bgp section = %s", fc.BGP)
+	}
+
+	for _, tc := range []struct{ yaml, want string }{
+		{"nodeNmae: x\n", `unknown key "nodeNmae"`},
+		{"gcGrace: soon\n", `gcGrace: "soon"`},
+		{"- a\n- b\n", "not a mapping"},
+		{"nodeName: {a: 1}\n", "nodeName"},
+	} {
+		fs, _, _, _ := newFS()
+		if _, err := loadConfig(write(tc.yaml), fs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("config %q: error %v, want it to name %q", tc.yaml, err, tc.want)
+		}
+	}
+}
