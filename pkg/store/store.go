@@ -13,6 +13,7 @@
 //	/v6cni/handles/<network>/<containerID>/<ifname>   Handle
 //	/v6cni/nodes/<node>                               Node (under a lease)
 //	/v6cni/sticky/<network>/<pod ns>/<pod>/<ifname>   Sticky (addresses kept for a pod)
+//	/v6cni/pd/<node>/<iaid>                           the node's DHCPv6-PD binding
 package store
 
 import (
@@ -39,6 +40,7 @@ const (
 	handlesPrefix = Prefix + "handles/"
 	nodesPrefix   = Prefix + "nodes/"
 	stickyPrefix  = Prefix + "sticky/"
+	pdPrefix      = Prefix + "pd/"
 )
 
 // ErrExists is returned when a create-if-absent write finds its key taken.
@@ -584,4 +586,30 @@ func (s *Store) MarkLost(ctx context.Context, id AttachmentID, block netip.Prefi
 		return fmt.Errorf("mark %s lost: %w", id, err)
 	}
 	return nil
+}
+
+// PDKey is the key of a node's DHCPv6-PD binding for one IAID.
+func PDKey(node string, iaid uint32) string {
+	return fmt.Sprintf("%s%s/%08x", pdPrefix, node, iaid)
+}
+
+// SavePD stores a node's PD binding (JSON, the PD client's format), so a
+// restarted ipamd renews the same prefix instead of asking for a new one.
+func (s *Store) SavePD(ctx context.Context, node string, iaid uint32, binding []byte) error {
+	if _, err := s.cli.Put(ctx, PDKey(node, iaid), string(binding)); err != nil {
+		return fmt.Errorf("save PD binding of %s: %w", node, err)
+	}
+	return nil
+}
+
+// LoadPD returns a node's stored PD binding, or nil.
+func (s *Store) LoadPD(ctx context.Context, node string, iaid uint32) ([]byte, error) {
+	resp, err := s.cli.Get(ctx, PDKey(node, iaid))
+	if err != nil {
+		return nil, fmt.Errorf("load PD binding of %s: %w", node, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	return resp.Kvs[0].Value, nil
 }
