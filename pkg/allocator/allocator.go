@@ -51,6 +51,8 @@ type Allocator struct {
 	blocks map[netip.Prefix]*block
 	// pd is the node's DHCPv6-PD client, for pd-ipam networks.
 	pd PDSource
+	// changed gets a token whenever the node's set of blocks changes.
+	changed chan struct{}
 }
 
 // block is one of this node's blocks and what is taken in it.
@@ -75,6 +77,7 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 		pools:     make(map[string]string),
 		poolSizes: make(map[string]float64),
 		blocks:    make(map[netip.Prefix]*block),
+		changed:   make(chan struct{}, 1),
 	}
 	all, err := st.Blocks(ctx)
 	if err != nil {
@@ -126,6 +129,29 @@ func (a *Allocator) PoolSizes() []ipammetrics.PoolSize {
 	for n, sz := range a.poolSizes {
 		out = append(out, ipammetrics.PoolSize{Network: n, Size: sz})
 	}
+	return out
+}
+
+// BlocksChanged signals (coalesced) that the node's set of blocks changed:
+// a block was claimed, released or dropped. The BGP speaker listens here.
+func (a *Allocator) BlocksChanged() <-chan struct{} { return a.changed }
+
+func (a *Allocator) notify() {
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Blocks lists the node's blocks (pool and delegated), in address order.
+func (a *Allocator) Blocks() []store.Block {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]store.Block, 0, len(a.blocks))
+	for _, b := range a.blocks {
+		out = append(out, b.Block)
+	}
+	slices.SortFunc(out, func(x, y store.Block) int { return x.CIDR.Addr().Compare(y.CIDR.Addr()) })
 	return out
 }
 
@@ -312,6 +338,7 @@ func (a *Allocator) reserve(ctx context.Context, network string, set ipamconf.Ra
 			return store.IP{}, err
 		}
 		a.log.Info("claimed block", "block", cidr, "network", network, "node", a.node, "for", want)
+		a.notify()
 		b = &block{Block: nb, used: map[netip.Addr]struct{}{}}
 		a.blocks[cidr] = b
 	}
@@ -607,6 +634,7 @@ func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.R
 			return nil, err
 		}
 		a.log.Info("claimed block", "block", cand, "network", network, "node", a.node)
+		a.notify()
 		nb := &block{Block: b, used: map[netip.Addr]struct{}{}}
 		a.blocks[cand] = nb
 		return nb, nil
@@ -847,6 +875,7 @@ func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration)
 			continue
 		}
 		delete(a.blocks, cidr)
+		a.notify()
 		a.log.Info("released empty block", "block", cidr, "network", b.Network, "node", a.node)
 		released = append(released, b.Block)
 	}

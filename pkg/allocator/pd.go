@@ -122,6 +122,7 @@ func (a *Allocator) DropPrefix(ctx context.Context, prefix netip.Prefix) ([]stor
 			continue
 		}
 		delete(a.blocks, cidr)
+		a.notify()
 		a.log.Warn("delegated prefix expired: block dropped", "block", cidr, "network", b.Network, "attachments", len(seen))
 		dropped = append(dropped, b.Block)
 	}
