@@ -280,3 +280,37 @@ func shortID(id string) string {
 	}
 	return id
 }
+
+// bgpCmd prints the BGP sessions and the announced prefixes.
+func bgpCmd(args []string, stdout, stderr io.Writer) error {
+	f := newCLIFlags("bgp", stderr)
+	cli, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cliContext()
+	defer cancel()
+	st, err := cli.BGP(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return printJSON(stdout, st)
+	}
+	if !st.Enabled {
+		fmt.Fprintln(stdout, "BGP is not configured (no bgp section in ipamd's config file)")
+		return nil
+	}
+	var rows [][]string
+	for _, p := range st.Peers {
+		rows = append(rows, []string{p.Address, fmt.Sprint(p.ASN), p.State, p.Uptime, fmt.Sprint(p.PrefixesSent), fmt.Sprint(p.PrefixesReceived), p.Message})
+	}
+	if err := table(stdout, "PEER\tASN\tSTATE\tUPTIME\tSENT\tRECEIVED\tNOTE", rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nannounced (%d):\n", len(st.Announced))
+	for _, p := range st.Announced {
+		fmt.Fprintln(stdout, "  "+p)
+	}
+	return nil
+}

@@ -50,9 +50,20 @@ type daemon struct {
 
 func startIpamd(t *testing.T, dir string, extra ...string) *daemon {
 	t.Helper()
+	return startIpamdIn(t, "", dir, extra...)
+}
+
+// startIpamdIn starts ipamd inside network namespace netns ("" for the
+// test's own); `ip netns exec` execs ipamd, so the pid is ipamd's.
+func startIpamdIn(t *testing.T, netns, dir string, extra ...string) *daemon {
+	t.Helper()
 	d := &daemon{socket: filepath.Join(dir, "ipamd.sock"), log: &bytes.Buffer{}, done: make(chan error, 1)}
 	args := append([]string{"serve", "--node-name", "test-node", "--socket", d.socket, "--data-dir", filepath.Join(dir, "data")}, extra...)
-	d.cmd = exec.Command(ipamdBin, args...)
+	if netns == "" {
+		d.cmd = exec.Command(ipamdBin, args...)
+	} else {
+		d.cmd = exec.Command("ip", append([]string{"netns", "exec", netns, ipamdBin}, args...)...)
+	}
 	d.cmd.Stderr = d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -51,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return gc(args, stdout, stderr)
 	case "release":
 		return release(args, stdout, stderr)
+	case "bgp":
+		return bgpCmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "ipamd", version)
 		return nil
@@ -71,6 +73,7 @@ const usage = `usage:
   ipamd state               every network, block and address
   ipamd gc [--grace D]      release attachments whose netns is gone
   ipamd release --network N --container ID [--ifname IF]
+  ipamd bgp                 BGP sessions and announced prefixes
   ipamd version             print the version
 Client commands take --socket PATH and -o table|json.
 `

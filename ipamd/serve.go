@@ -51,8 +51,10 @@ func serve(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	var fc *fileConfig
 	if *configFile != "" {
-		if _, err := loadConfig(*configFile, fs); err != nil {
+		var err error
+		if fc, err = loadConfig(*configFile, fs); err != nil {
 			return err
 		}
 	}
@@ -134,6 +136,15 @@ func serve(args []string, stderr io.Writer) error {
 		go ms.Serve(ml)
 		defer ms.Close()
 		log.Info("metrics serving", "addr", ml.Addr().String())
+	}
+	if fc != nil && len(fc.BGP) > 0 && string(fc.BGP) != "null" {
+		bgp, err := startBGP(ctx, fc.BGP, alloc, log)
+		if err != nil {
+			return err
+		}
+		defer bgp.stop()
+		srv.Routing, srv.BGP = bgp.health, bgp.state
+		srv.Metrics.SetBGP(bgp.metrics)
 	}
 	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace, *blockGrace)
 	errc := make(chan error, 1)

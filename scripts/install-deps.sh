@@ -3,8 +3,12 @@
 # need. It is idempotent: it asks apt only when something is missing, runs
 # `apt-get update` at most once, and prints nothing when all is there.
 #
-# Add a package by appending it to PACKAGES (one per line). Planned:
-# kea-dhcp6-server, isc-dhcp-server, bird2.
+# Add a package by appending it to PACKAGES (one per line).
+#
+# Servers among them (etcd, kea, dhcpd, bird, gobgpd) are only ever started
+# by the tests, in their own network namespaces: their Debian services are
+# kept from starting at install time (policy-rc.d), so nothing listens on
+# the host because of this script.
 set -euo pipefail
 
 PACKAGES=(
@@ -16,6 +20,10 @@ PACKAGES=(
 	iptables     # the reference portmap and firewall plugins
 	gcc          # go test -race needs cgo
 	libc6-dev    # headers and crt files for cgo
+	kea-dhcp6-server # kea-dhcp6: delegating server for pkg/dhcp6pd's PD tests
+	isc-dhcp-server  # dhcpd -6: second delegating server for pkg/dhcp6pd's PD tests
+	bird2        # BGP peer for pkg/bgpspeaker's tests and the demo (bird, birdc)
+	gobgpd       # GoBGP's daemon, second BGP peer in pkg/bgpspeaker's tests (gobgpd, gobgp)
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -37,5 +45,10 @@ fi
 
 echo "install-deps.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+	chmod 755 /usr/sbin/policy-rc.d
+	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -107,3 +107,27 @@ type AdminRequest struct {
 type Released struct {
 	Released []Lease `json:"released"`
 }
+
+// PathBGP is the admin path of the BGP speaker's state.
+const PathBGP = "/v1/bgp"
+
+// BGPState is what the node's BGP speaker does (for `ipamd bgp`).
+type BGPState struct {
+	// Enabled is false when ipamd runs without a bgp section.
+	Enabled bool      `json:"enabled"`
+	Peers   []BGPPeer `json:"peers"`
+	// Announced are the prefixes the speaker announces.
+	Announced []string `json:"announced"`
+}
+
+// BGPPeer is one BGP session.
+type BGPPeer struct {
+	Address          string `json:"address"`
+	ASN              uint32 `json:"asn"`
+	State            string `json:"state"`
+	Established      bool   `json:"established"`
+	Uptime           string `json:"uptime,omitempty"`
+	PrefixesSent     uint64 `json:"prefixesSent"`
+	PrefixesReceived uint64 `json:"prefixesReceived"`
+	Message          string `json:"message,omitempty"`
+}

@@ -98,6 +98,12 @@ func (c *Client) Release(ctx context.Context, req *AdminRequest) (*Released, err
 	return &r, c.call(ctx, PathRelease, req, &r)
 }
 
+// BGP returns the BGP speaker's state.
+func (c *Client) BGP(ctx context.Context) (*BGPState, error) {
+	var b BGPState
+	return &b, c.call(ctx, PathBGP, struct{}{}, &b)
+}
+
 // call posts req and decodes a 200 body into out. Every failure is a
 // *types.Error: ipamd's own, or code 11 when ipamd cannot be reached, so a
 // runtime knows to retry.

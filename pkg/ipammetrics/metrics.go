@@ -80,6 +80,40 @@ func New(src Source) *Metrics {
 	return m
 }
 
+// SetBGP makes the metrics report the BGP speaker: src gives, per peer
+// address, whether its session is up, and the number of prefixes announced.
+func (m *Metrics) SetBGP(src func() (up map[string]bool, announced int)) {
+	m.reg.MustRegister(&bgpGauges{src: src})
+}
+
+var (
+	bgpUpDesc = prometheus.NewDesc(namespace+"_bgp_session_up",
+		"1 when the BGP session with the peer is established.", []string{"peer"}, nil)
+	bgpAnnDesc = prometheus.NewDesc(namespace+"_bgp_prefixes_announced",
+		"Prefixes (blocks) this node announces by BGP.", nil, nil)
+)
+
+type bgpGauges struct {
+	src func() (map[string]bool, int)
+}
+
+func (g *bgpGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- bgpUpDesc
+	ch <- bgpAnnDesc
+}
+
+func (g *bgpGauges) Collect(ch chan<- prometheus.Metric) {
+	up, n := g.src()
+	for peer, ok := range up {
+		v := 0.0
+		if ok {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(bgpUpDesc, prometheus.GaugeValue, v, peer)
+	}
+	ch <- prometheus.MustNewConstMetric(bgpAnnDesc, prometheus.GaugeValue, float64(n))
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

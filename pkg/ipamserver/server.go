@@ -48,6 +48,11 @@ type Server struct {
 	NetnsExists func(path string) bool
 	// Metrics, when set, records every request.
 	Metrics *ipammetrics.Metrics
+	// Routing, when set, is asked by STATUS after the allocator: it returns
+	// a CNI error (51) when the node's prefixes cannot reach the network.
+	Routing func(ctx context.Context) error
+	// BGP, when set, reports the BGP speaker's state for the CLI.
+	BGP func(ctx context.Context) (ipamapi.BGPState, error)
 
 	alloc *allocator.Allocator
 	store *store.Store
@@ -69,6 +74,7 @@ func New(alloc *allocator.Allocator, st *store.Store, log *slog.Logger) *Server 
 	mux.HandleFunc("POST "+ipamapi.PathLeases, s.handleAdmin(s.leases))
 	mux.HandleFunc("POST "+ipamapi.PathReclaim, s.handleAdmin(s.reclaim))
 	mux.HandleFunc("POST "+ipamapi.PathRelease, s.handleAdmin(s.release))
+	mux.HandleFunc("POST "+ipamapi.PathBGP, s.handleAdmin(s.bgp))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s
 }
@@ -251,7 +257,13 @@ func (s *Server) check(ctx context.Context, c *call) (any, error) {
 }
 
 func (s *Server) status(ctx context.Context, c *call) (any, error) {
-	return nil, s.alloc.Status(ctx, c.conf)
+	if err := s.alloc.Status(ctx, c.conf); err != nil {
+		return nil, err
+	}
+	if s.Routing != nil {
+		return nil, s.Routing(ctx)
+	}
+	return nil, nil
 }
 
 // gcArgs is where CNI 1.1 puts the attachments a GC must keep. libcni
@@ -399,6 +411,13 @@ func (s *Server) release(ctx context.Context, req *ipamapi.AdminRequest) (any, e
 		out.Released = append(out.Released, lease(*h))
 	}
 	return out, err
+}
+
+func (s *Server) bgp(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) {
+	if s.BGP == nil {
+		return ipamapi.BGPState{Peers: []ipamapi.BGPPeer{}, Announced: []string{}}, nil
+	}
+	return s.BGP(ctx)
 }
 
 func lease(h store.Handle) ipamapi.Lease {

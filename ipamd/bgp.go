@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/v6cni/v6cni/pkg/allocator"
+	"github.com/v6cni/v6cni/pkg/bgpspeaker"
+	"github.com/v6cni/v6cni/pkg/ipamapi"
+)
+
+// announcer keeps the BGP speaker's routes equal to the node's blocks: pool
+// blocks and the /64s in use from delegated prefixes. The set is derived
+// from the allocator (itself loaded from etcd), so it is right after a
+// restart too.
+type announcer struct {
+	sp    *bgpspeaker.Speaker
+	alloc *allocator.Allocator
+	log   *slog.Logger
+}
+
+// startBGP starts the speaker described by the config file's bgp section
+// with the node's current blocks, and follows their changes until ctx ends.
+func startBGP(ctx context.Context, section json.RawMessage, alloc *allocator.Allocator, log *slog.Logger) (*announcer, error) {
+	cfg, err := bgpspeaker.ParseConfig(section)
+	if err != nil {
+		return nil, fmt.Errorf("--config: bgp: %w", err)
+	}
+	sp, err := bgpspeaker.New(cfg, log.With("component", "bgp"))
+	if err != nil {
+		return nil, fmt.Errorf("bgp: %w", err)
+	}
+	a := &announcer{sp: sp, alloc: alloc, log: log}
+	if err := sp.Start(ctx, a.routes()); err != nil {
+		return nil, fmt.Errorf("bgp: start: %w", err)
+	}
+	go a.follow(ctx)
+	return a, nil
+}
+
+func (a *announcer) routes() []bgpspeaker.Route {
+	blocks := a.alloc.Blocks()
+	out := make([]bgpspeaker.Route, 0, len(blocks))
+	for _, b := range blocks {
+		out = append(out, bgpspeaker.Route{Prefix: b.CIDR})
+	}
+	return out
+}
+
+func (a *announcer) follow(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.alloc.BlocksChanged():
+		}
+		if err := a.sp.SetRoutes(ctx, a.routes()); err != nil && ctx.Err() == nil {
+			a.log.Warn("bgp: announce the node's blocks", "error", err)
+		}
+	}
+}
+
+// stop ends the speaker the planned way: no Cease, so peers keep the routes
+// as stale until this node is back (graceful restart).
+func (a *announcer) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.sp.Stop(ctx); err != nil {
+		a.log.Warn("bgp: stop", "error", err)
+	}
+}
+
+// health is STATUS's routing check: 51 when prefixes need announcing and no
+// peer session is up, so existing containers are unreachable from outside.
+func (a *announcer) health(ctx context.Context) error {
+	routes := a.sp.Routes()
+	if len(routes) == 0 {
+		return nil
+	}
+	peers, err := a.sp.Peers(ctx)
+	if err != nil {
+		return types.NewError(types.ErrLimitedConnectivity, fmt.Sprintf("bgp: %v", err), "")
+	}
+	for _, p := range peers {
+		if p.Established {
+			return nil
+		}
+	}
+	return types.NewError(types.ErrLimitedConnectivity,
+		fmt.Sprintf("bgp: no peer session established while %d prefixes need announcing", len(routes)),
+		"containers of this node are not reachable from outside it")
+}
+
+// state is `ipamd bgp`'s view.
+func (a *announcer) state(ctx context.Context) (ipamapi.BGPState, error) {
+	st := ipamapi.BGPState{Enabled: true, Peers: []ipamapi.BGPPeer{}, Announced: []string{}}
+	peers, err := a.sp.Peers(ctx)
+	if err != nil {
+		return st, err
+	}
+	for _, p := range peers {
+		bp := ipamapi.BGPPeer{
+			Address: p.Address.String(), ASN: p.ASN, State: p.State, Established: p.Established,
+			PrefixesSent: p.PrefixesSent, PrefixesReceived: p.PrefixesReceived, Message: p.Message,
+		}
+		if p.Established {
+			bp.Uptime = p.Uptime.Round(time.Second).String()
+		}
+		st.Peers = append(st.Peers, bp)
+	}
+	for _, r := range a.sp.Routes() {
+		st.Announced = append(st.Announced, r.Prefix.String())
+	}
+	return st, nil
+}
+
+// metrics reports sessions up and prefixes announced, at scrape time.
+func (a *announcer) metrics() (up map[string]bool, announced int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	up = map[string]bool{}
+	if peers, err := a.sp.Peers(ctx); err == nil {
+		for _, p := range peers {
+			up[p.Address.String()] = p.Established
+		}
+	}
+	return up, len(a.sp.Routes())
+}
