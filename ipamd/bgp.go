@@ -19,6 +19,7 @@ import (
 // from the allocator (itself loaded from etcd), so it is right after a
 // restart too.
 type announcer struct {
+	cfg   bgpspeaker.Config
 	sp    *bgpspeaker.Speaker
 	alloc *allocator.Allocator
 	log   *slog.Logger
@@ -35,7 +36,7 @@ func startBGP(ctx context.Context, section json.RawMessage, alloc *allocator.All
 	if err != nil {
 		return nil, fmt.Errorf("bgp: %w", err)
 	}
-	a := &announcer{sp: sp, alloc: alloc, log: log}
+	a := &announcer{cfg: cfg, sp: sp, alloc: alloc, log: log}
 	if err := sp.Start(ctx, a.routes()); err != nil {
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
@@ -43,11 +44,24 @@ func startBGP(ctx context.Context, section json.RawMessage, alloc *allocator.All
 	return a, nil
 }
 
+// routes is the node's blocks of the families the speaker negotiates (an
+// IPv4 block is announced only with ipv4-unicast configured).
 func (a *announcer) routes() []bgpspeaker.Route {
+	fam := map[bool]bool{}
+	for _, f := range a.cfg.Families {
+		switch f {
+		case bgpspeaker.IPv6Unicast:
+			fam[true] = true
+		case bgpspeaker.IPv4Unicast:
+			fam[false] = true
+		}
+	}
 	blocks := a.alloc.Blocks()
 	out := make([]bgpspeaker.Route, 0, len(blocks))
 	for _, b := range blocks {
-		out = append(out, bgpspeaker.Route{Prefix: b.CIDR})
+		if fam[b.CIDR.Addr().Is6()] {
+			out = append(out, bgpspeaker.Route{Prefix: b.CIDR})
+		}
 	}
 	return out
 }

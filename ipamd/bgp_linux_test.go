@@ -61,6 +61,9 @@ func newBGPLab(t *testing.T) *bgpLab {
 	sh(t, "ip", "link", "add", "v6bgp"+id, "netns", l.router, "type", "veth", "peer", "name", "up0", "netns", l.node)
 	sh(t, "ip", "-n", l.router, "link", "set", "v6bgp"+id, "name", "down0")
 	for _, c := range [][]string{
+		// No DAD on the lab link: servers bind their link-local at once.
+		{"ip", "netns", "exec", l.router, "sysctl", "-qw", "net.ipv6.conf.down0.accept_dad=0"},
+		{"ip", "netns", "exec", l.node, "sysctl", "-qw", "net.ipv6.conf.up0.accept_dad=0"},
 		{"ip", "-n", l.router, "addr", "add", l.routerAddr + "/64", "dev", "down0", "nodad"},
 		{"ip", "-n", l.node, "addr", "add", l.nodeAddr + "/64", "dev", "up0", "nodad"},
 		{"ip", "-n", l.router, "link", "set", "down0", "up"},

@@ -314,3 +314,53 @@ func bgpCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
+
+// pdCmd prints the node's DHCPv6-PD binding; `ipamd pd release` gives the
+// prefixes back to the server.
+func pdCmd(args []string, stdout, stderr io.Writer) error {
+	releaseIt := len(args) > 0 && args[0] == "release"
+	if releaseIt {
+		args = args[1:]
+	}
+	f := newCLIFlags("pd", stderr)
+	cli, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cliContext()
+	defer cancel()
+	var st *ipamapi.PDState
+	if releaseIt {
+		st, err = cli.PDRelease(ctx)
+	} else {
+		st, err = cli.PD(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return printJSON(stdout, st)
+	}
+	if !st.Enabled {
+		fmt.Fprintln(stdout, "prefix delegation is not configured (ipamd serve --pd-interface IFACE)")
+		return nil
+	}
+	fmt.Fprintf(stdout, "interface: %s\nserver:    %s %s\nclient:    DUID %s IAID %08x\nrenew in:  %s\nrebind in: %s\n",
+		st.Interface, orDash(st.Server), st.ServerDUID, st.ClientDUID, st.IAID, orDash(st.RenewIn), orDash(st.RebindIn))
+	var rows [][]string
+	for _, p := range st.Prefixes {
+		rows = append(rows, []string{p.Prefix, p.PreferredLeft, p.ValidLeft})
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(stdout, "no prefix held")
+		return nil
+	}
+	return table(stdout, "PREFIX\tPREFERRED LEFT\tVALID LEFT", rows)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -53,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return release(args, stdout, stderr)
 	case "bgp":
 		return bgpCmd(args, stdout, stderr)
+	case "pd":
+		return pdCmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "ipamd", version)
 		return nil
@@ -74,6 +76,7 @@ const usage = `usage:
   ipamd gc [--grace D]      release attachments whose netns is gone
   ipamd release --network N --container ID [--ifname IF]
   ipamd bgp                 BGP sessions and announced prefixes
+  ipamd pd [release]        the DHCPv6-PD binding (release: give it back)
   ipamd version             print the version
 Client commands take --socket PATH and -o table|json.
 `

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,6 +48,8 @@ func serve(args []string, stderr io.Writer) error {
 	gcInterval := fs.Duration("gc-interval", 5*time.Minute, "how often to release attachments whose netns is gone (0: only at start)")
 	gcGrace := fs.Duration("gc-grace", 15*time.Minute, "never release an attachment younger than this")
 	blockGrace := fs.Duration("block-grace", 15*time.Minute, "give an empty block back to the pool after this long")
+	pdIface := fs.String("pd-interface", "", "uplink on which to obtain a prefix by DHCPv6-PD (empty: no PD client)")
+	pdLen := fs.Int("pd-prefix-length", 0, "prefix length to ask for (hint; default 64)")
 	configFile := fs.String("config", "", "YAML config file: the same keys as the flags in camelCase, plus sections pd and bgp; flags win")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -145,6 +148,22 @@ func serve(args []string, stderr io.Writer) error {
 		defer bgp.stop()
 		srv.Routing, srv.BGP = bgp.health, bgp.state
 		srv.Metrics.SetBGP(bgp.metrics)
+	}
+	var pdSection json.RawMessage
+	if fc != nil {
+		pdSection = fc.PD
+	}
+	pdCfg, err := pdConfig(pdSection, *pdIface, *pdLen)
+	if err != nil {
+		return err
+	}
+	if pdCfg.Interface != "" {
+		pd, err := startPD(ctx, pdCfg, st, *nodeName, alloc, log)
+		if err != nil {
+			return err
+		}
+		srv.PD, srv.PDRelease = pd.state, pd.release
+		srv.Metrics.SetPD(pd.metrics)
 	}
 	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace, *blockGrace)
 	errc := make(chan error, 1)

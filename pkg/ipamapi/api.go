@@ -131,3 +131,32 @@ type BGPPeer struct {
 	PrefixesReceived uint64 `json:"prefixesReceived"`
 	Message          string `json:"message,omitempty"`
 }
+
+// Prefix delegation paths.
+const (
+	PathPD        = "/v1/pd"
+	PathPDRelease = "/v1/pd/release"
+)
+
+// PDState is the node's DHCPv6-PD binding (for `ipamd pd`).
+type PDState struct {
+	// Enabled is false when ipamd runs no PD client.
+	Enabled    bool   `json:"enabled"`
+	Interface  string `json:"interface,omitempty"`
+	Server     string `json:"server,omitempty"`
+	ServerDUID string `json:"serverDUID,omitempty"`
+	ClientDUID string `json:"clientDUID,omitempty"`
+	IAID       uint32 `json:"iaid,omitempty"`
+	// RenewIn and RebindIn are the time left to T1 and T2 ("" when none).
+	RenewIn  string     `json:"renewIn,omitempty"`
+	RebindIn string     `json:"rebindIn,omitempty"`
+	Prefixes []PDPrefix `json:"prefixes"`
+}
+
+// PDPrefix is one delegated prefix and its lifetimes left.
+type PDPrefix struct {
+	Prefix string `json:"prefix"`
+	// PreferredLeft and ValidLeft are durations, or "infinite".
+	PreferredLeft string `json:"preferredLeft"`
+	ValidLeft     string `json:"validLeft"`
+}

@@ -104,6 +104,18 @@ func (c *Client) BGP(ctx context.Context) (*BGPState, error) {
 	return &b, c.call(ctx, PathBGP, struct{}{}, &b)
 }
 
+// PD returns the node's DHCPv6-PD binding.
+func (c *Client) PD(ctx context.Context) (*PDState, error) {
+	var st PDState
+	return &st, c.call(ctx, PathPD, struct{}{}, &st)
+}
+
+// PDRelease releases the node's delegated prefixes on purpose.
+func (c *Client) PDRelease(ctx context.Context) (*PDState, error) {
+	var st PDState
+	return &st, c.call(ctx, PathPDRelease, struct{}{}, &st)
+}
+
 // call posts req and decodes a 200 body into out. Every failure is a
 // *types.Error: ipamd's own, or code 11 when ipamd cannot be reached, so a
 // runtime knows to retry.

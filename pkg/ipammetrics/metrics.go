@@ -114,6 +114,39 @@ func (g *bgpGauges) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(bgpAnnDesc, prometheus.GaugeValue, float64(n))
 }
 
+// SetPD makes the metrics report the DHCPv6-PD client: src gives the valid
+// lifetime left per prefix (seconds, -1 for infinite) and the exchanges by
+// (message, result).
+func (m *Metrics) SetPD(src func() (map[string]float64, map[[2]string]uint64)) {
+	m.reg.MustRegister(&pdGauges{src: src})
+}
+
+var (
+	pdLeftDesc = prometheus.NewDesc(namespace+"_pd_valid_lifetime_seconds",
+		"Valid lifetime left of each delegated prefix (-1: infinite).", []string{"prefix"}, nil)
+	pdExDesc = prometheus.NewDesc(namespace+"_pd_exchanges_total",
+		"DHCPv6-PD exchanges by message and result (success, advertise, timeout, NoBinding, NoPrefixAvail, ...).", []string{"message", "result"}, nil)
+)
+
+type pdGauges struct {
+	src func() (map[string]float64, map[[2]string]uint64)
+}
+
+func (g *pdGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- pdLeftDesc
+	ch <- pdExDesc
+}
+
+func (g *pdGauges) Collect(ch chan<- prometheus.Metric) {
+	left, ex := g.src()
+	for p, v := range left {
+		ch <- prometheus.MustNewConstMetric(pdLeftDesc, prometheus.GaugeValue, v, p)
+	}
+	for k, n := range ex {
+		ch <- prometheus.MustNewConstMetric(pdExDesc, prometheus.CounterValue, float64(n), k[0], k[1])
+	}
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

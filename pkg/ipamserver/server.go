@@ -53,6 +53,9 @@ type Server struct {
 	Routing func(ctx context.Context) error
 	// BGP, when set, reports the BGP speaker's state for the CLI.
 	BGP func(ctx context.Context) (ipamapi.BGPState, error)
+	// PD and PDRelease, when set, report and release the node's DHCPv6-PD
+	// binding.
+	PD, PDRelease func(ctx context.Context) (ipamapi.PDState, error)
 
 	alloc *allocator.Allocator
 	store *store.Store
@@ -75,6 +78,8 @@ func New(alloc *allocator.Allocator, st *store.Store, log *slog.Logger) *Server 
 	mux.HandleFunc("POST "+ipamapi.PathReclaim, s.handleAdmin(s.reclaim))
 	mux.HandleFunc("POST "+ipamapi.PathRelease, s.handleAdmin(s.release))
 	mux.HandleFunc("POST "+ipamapi.PathBGP, s.handleAdmin(s.bgp))
+	mux.HandleFunc("POST "+ipamapi.PathPD, s.handleAdmin(s.pd))
+	mux.HandleFunc("POST "+ipamapi.PathPDRelease, s.handleAdmin(s.pdRelease))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s
 }
@@ -418,6 +423,20 @@ func (s *Server) bgp(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) 
 		return ipamapi.BGPState{Peers: []ipamapi.BGPPeer{}, Announced: []string{}}, nil
 	}
 	return s.BGP(ctx)
+}
+
+func (s *Server) pd(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) {
+	if s.PD == nil {
+		return ipamapi.PDState{Prefixes: []ipamapi.PDPrefix{}}, nil
+	}
+	return s.PD(ctx)
+}
+
+func (s *Server) pdRelease(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) {
+	if s.PDRelease == nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "this ipamd runs no DHCPv6-PD client (--pd-interface)", "")
+	}
+	return s.PDRelease(ctx)
 }
 
 func lease(h store.Handle) ipamapi.Lease {

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/v6cni/v6cni/pkg/allocator"
+	"github.com/v6cni/v6cni/pkg/dhcp6pd"
+	"github.com/v6cni/v6cni/pkg/ipamapi"
+	"github.com/v6cni/v6cni/pkg/store"
+)
+
+// delegation runs the node's DHCPv6-PD client and ties it to the rest of
+// ipamd: the binding lives in etcd (a restarted ipamd renews the same
+// prefix), pd-ipam networks take their /64s from it, and a prefix whose
+// valid lifetime ends takes its blocks (and so their announcements) along.
+type delegation struct {
+	client *dhcp6pd.Client
+	iface  string
+	alloc  *allocator.Allocator
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	valid map[netip.Prefix]bool // prefixes held at the last change
+}
+
+// etcdPersister keeps the PD binding under the node's key in etcd.
+type etcdPersister struct {
+	st   *store.Store
+	node string
+	iaid uint32
+}
+
+func (p etcdPersister) Load(ctx context.Context) (dhcp6pd.Binding, error) {
+	var b dhcp6pd.Binding
+	raw, err := p.st.LoadPD(ctx, p.node, p.iaid)
+	if err != nil || raw == nil {
+		return b, err
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return b, fmt.Errorf("decode stored PD binding: %w", err)
+	}
+	return b, nil
+}
+
+func (p etcdPersister) Save(ctx context.Context, b dhcp6pd.Binding) error {
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	return p.st.SavePD(ctx, p.node, p.iaid, raw)
+}
+
+// pdConfig merges the config file's pd section with the flags (which win).
+func pdConfig(section json.RawMessage, iface string, prefixLen int) (dhcp6pd.Config, error) {
+	var cfg dhcp6pd.Config
+	if len(section) > 0 && string(section) != "null" {
+		if err := json.Unmarshal(section, &cfg); err != nil {
+			return cfg, fmt.Errorf("--config: pd: %w", err)
+		}
+	}
+	if iface != "" {
+		cfg.Interface = iface
+	}
+	if prefixLen != 0 {
+		cfg.PrefixLength = prefixLen
+	}
+	return cfg, nil
+}
+
+// startPD starts the PD client on cfg.Interface and hands the allocator its
+// prefixes. The client runs until ctx ends (no Release on a plain stop).
+func startPD(ctx context.Context, cfg dhcp6pd.Config, st *store.Store, node string, alloc *allocator.Allocator, log *slog.Logger) (*delegation, error) {
+	if cfg.IAID == 0 {
+		cfg.IAID = dhcp6pd.IAIDFromName(cfg.Interface)
+	}
+	d := &delegation{iface: cfg.Interface, alloc: alloc, log: log, valid: map[netip.Prefix]bool{}}
+	cfg.Persister = etcdPersister{st: st, node: node, iaid: cfg.IAID}
+	cfg.Logger = log.With("component", "pd", "interface", cfg.Interface)
+	cfg.OnChange = d.changed
+	c, err := dhcp6pd.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pd: %w", err)
+	}
+	d.client = c
+	alloc.SetPD(d)
+	go func() {
+		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("pd: client stopped", "interface", cfg.Interface, "error", err)
+		}
+	}()
+	return d, nil
+}
+
+// Interface is the uplink (allocator.PDSource).
+func (d *delegation) Interface() string { return d.iface }
+
+// Delegated lists the prefixes held now (allocator.PDSource).
+func (d *delegation) Delegated() []allocator.Delegated {
+	b := d.client.Binding()
+	out := make([]allocator.Delegated, 0, len(b.Prefixes))
+	for _, p := range b.Prefixes {
+		out = append(out, allocator.Delegated{Prefix: p.Prefix, Preferred: p.PreferredUntil(), Valid: p.ValidUntil()})
+	}
+	return out
+}
+
+// changed follows the binding: a prefix that is no longer valid loses its
+// blocks, their gateway addresses and their announcements.
+func (d *delegation) changed(b dhcp6pd.Binding) {
+	now := time.Now()
+	valid := map[netip.Prefix]bool{}
+	for _, p := range b.Valid(now) {
+		valid[p] = true
+	}
+	d.mu.Lock()
+	var gone []netip.Prefix
+	for p := range d.valid {
+		if !valid[p] {
+			gone = append(gone, p)
+		}
+	}
+	for p := range valid {
+		if !d.valid[p] {
+			d.log.Info("pd: prefix delegated", "prefix", p, "interface", d.iface, "server", b.Server)
+		}
+	}
+	d.valid = valid
+	d.mu.Unlock()
+	for _, p := range gone {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		dropped, err := d.alloc.DropPrefix(ctx, p)
+		cancel()
+		if err != nil {
+			d.log.Error("pd: drop the blocks of an expired prefix", "prefix", p, "error", err)
+		}
+		for _, blk := range dropped {
+			if err := removeGateway(blk.CIDR); err != nil {
+				d.log.Warn("pd: remove gateway", "block", blk.CIDR, "error", err)
+			}
+		}
+		d.log.Warn("pd: prefix gone", "prefix", p, "interface", d.iface, "blocks", len(dropped))
+	}
+}
+
+// state is `ipamd pd`'s view.
+func (d *delegation) state(context.Context) (ipamapi.PDState, error) {
+	b := d.client.Binding()
+	now := time.Now()
+	st := ipamapi.PDState{
+		Enabled: true, Interface: d.iface, ClientDUID: b.ClientDUID.String(), IAID: b.IAID,
+		Prefixes: []ipamapi.PDPrefix{},
+	}
+	if b.Server.IsValid() {
+		st.Server = b.Server.String()
+	}
+	if len(b.ServerDUID) > 0 {
+		st.ServerDUID = b.ServerDUID.String()
+	}
+	if len(b.Prefixes) > 0 {
+		st.RenewIn, st.RebindIn = left(b.RenewAt(), now), left(b.RebindAt(), now)
+	}
+	for _, p := range b.Prefixes {
+		st.Prefixes = append(st.Prefixes, ipamapi.PDPrefix{
+			Prefix: p.Prefix.String(), PreferredLeft: left(p.PreferredUntil(), now), ValidLeft: left(p.ValidUntil(), now),
+		})
+	}
+	return st, nil
+}
+
+// release gives the prefixes back to the server on purpose.
+func (d *delegation) release(ctx context.Context) (ipamapi.PDState, error) {
+	if err := d.client.Release(ctx); err != nil {
+		return ipamapi.PDState{}, fmt.Errorf("pd release: %w", err)
+	}
+	return d.state(ctx)
+}
+
+// metrics reports the valid lifetime left per prefix and the exchanges.
+func (d *delegation) metrics() (validLeft map[string]float64, exchanges map[[2]string]uint64) {
+	now := time.Now()
+	validLeft = map[string]float64{}
+	for _, p := range d.client.Binding().Prefixes {
+		left := p.ValidUntil().Sub(now).Seconds()
+		if p.Valid == dhcp6pd.Infinity {
+			left = -1
+		}
+		validLeft[p.Prefix.String()] = left
+	}
+	exchanges = map[[2]string]uint64{}
+	for ex, n := range d.client.Stats().Exchanges {
+		exchanges[[2]string{ex.Message, ex.Result}] = n
+	}
+	return validLeft, exchanges
+}
+
+func left(t, now time.Time) string {
+	if t.Year() >= 9999 {
+		return "infinite"
+	}
+	if t.Before(now) {
+		return "0s"
+	}
+	return t.Sub(now).Round(time.Second).String()
+}

@@ -1,0 +1,140 @@
+package dhcp6pd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Ports and the multicast group of RFC 8415 §7.
+const (
+	clientPort = 546
+	serverPort = 547
+)
+
+var allServers = netip.MustParseAddr("ff02::1:2")
+
+// linkLocalWait bounds the wait for the interface's link-local address to
+// exist and leave the tentative state (DAD).
+var linkLocalWait = 15 * time.Second
+
+// udpTransport is one UDP socket on [link-local%iface]:546.
+type udpTransport struct {
+	conn    *net.UDPConn
+	dst     *net.UDPAddr
+	packets chan packet
+	mu      sync.Mutex
+	err     error
+	closed  chan struct{}
+}
+
+// openUDP binds [link-local%iface]:546, waiting (bounded) for the
+// link-local address to appear and pass DAD.
+func openUDP(ctx context.Context, iface string) (transport, error) {
+	deadline := time.Now().Add(linkLocalWait)
+	var lastErr error
+	for {
+		conn, err := listenLinkLocal(iface)
+		if err == nil {
+			t := &udpTransport{
+				conn:    conn,
+				dst:     &net.UDPAddr{IP: allServers.AsSlice(), Port: serverPort, Zone: iface},
+				packets: make(chan packet, 16),
+				closed:  make(chan struct{}),
+			}
+			go t.read()
+			return t, nil
+		}
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w on %s (%v)", ErrPortInUse, iface, err)
+		}
+		if !errors.Is(err, errNoLinkLocal) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			return nil, fmt.Errorf("dhcp6pd: listen on %s: %w", iface, err)
+		}
+		lastErr = err
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("dhcp6pd: no usable link-local address on %s after %v: %w", iface, linkLocalWait, lastErr)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+var errNoLinkLocal = errors.New("no link-local address")
+
+func listenLinkLocal(iface string) (*net.UDPConn, error) {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp6pd: interface %q: %w", iface, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("dhcp6pd: addresses of %s: %w", iface, err)
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if !ok || !ip.Is6() || ip.Is4In6() || !ip.IsLinkLocalUnicast() {
+			continue
+		}
+		// EADDRNOTAVAIL while the address is tentative.
+		return net.ListenUDP("udp6", &net.UDPAddr{IP: ip.AsSlice(), Port: clientPort, Zone: iface})
+	}
+	return nil, fmt.Errorf("%w on %s", errNoLinkLocal, iface)
+}
+
+func (t *udpTransport) read() {
+	defer close(t.packets)
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := t.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			select {
+			case <-t.closed:
+			default:
+				t.mu.Lock()
+				t.err = err
+				t.mu.Unlock()
+			}
+			return
+		}
+		if from.Port() != serverPort {
+			continue
+		}
+		p := packet{data: append([]byte(nil), buf[:n]...), from: from.Addr().WithZone("")}
+		select {
+		case t.packets <- p:
+		case <-t.closed:
+			return
+		}
+	}
+}
+
+func (t *udpTransport) Send(b []byte) error {
+	_, err := t.conn.WriteToUDP(b, t.dst)
+	return err
+}
+
+func (t *udpTransport) Packets() <-chan packet { return t.packets }
+
+func (t *udpTransport) Err() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+func (t *udpTransport) Close() error {
+	close(t.closed)
+	return t.conn.Close()
+}
