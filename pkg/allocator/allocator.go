@@ -171,18 +171,81 @@ type Request struct {
 
 // Add returns the addresses of the attachment, allocating them the first
 // time. A repeated ADD of the same attachment gets the same addresses.
+//
+// The common case costs one etcd transaction, and the node lock is held
+// only while addresses are picked in the cache, not across etcd round
+// trips: concurrent ADDs commit in parallel and etcd batches their fsyncs.
+// A repeated ADD is found by that transaction (the handle exists) or, when
+// picking fails first, by reading the handle.
 func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, error) {
+	conf, id := req.Conf, req.ID
+	h := store.Handle{AttachmentID: id, Node: a.node, Netns: req.Netns, Created: time.Now().UTC()}
+	if req.Args.PodNamespace != "" && req.Args.PodName != "" {
+		h.Pod = req.Args.PodNamespace + "/" + req.Args.PodName
+	}
+	if conf.IPAM.Sticky && h.Pod != "" && len(req.Args.IPs) == 0 {
+		if existing, err := a.store.Handle(ctx, id); err != nil || existing != nil {
+			return resultOrNil(existing, conf), err
+		}
+		if res, ok, err := a.unstick(ctx, h, conf); err != nil || ok {
+			return res, err
+		}
+	}
+	for try := 0; ; try++ {
+		ips, err := a.reserveAll(ctx, &req)
+		if err != nil {
+			// Nothing to pick (no prefix, pool full, address in use) can
+			// still be a repeated ADD: its answer stands.
+			if existing, herr := a.store.Handle(ctx, id); herr == nil && existing != nil {
+				return Result(existing, conf), nil
+			}
+			return nil, err
+		}
+		h.IPs = ips
+		err = a.store.Allocate(ctx, h)
+		if err == nil {
+			return Result(&h, conf), nil
+		}
+		a.unreserve(ips)
+		var taken *store.AddrTakenError
+		switch {
+		case errors.Is(err, store.ErrExists):
+			// A repeated ADD, or the same attachment allocated meanwhile:
+			// the stored answer is the answer.
+			existing, gerr := a.store.Handle(ctx, id)
+			if gerr != nil || existing == nil {
+				return nil, fmt.Errorf("%w (and reading it back: %v)", err, gerr)
+			}
+			return Result(existing, conf), nil
+		case errors.As(err, &taken) && slices.Contains(req.Args.IPs, taken.Addr):
+			return nil, types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("requested address %s is in use", taken.Addr), "")
+		case errors.As(err, &taken) && try < maxAllocateTries:
+			// Another writer has it (the cache was behind): learn and retry.
+			a.mu.Lock()
+			a.markUsed(taken.Addr)
+			a.mu.Unlock()
+		default:
+			return nil, err
+		}
+	}
+}
+
+func resultOrNil(h *store.Handle, conf *ipamconf.NetConf) *current.Result {
+	if h == nil {
+		return nil
+	}
+	return Result(h, conf)
+}
+
+// reserveAll picks one address per range set and marks them used in the
+// cache, so concurrent ADDs pick others while this one commits.
+func (a *Allocator) reserveAll(ctx context.Context, req *Request) ([]store.IP, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	conf, id := req.Conf, req.ID
-
+	conf := req.Conf
 	if err := a.ensurePool(ctx, conf); err != nil {
 		return nil, err
-	}
-	if h, err := a.store.Handle(ctx, id); err != nil {
-		return nil, err
-	} else if h != nil {
-		return Result(h, conf), nil
 	}
 	if err := a.resolvePD(conf); err != nil {
 		return nil, err
@@ -190,59 +253,36 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 	if err := checkRequested(conf, req.Args.IPs); err != nil {
 		return nil, err
 	}
-
-	h := store.Handle{AttachmentID: id, Node: a.node, Netns: req.Netns, Created: time.Now().UTC()}
-	if req.Args.PodNamespace != "" && req.Args.PodName != "" {
-		h.Pod = req.Args.PodNamespace + "/" + req.Args.PodName
-	}
-	if conf.IPAM.Sticky && h.Pod != "" && len(req.Args.IPs) == 0 {
-		if res, ok, err := a.unstick(ctx, h, conf); err != nil || ok {
-			return res, err
+	ips := make([]store.IP, 0, len(conf.IPAM.Ranges))
+	for _, set := range conf.IPAM.Ranges {
+		var ip store.IP
+		var err error
+		if want, ok := requestedIn(set, req.Args.IPs); ok {
+			ip, err = a.reserve(ctx, req.ID.Network, set, want)
+		} else {
+			ip, err = a.pick(ctx, req, set)
 		}
-	}
-	for try := 0; ; try++ {
-		h.IPs = h.IPs[:0]
-		for _, set := range conf.IPAM.Ranges {
-			var ip store.IP
-			var err error
-			if want, ok := requestedIn(set, req.Args.IPs); ok {
-				ip, err = a.reserve(ctx, id.Network, set, want)
-			} else {
-				ip, err = a.pick(ctx, &req, set)
-			}
-			if err != nil {
-				return nil, err
-			}
-			h.IPs = append(h.IPs, ip)
-		}
-		err := a.store.Allocate(ctx, h)
-		if err == nil {
-			break
-		}
-		var taken *store.AddrTakenError
-		switch {
-		case errors.As(err, &taken) && slices.Contains(req.Args.IPs, taken.Addr):
-			return nil, types.NewError(types.ErrTryAgainLater,
-				fmt.Sprintf("requested address %s is in use", taken.Addr), "")
-		case errors.As(err, &taken) && try < maxAllocateTries:
-			a.markUsed(taken.Addr)
-			continue
-		case errors.Is(err, store.ErrExists):
-			// The same attachment was allocated meanwhile (another ipamd
-			// on this etcd): its answer is the answer.
-			other, gerr := a.store.Handle(ctx, id)
-			if gerr != nil || other == nil {
-				return nil, fmt.Errorf("%w (and reading it back: %v)", err, gerr)
-			}
-			return Result(other, conf), nil
-		default:
+		if err != nil {
+			a.forget(&store.Handle{IPs: ips})
 			return nil, err
 		}
-	}
-	for _, ip := range h.IPs {
 		a.markUsed(ip.Address.Addr())
+		ips = append(ips, ip)
 	}
-	return Result(&h, conf), nil
+	return ips, nil
+}
+
+// unreserve gives back addresses reserveAll took but etcd did not commit.
+func (a *Allocator) unreserve(ips []store.IP) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.forget(&store.Handle{IPs: ips})
+	// Put the cursor back, so a repeated ADD does not skip an address.
+	for _, ip := range ips {
+		if b := a.blocks[ip.Block]; b != nil && b.next == ip.Address.Addr().Next() {
+			b.next = ip.Address.Addr()
+		}
+	}
 }
 
 // unstick gives the pod's kept addresses to its new attachment, when they
@@ -356,8 +396,8 @@ func (a *Allocator) reserve(ctx context.Context, network string, set ipamconf.Ra
 // error: DEL must be repeatable. With keep > 0 and a pod name on the
 // attachment, the addresses are kept for that pod for keep instead.
 func (a *Allocator) Del(ctx context.Context, id store.AttachmentID, keep time.Duration) (*store.Handle, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	// No node lock across etcd: the cache forgets the addresses only after
+	// etcd released them, so nothing can pick them too early.
 	h, err := a.store.Handle(ctx, id)
 	if err != nil || h == nil {
 		return nil, err
@@ -371,7 +411,9 @@ func (a *Allocator) Del(ctx context.Context, id store.AttachmentID, keep time.Du
 	if err := a.store.Release(ctx, *h); err != nil {
 		return nil, err
 	}
+	a.mu.Lock()
 	a.forget(h)
+	a.mu.Unlock()
 	return h, nil
 }
 
