@@ -274,8 +274,10 @@ func release(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// shortID shortens the 64-hex container IDs runtimes use, as docker ps
+// does; other IDs are shown whole.
 func shortID(id string) string {
-	if len(id) > 12 {
+	if len(id) == 64 {
 		return id[:12]
 	}
 	return id

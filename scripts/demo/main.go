@@ -94,6 +94,8 @@ type demo struct {
 	containers      []*container
 	netnsCreated    []string
 	bridgesSeen     []string
+	linksCreated    []string
+	up              *upstream
 }
 
 func newDemo(binDir, confDir string) (*demo, error) {
@@ -137,7 +139,12 @@ func step(format string, args ...any) {
 }
 
 func (d *demo) run(ctx context.Context) error {
-	step("starting ipamd (embedded etcd in %s)", d.tmp)
+	up, err := d.startUpstream(ctx)
+	if err != nil {
+		return err
+	}
+	d.up = up
+	step("starting ipamd (embedded etcd in %s, BGP to the upstream router)", d.tmp)
 	if err := d.startIpamd(ctx); err != nil {
 		return err
 	}
@@ -183,6 +190,11 @@ func (d *demo) run(ctx context.Context) error {
 		return fmt.Errorf("ipamd state: %v: %s", err, out)
 	}
 	fmt.Print(indent(string(out)))
+
+	fmt.Println()
+	if err := d.showUpstream(ctx); err != nil {
+		return err
+	}
 
 	fmt.Println()
 	step("pinging between containers and to the gateways")
@@ -266,10 +278,18 @@ func (d *demo) startIpamd(ctx context.Context) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(filepath.Join(d.binDir, "ipamd"), "serve",
+	args := []string{"serve",
 		"--node-name", "demo-node",
 		"--socket", d.socket,
-		"--data-dir", filepath.Join(d.tmp, "data"))
+		"--data-dir", filepath.Join(d.tmp, "data")}
+	if d.up != nil {
+		cfg := filepath.Join(d.tmp, "ipamd.yaml")
+		if err := d.up.ipamdConfig(cfg); err != nil {
+			return err
+		}
+		args = append(args, "--config", cfg)
+	}
+	cmd := exec.Command(filepath.Join(d.binDir, "ipamd"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start ipamd: %w", err)
@@ -486,10 +506,53 @@ func (d *demo) cleanup() error {
 	if err := d.stopIpamd(); err != nil {
 		errs = append(errs, err)
 	}
+	d.up.stop()
+	for _, l := range d.linksCreated {
+		if _, err := net.InterfaceByName(l); err != nil {
+			continue
+		}
+		if out, err := exec.CommandContext(ctx, "ip", "link", "del", l).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip link del %s: %v: %s", l, err, out))
+		}
+	}
 	if err := os.RemoveAll(d.tmp); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// showUpstream shows the routes the upstream router learned by BGP — the
+// node's IPv6 blocks, next hop the node — and pings a container from the
+// router: the container's address is routable, with no NAT.
+func (d *demo) showUpstream(ctx context.Context) error {
+	var prefixes []string
+	seen := map[string]bool{}
+	for _, c := range d.containers {
+		for _, ip := range c.result.IPs {
+			if ip.Address.IP.To4() != nil {
+				continue
+			}
+			p := (&net.IPNet{IP: ip.Address.IP.Mask(ip.Address.Mask), Mask: ip.Address.Mask}).String()
+			if !seen[p] {
+				seen[p] = true
+				prefixes = append(prefixes, p)
+			}
+		}
+	}
+	took, err := d.up.waitRoutes(ctx, prefixes)
+	if err != nil {
+		return err
+	}
+	step("upstream router's table (birdc show route protocol node), learned by BGP %s after the last ADD:", ms(took))
+	out, _ := d.up.routes(ctx)
+	fmt.Print(indent(out))
+	target := d.containers[0]
+	addr := target.result.IPs[0].Address.IP.String()
+	if err := ping(ctx, d.up.netns, addr); err != nil {
+		return fmt.Errorf("upstream router cannot reach container %s at %s: %w", target.name, addr, err)
+	}
+	step("upstream router pings %s at %s: ok (routed via the node, no NAT)", target.name, addr)
+	return nil
 }
 
 // printTable prints one line per container: what it got from ADD.
