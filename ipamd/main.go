@@ -15,12 +15,19 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 )
 
 // version is set at build time (-ldflags "-X main.version=…").
 var version = "dev"
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		// ipamd's live heap is mostly the embedded etcd's index, which
+		// grows with the leases: collecting at +50% instead of +100%
+		// keeps a node with 100k leases near 150 MB for a little CPU.
+		debug.SetGCPercent(50)
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "ipamd:", err)

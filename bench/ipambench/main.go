@@ -167,8 +167,8 @@ func run(ctx context.Context, r *benchutil.Run) error {
 		if lv.rssKiB, err = benchutil.RSSKiB(ipamd.Pid()); err != nil {
 			return err
 		}
-		fmt.Printf("  measured at %d leases: %.0f/s sequential, %.0f/s %d-way; ipamd RSS %.1f MB\n",
-			lv.leases, lv.seq.rate(), lv.conc.rate(), *flagConc, float64(lv.rssKiB)/1024)
+		fmt.Printf("  measured at %d leases: %.0f/s sequential, %.0f/s %d-way; ipamd RSS %.1f MB (%s)\n",
+			lv.leases, lv.seq.rate(), lv.conc.rate(), *flagConc, float64(lv.rssKiB)/1024, benchutil.MemDetail(ipamd.Pid()))
 		results = append(results, lv)
 	}
 	report(results, leases)

@@ -66,6 +66,11 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 	// compact history so the database does not grow with every ADD/DEL.
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "1h"
+	// Raft entries kept in memory between snapshots: etcd's default (10k)
+	// is sized for big clusters' slow followers; a single member only
+	// needs enough to restart quickly, and every entry is heap.
+	cfg.SnapshotCount = 2000
+	cfg.SnapshotCatchUpEntries = 1000
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 

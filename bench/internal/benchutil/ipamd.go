@@ -113,3 +113,21 @@ func RSSKiB(pid int) (int, error) {
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
+
+// MemDetail is the split of a process's resident memory: anonymous (Go
+// heap, stacks) and file-backed (etcd's bbolt mmap), from /proc/PID/status.
+func MemDetail(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ""
+	}
+	var parts []string
+	for _, line := range strings.Split(string(data), "\n") {
+		for _, k := range []string{"RssAnon:", "RssFile:"} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				parts = append(parts, strings.TrimSuffix(k, ":")+" "+strings.TrimSpace(v))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
+}
