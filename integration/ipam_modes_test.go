@@ -2,9 +2,12 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -107,4 +110,39 @@ func TestGCVerb(t *testing.T) {
 	}
 	gc(nil, true)
 	d.requireNoLeases(t)
+}
+
+// TestIPAMPluginLogsErrors: a failed call is reported on stderr and in the
+// config's logFile; a successful one writes nothing.
+func TestIPAMPluginLogsErrors(t *testing.T) {
+	d := startIpamd(t)
+	n := newNet(t, d, false)
+	logFile := filepath.Join(t.TempDir(), "ipam.log")
+	conf := n.pluginConf()
+	conf["cniVersion"], conf["name"], conf["logFile"] = "1.1.0", n.Name, logFile
+	netns := newNetns(t)
+	env := []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=logtest", "CNI_NETNS=" + netns.Path(), "CNI_IFNAME=eth0", "CNI_PATH=" + binDir}
+
+	good, _ := json.Marshal(conf)
+	if r := execPluginRaw(t, "ipam-v6", env, good); r.exitCode != 0 || len(r.stderr) != 0 {
+		t.Fatalf("successful ADD: exit %d, stdout %s, stderr %q", r.exitCode, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(logFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a successful ADD wrote the log file (%v)", err)
+	}
+
+	n.IPAM["socket"] = filepath.Join(t.TempDir(), "nobody.sock")
+	conf["ipam"] = n.IPAM
+	bad, _ := json.Marshal(conf)
+	r := execPluginRaw(t, "ipam-v6", env, bad)
+	requireExecCNIError(t, r, 11, "nobody.sock")
+	logged, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatalf("log file after a failed ADD: %v", err)
+	}
+	for _, out := range []string{string(r.stderr), string(logged)} {
+		if !strings.Contains(out, "ipam-v6 ADD") || !strings.Contains(out, "logtest") || !strings.Contains(out, "nobody.sock") {
+			t.Errorf("error report %q lacks the verb, container or cause", out)
+		}
+	}
 }

@@ -6,7 +6,11 @@ package ipamplugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -15,9 +19,43 @@ import (
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
 
-// Funcs are the CNI verbs of an IPAM plugin, for skel.PluginMainFuncs.
-func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
+// Funcs are the CNI verbs of an IPAM plugin named name, for
+// skel.PluginMainFuncs. A failed verb is logged to stderr and, when the
+// network config sets logFile, appended to that file; success is silent.
+func Funcs(name string) skel.CNIFuncs {
+	return skel.CNIFuncs{
+		Add:    logged(name, "ADD", cmdAdd),
+		Del:    logged(name, "DEL", cmdDel),
+		Check:  logged(name, "CHECK", cmdCheck),
+		Status: logged(name, "STATUS", cmdStatus),
+		GC:     logged(name, "GC", cmdGC),
+	}
+}
+
+// logged reports fn's error on stderr (runtimes keep a plugin's stderr in
+// their logs) and in the config's logFile, if any.
+func logged(name, verb string, fn func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		err := fn(args)
+		if err == nil {
+			return nil
+		}
+		var lf struct {
+			Name    string `json:"name"`
+			LogFile string `json:"logFile"`
+		}
+		_ = json.Unmarshal(args.StdinData, &lf)
+		line := fmt.Sprintf("%s %s %s: network %q container %q ifname %q: %v\n",
+			time.Now().UTC().Format(time.RFC3339), name, verb, lf.Name, args.ContainerID, args.IfName, err)
+		fmt.Fprint(os.Stderr, line)
+		if lf.LogFile != "" {
+			if f, ferr := os.OpenFile(lf.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); ferr == nil {
+				f.WriteString(line)
+				f.Close()
+			}
+		}
+		return err
+	}
 }
 
 func cmdAdd(args *skel.CmdArgs) error {

@@ -14,6 +14,6 @@ import (
 var version = "dev"
 
 func main() {
-	skel.PluginMainFuncs(ipamplugin.Funcs(), cniversion.All,
+	skel.PluginMainFuncs(ipamplugin.Funcs("ipam-v6"), cniversion.All,
 		"ipam-v6 "+version+": IPv6-first IPAM from cluster-wide pools (v6cni)")
 }

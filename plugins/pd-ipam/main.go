@@ -15,6 +15,6 @@ import (
 var version = "dev"
 
 func main() {
-	skel.PluginMainFuncs(ipamplugin.Funcs(), cniversion.All,
+	skel.PluginMainFuncs(ipamplugin.Funcs("pd-ipam"), cniversion.All,
 		"pd-ipam "+version+": addresses from the node's DHCPv6-delegated prefix (v6cni)")
 }
