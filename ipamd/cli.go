@@ -114,7 +114,7 @@ func status(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	} else {
-		fmt.Fprintf(stdout, "node:    %s\nversion: %s\netcd:    %s\n", h.Node, h.Version, h.Etcd)
+		fmt.Fprintf(stdout, "node:    %s\nversion: %s\netcd:    %s\nnodes:   %s\n", h.Node, h.Version, h.Etcd, strings.Join(h.Nodes, " "))
 	}
 	if h.Etcd != "ok" {
 		return errors.New("etcd is not available")

@@ -25,8 +25,17 @@ type delegation struct {
 	alloc  *allocator.Allocator
 	log    *slog.Logger
 
-	mu    sync.Mutex
-	valid map[netip.Prefix]bool // prefixes held at the last change
+	mu     sync.Mutex
+	valid  map[netip.Prefix]bool // prefixes held at the last change
+	runErr error                 // why the client stopped, if it did
+}
+
+// Err is why the PD client stopped (port 546 taken, no such interface), so
+// pd-ipam's errors and STATUS can say it.
+func (d *delegation) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.runErr
 }
 
 // etcdPersister keeps the PD binding under the node's key in etcd.
@@ -92,6 +101,9 @@ func startPD(ctx context.Context, cfg dhcp6pd.Config, st *store.Store, node stri
 	go func() {
 		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Error("pd: client stopped", "interface", cfg.Interface, "error", err)
+			d.mu.Lock()
+			d.runErr = err
+			d.mu.Unlock()
 		}
 	}()
 	return d, nil

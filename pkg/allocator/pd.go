@@ -85,8 +85,11 @@ func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 		return types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("delegated prefix %v on %s is past its preferred lifetime: no new addresses from it", deprecated, a.pd.Interface()), "")
 	}
-	return types.NewError(types.ErrTryAgainLater,
-		fmt.Sprintf("waiting for a delegated prefix on %s", a.pd.Interface()), "")
+	msg := fmt.Sprintf("waiting for a delegated prefix on %s", a.pd.Interface())
+	if e, ok := a.pd.(interface{ Err() error }); ok && e.Err() != nil {
+		msg += fmt.Sprintf(" (the DHCPv6-PD client stopped: %v)", e.Err())
+	}
+	return types.NewError(types.ErrTryAgainLater, msg, "")
 }
 
 // DropPrefix handles a delegated prefix whose valid lifetime ended: its

@@ -81,6 +81,8 @@ type Health struct {
 	Version string `json:"version"`
 	// Etcd is "ok" or the error etcd answered with.
 	Etcd string `json:"etcd"`
+	// Nodes are the nodes whose ipamd is alive, as etcd's leases say.
+	Nodes []string `json:"nodes"`
 }
 
 // Lease is one attachment and its addresses.

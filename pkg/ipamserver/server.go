@@ -372,9 +372,16 @@ func (s *Server) handleAdmin(fn func(ctx context.Context, req *ipamapi.AdminRequ
 }
 
 func (s *Server) health(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) {
-	h := ipamapi.Health{Node: s.alloc.Node(), Version: s.Version, Etcd: "ok"}
+	h := ipamapi.Health{Node: s.alloc.Node(), Version: s.Version, Etcd: "ok", Nodes: []string{}}
 	if err := s.store.Ping(ctx); err != nil {
 		h.Etcd = err.Error()
+		return h, nil
+	}
+	if nodes, err := s.store.Nodes(ctx); err == nil {
+		for _, n := range nodes {
+			h.Nodes = append(h.Nodes, n.Name)
+		}
+		slices.Sort(h.Nodes)
 	}
 	return h, nil
 }

@@ -372,6 +372,11 @@ func (s *Store) RegisterNode(ctx context.Context, n Node, ttl time.Duration) err
 	return nil
 }
 
+// Nodes returns the nodes whose ipamd is alive (their lease holds).
+func (s *Store) Nodes(ctx context.Context) ([]Node, error) {
+	return list[Node](ctx, s.cli, nodesPrefix)
+}
+
 func list[T any](ctx context.Context, cli *clientv3.Client, prefix string) ([]T, error) {
 	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
