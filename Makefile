@@ -76,3 +76,63 @@ fmt:
 
 clean:
 	rm -rf $(BIN)
+
+# Install (root; DESTDIR for staging, e.g. make install DESTDIR=/tmp/stage):
+#   make install              build, then the plugins into $(CNI_BIN_DIR), ipamd into
+#                             $(BINDIR), the unit into $(SYSTEMD_DIR), and the example
+#                             config as /etc/v6cni/ipamd.yaml unless one exists
+#   make install CONFLIST=1   also conf/v6net.conflist as $(CNI_CONF_DIR)/10-v6net.conflist
+#                             (unless a file of that name exists)
+#   make uninstall            remove the binaries and the unit; the config files only
+#                             while they are still the unedited examples
+# The unit goes to /etc/systemd/system, which systemd reads whatever PREFIX is
+# ($(PREFIX)/lib/systemd/system is not searched for PREFIX other than /usr,
+# /usr/local); its ExecStart is rewritten to $(BINDIR)/ipamd. Without DESTDIR,
+# on a machine booted with systemd, install runs systemctl daemon-reload and
+# uninstall disables and stops ipamd first.
+PREFIX       ?= /usr/local
+BINDIR       ?= $(PREFIX)/bin
+CNI_BIN_DIR  ?= /opt/cni/bin
+CNI_CONF_DIR ?= /etc/cni/net.d
+SYSTEMD_DIR  ?= /etc/systemd/system
+V6CNI_CONF_DIR := /etc/v6cni
+CONFLIST     ?=
+PLUGINS      := bridge-v6 ipam-v6 pd-ipam
+# systemctl only for the real root of a machine booted with systemd.
+SYSTEMCTL     = $(if $(DESTDIR),:,$(if $(wildcard /run/systemd/system),systemctl,:))
+
+.PHONY: install uninstall
+
+install: build
+	install -d -m 0755 $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMD_DIR)
+	for p in $(PLUGINS); do install -m 0755 $(BIN)/$$p $(DESTDIR)$(CNI_BIN_DIR)/$$p; done
+	install -m 0755 $(BIN)/ipamd $(DESTDIR)$(BINDIR)/ipamd
+	sed 's|^ExecStart=/usr/local/bin/ipamd |ExecStart=$(BINDIR)/ipamd |' conf/systemd/ipamd.service > $(BIN)/ipamd.service
+	install -m 0644 $(BIN)/ipamd.service $(DESTDIR)$(SYSTEMD_DIR)/ipamd.service
+	install -d -m 0755 $(DESTDIR)$(V6CNI_CONF_DIR)
+	if [[ -e $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml ]]; then \
+		echo "kept $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml (exists)"; \
+	else install -m 0644 conf/ipamd.yaml $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml; fi
+	if [[ -n "$(CONFLIST)" ]]; then \
+		install -d -m 0755 $(DESTDIR)$(CNI_CONF_DIR); \
+		if [[ -e $(DESTDIR)$(CNI_CONF_DIR)/10-v6net.conflist ]]; then \
+			echo "kept $(DESTDIR)$(CNI_CONF_DIR)/10-v6net.conflist (exists)"; \
+		else install -m 0644 conf/v6net.conflist $(DESTDIR)$(CNI_CONF_DIR)/10-v6net.conflist; fi; \
+	fi
+	$(SYSTEMCTL) daemon-reload
+	@echo "installed; start with: systemctl enable --now ipamd"
+
+uninstall:
+	$(SYSTEMCTL) disable --now ipamd.service || true
+	for p in $(PLUGINS); do rm -f $(DESTDIR)$(CNI_BIN_DIR)/$$p; done
+	rm -f $(DESTDIR)$(BINDIR)/ipamd $(DESTDIR)$(SYSTEMD_DIR)/ipamd.service
+	if cmp -s conf/ipamd.yaml $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml; then \
+		rm -f $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml; \
+	elif [[ -e $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml ]]; then \
+		echo "kept $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml (edited)"; fi
+	rmdir $(DESTDIR)$(V6CNI_CONF_DIR) 2>/dev/null || true
+	if cmp -s conf/v6net.conflist $(DESTDIR)$(CNI_CONF_DIR)/10-v6net.conflist; then \
+		rm -f $(DESTDIR)$(CNI_CONF_DIR)/10-v6net.conflist; \
+	elif [[ -e $(DESTDIR)$(CNI_CONF_DIR)/10-v6net.conflist ]]; then \
+		echo "kept $(DESTDIR)$(CNI_CONF_DIR)/10-v6net.conflist (edited)"; fi
+	$(SYSTEMCTL) daemon-reload
