@@ -60,7 +60,7 @@ func (a *announcer) routes() []bgpspeaker.Route {
 	out := make([]bgpspeaker.Route, 0, len(blocks))
 	for _, b := range blocks {
 		if fam[b.CIDR.Addr().Is6()] {
-			out = append(out, bgpspeaker.Route{Prefix: b.CIDR})
+			out = append(out, bgpspeaker.Route{Prefix: b.CIDR, Communities: a.alloc.Communities(b.Network)})
 		}
 	}
 	return out

@@ -173,7 +173,7 @@ func TestBGPAnnouncesBlocks(t *testing.T) {
 	ctx := context.Background()
 	cli := ipamapi.NewClient(d.socket)
 	req := func(cid string) *ipamapi.Request {
-		c := `{"cniVersion":"1.1.0","name":"bgpnet","ipam":{"type":"ipam-v6","ranges":[[{"subnet":"2001:db8:7e::/48","blockSize":126}]]}}`
+		c := `{"cniVersion":"1.1.0","name":"bgpnet","ipam":{"type":"ipam-v6","bgpCommunities":["65001:100"],"ranges":[[{"subnet":"2001:db8:7e::/48","blockSize":126}]]}}`
 		return &ipamapi.Request{Network: "bgpnet", ContainerID: cid, IfName: "eth0", Config: []byte(c)}
 	}
 	// /126 blocks hold two containers: three ADDs claim two blocks.
@@ -190,6 +190,10 @@ func TestBGPAnnouncesBlocks(t *testing.T) {
 	_ = took
 	if r := l.routes(); !strings.Contains(r, "via "+l.nodeAddr) {
 		t.Errorf("BIRD's routes do not go via the node %s:\n%s", l.nodeAddr, r)
+	}
+	all, _ := exec.Command("/usr/sbin/birdc", "-s", l.birdCtl, "show", "route", "all").CombinedOutput()
+	if !strings.Contains(string(all), "(65001,100)") {
+		t.Errorf("the network's bgpCommunities are not on BIRD's routes:\n%s", all)
 	}
 	var out, errOut bytes.Buffer
 	if err := run([]string{"bgp", "--socket", d.socket}, &out, &errOut); err != nil {

@@ -47,6 +47,8 @@ type Allocator struct {
 	// poolSizes the number of addresses of each (for metrics).
 	pools     map[string]string
 	poolSizes map[string]float64
+	// communities are each network's BGP communities.
+	communities map[string][]string
 	// blocks are this node's blocks.
 	blocks map[netip.Prefix]*block
 	// pd is the node's DHCPv6-PD client, for pd-ipam networks.
@@ -71,13 +73,14 @@ type block struct {
 // New returns an allocator for node and loads the node's blocks.
 func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*Allocator, error) {
 	a := &Allocator{
-		store:     st,
-		node:      node,
-		log:       log,
-		pools:     make(map[string]string),
-		poolSizes: make(map[string]float64),
-		blocks:    make(map[netip.Prefix]*block),
-		changed:   make(chan struct{}, 1),
+		store:       st,
+		node:        node,
+		log:         log,
+		pools:       make(map[string]string),
+		poolSizes:   make(map[string]float64),
+		communities: make(map[string][]string),
+		blocks:      make(map[netip.Prefix]*block),
+		changed:     make(chan struct{}, 1),
 	}
 	all, err := st.Blocks(ctx)
 	if err != nil {
@@ -98,6 +101,7 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 	}
 	for _, p := range pools {
 		a.poolSizes[p.Network] = size(p.Subnets)
+		a.communities[p.Network] = p.Communities
 	}
 	return a, nil
 }
@@ -165,8 +169,12 @@ type Request struct {
 	Conf  *ipamconf.NetConf
 	// Args carries the requested addresses and the pod name.
 	Args ipamconf.Args
-	// MAC is the container interface's MAC, for eui64 addressing.
+	// MAC is the container interface's MAC, for eui64 addressing and for
+	// DHCPv6 to recognise the client.
 	MAC net.HardwareAddr
+	// Bridge and Mode are bridge-v6's bridge and ipv6Mode, for attachments
+	// that configure themselves (Mode not "" or "static").
+	Bridge, Mode string
 }
 
 // Add returns the addresses of the attachment, allocating them the first
@@ -180,6 +188,9 @@ type Request struct {
 func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, error) {
 	conf, id := req.Conf, req.ID
 	h := store.Handle{AttachmentID: id, Node: a.node, Netns: req.Netns, Created: time.Now().UTC()}
+	if req.Mode != "" && req.Mode != "static" {
+		h.Bridge, h.Mode, h.MAC = req.Bridge, req.Mode, req.MAC.String()
+	}
 	if req.Args.PodNamespace != "" && req.Args.PodName != "" {
 		h.Pod = req.Args.PodNamespace + "/" + req.Args.PodName
 	}
@@ -557,9 +568,9 @@ func (a *Allocator) GC(ctx context.Context, network string, valid []store.Attach
 func (a *Allocator) ensurePool(ctx context.Context, conf *ipamconf.NetConf) error {
 	def := conf.IPAM.PoolKey()
 	if a.pools[conf.Name] == def {
-		return nil
+		return a.ensureCommunities(ctx, conf)
 	}
-	p := store.Pool{Network: conf.Name, Definition: def}
+	p := store.Pool{Network: conf.Name, Definition: def, Communities: conf.IPAM.BGPCommunities}
 	for _, set := range conf.IPAM.Ranges {
 		for _, r := range set {
 			p.Subnets = append(p.Subnets, r.Subnet)
@@ -582,7 +593,32 @@ func (a *Allocator) ensurePool(ctx context.Context, conf *ipamconf.NetConf) erro
 	}
 	a.pools[conf.Name] = def
 	a.poolSizes[conf.Name] = size(p.Subnets)
+	if got.Definition == def && slices.Equal(got.Communities, p.Communities) {
+		a.communities[conf.Name] = got.Communities
+	}
+	return a.ensureCommunities(ctx, conf)
+}
+
+// ensureCommunities follows a change of the network's bgpCommunities: the
+// pool record holds them (for every node) and the announcements change.
+func (a *Allocator) ensureCommunities(ctx context.Context, conf *ipamconf.NetConf) error {
+	want := conf.IPAM.BGPCommunities
+	if cur, ok := a.communities[conf.Name]; ok && slices.Equal(cur, want) {
+		return nil
+	}
+	if err := a.store.SetPoolCommunities(ctx, conf.Name, want); err != nil {
+		return err
+	}
+	a.communities[conf.Name] = want
+	a.notify()
 	return nil
+}
+
+// Communities are the BGP communities of the network's announcements.
+func (a *Allocator) Communities(network string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.communities[network]
 }
 
 // pick finds a free address for the network in one range set: in a block

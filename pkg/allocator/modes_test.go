@@ -229,3 +229,26 @@ func TestStickyAddresses(t *testing.T) {
 		t.Errorf("expired sticky address %s still held", web0)
 	}
 }
+
+func TestCommunities(t *testing.T) {
+	st := store.New(etcdtest.Client(t))
+	a := newAlloc(t, st, "node1")
+	c := parse(t, `{"name":"comm","ipam":{"bgpCommunities":["65001:100","no-export"],"ranges":[[{"subnet":"2001:db8:5c::/48"}]]}}`)
+	mustAdd(t, a, id("comm", "c1"), c)
+	if got := a.Communities("comm"); len(got) != 2 || got[0] != "65001:100" {
+		t.Fatalf("Communities = %v", got)
+	}
+	<-a.BlocksChanged() // the claim (and the communities) changed the announcements
+	c2 := parse(t, `{"name":"comm","ipam":{"bgpCommunities":["65001:200"],"ranges":[[{"subnet":"2001:db8:5c::/48"}]]}}`)
+	mustAdd(t, a, id("comm", "c2"), c2)
+	select {
+	case <-a.BlocksChanged():
+	default:
+		t.Error("a change of communities did not signal the announcer")
+	}
+	// A restarted ipamd announces with what the pool record holds.
+	b := newAlloc(t, st, "node1")
+	if got := b.Communities("comm"); len(got) != 1 || got[0] != "65001:200" {
+		t.Errorf("after restart Communities = %v, want [65001:200]", got)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -115,6 +116,10 @@ type IPAM struct {
 	// K8S_POD_NAME) and interface: a re-created StatefulSet pod keeps its IP.
 	Sticky      bool     `json:"sticky,omitempty"`
 	StickyGrace Duration `json:"stickyGrace,omitzero"`
+	// BGPCommunities are attached to the BGP announcements of the
+	// network's blocks ("65001:100" or a well-known name such as
+	// "no-export").
+	BGPCommunities []string `json:"bgpCommunities,omitempty"`
 }
 
 // DefaultStickyGrace is how long a sticky address waits for its pod.
@@ -149,8 +154,9 @@ type rawConf struct {
 		} `json:"ranges"`
 		Addressing  string `json:"addressing"`
 		SubnetID    *int   `json:"subnetId"`
-		Sticky      bool   `json:"sticky"`
-		StickyGrace string `json:"stickyGrace"`
+		Sticky         bool     `json:"sticky"`
+		StickyGrace    string   `json:"stickyGrace"`
+		BGPCommunities []string `json:"bgpCommunities"`
 		Routes      []struct {
 			Dst string `json:"dst"`
 			GW  string `json:"gw"`
@@ -237,6 +243,12 @@ func Parse(data []byte) (*NetConf, error) {
 	if err := checkOverlap(ic.Ranges); err != nil {
 		return nil, err
 	}
+	for i, c := range raw.IPAM.BGPCommunities {
+		if !validCommunity(c) {
+			return nil, invalid("ipam.bgpCommunities[%d]: %q is neither ASN:VALUE (16-bit numbers) nor a well-known community (no-export, no-advertise, no-export-subconfed, blackhole, graceful-shutdown)", i, c)
+		}
+	}
+	ic.BGPCommunities = raw.IPAM.BGPCommunities
 	ic.Sticky = raw.IPAM.Sticky
 	ic.StickyGrace.Duration = DefaultStickyGrace
 	if raw.IPAM.StickyGrace != "" {
@@ -388,4 +400,24 @@ func decodeError(err error) *types.Error {
 			fmt.Sprintf("decode network config: %s: want %s, got JSON %s", te.Field, te.Type, te.Value), "")
 	}
 	return types.NewError(types.ErrDecodingFailure, "decode network config: "+err.Error(), "")
+}
+
+// validCommunity accepts what the BGP speaker announces: RFC 1997
+// "ASN:VALUE" with 16-bit parts, or a well-known community name.
+func validCommunity(c string) bool {
+	switch strings.ToLower(c) {
+	case "no-export", "no-advertise", "no-export-subconfed", "blackhole", "graceful-shutdown":
+		return true
+	}
+	a, b, ok := strings.Cut(c, ":")
+	if !ok {
+		return false
+	}
+	for _, part := range []string{a, b} {
+		n, err := strconv.ParseUint(part, 10, 16)
+		if err != nil || strconv.FormatUint(n, 10) != part {
+			return false
+		}
+	}
+	return true
 }

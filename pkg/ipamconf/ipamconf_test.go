@@ -91,6 +91,7 @@ func TestParseInvalid(t *testing.T) {
 		{"pd-ipam without subnetId", `{"name":"n","ipam":{"type":"pd-ipam"}}`, types.ErrInvalidNetworkConfig, []string{"ipam.subnetId: missing"}},
 		{"subnetId out of range", `{"name":"n","ipam":{"type":"pd-ipam","subnetId":70000}}`, types.ErrInvalidNetworkConfig, []string{"ipam.subnetId", "70000"}},
 		{"subnetId with ranges", `{"name":"n","ipam":{"subnetId":1,"ranges":[[{"subnet":"2001:db8::/48"}]]}}`, types.ErrInvalidNetworkConfig, []string{"ipam.ranges", "subnetId"}},
+		{"bad community", `{"name":"n","ipam":{"bgpCommunities":["65001:70000"],"ranges":[[{"subnet":"2001:db8::/48"}]]}}`, types.ErrInvalidNetworkConfig, []string{"ipam.bgpCommunities[0]", "65001:70000"}},
 		{"bad stickyGrace", `{"name":"n","ipam":{"sticky":true,"stickyGrace":"soon","ranges":[[{"subnet":"2001:db8::/48"}]]}}`, types.ErrInvalidNetworkConfig, []string{"ipam.stickyGrace", "soon"}},
 		{"bad addressing", `{"name":"n","ipam":{"addressing":"random","ranges":[[{"subnet":"2001:db8::/48"}]]}}`, types.ErrInvalidNetworkConfig, []string{"ipam.addressing", "random"}},
 		{"eui64 needs /64 blocks", `{"name":"n","ipam":{"addressing":"eui64","ranges":[[{"subnet":"2001:db8::/48","blockSize":80}]]}}`, types.ErrInvalidNetworkConfig, []string{"blockSize", "80"}},

@@ -53,6 +53,8 @@ type Pool struct {
 	Definition string `json:"definition"`
 	// Subnets are all the range subnets, to detect overlap with other networks.
 	Subnets []netip.Prefix `json:"subnets"`
+	// Communities go with the BGP announcements of the pool's blocks.
+	Communities []string `json:"communities,omitempty"`
 }
 
 // Block is a range of a pool owned by one node.
@@ -98,7 +100,13 @@ type Handle struct {
 	Pod string `json:"pod,omitempty"`
 	// Lost marks an attachment whose addresses vanished with their
 	// delegated prefix: the container still has them, nothing routes them.
-	Lost    bool      `json:"lost,omitempty"`
+	Lost bool `json:"lost,omitempty"`
+	// MAC, Bridge and Mode are set for attachments that configure
+	// themselves (bridge-v6 ipv6Mode slaac or dhcpv6-*): ipamd serves RAs
+	// and DHCPv6 on Bridge, and DHCPv6 recognises the client by MAC.
+	MAC     string    `json:"mac,omitempty"`
+	Bridge  string    `json:"bridge,omitempty"`
+	Mode    string    `json:"mode,omitempty"`
 	IPs     []IP      `json:"ips"`
 	Created time.Time `json:"created"`
 }
@@ -190,6 +198,34 @@ func (s *Store) RegisterPool(ctx context.Context, p Pool) (Pool, error) {
 		}
 		// Another pool was registered meanwhile: look again.
 	}
+}
+
+// SetPoolCommunities changes the BGP communities of a registered pool.
+func (s *Store) SetPoolCommunities(ctx context.Context, network string, communities []string) error {
+	resp, err := s.cli.Get(ctx, PoolKey(network))
+	if err != nil {
+		return fmt.Errorf("read pool %s: %w", network, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("pool %s: not registered", network)
+	}
+	var p Pool
+	if err := json.Unmarshal(resp.Kvs[0].Value, &p); err != nil {
+		return fmt.Errorf("decode pool %s: %w", network, err)
+	}
+	p.Communities = communities
+	val, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	// Only over the version read: a concurrent change wins, and the next
+	// ADD with this config tries again.
+	if _, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(PoolKey(network)), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(PoolKey(network), string(val))).Commit(); err != nil {
+		return fmt.Errorf("set communities of pool %s: %w", network, err)
+	}
+	return nil
 }
 
 // OverlapError says a pool overlaps another network's pool.
@@ -617,4 +653,33 @@ func (s *Store) LoadPD(ctx context.Context, node string, iaid uint32) ([]byte, e
 		return nil, nil
 	}
 	return resp.Kvs[0].Value, nil
+}
+
+// NetService is what ipamd needs to serve router advertisements and DHCPv6
+// to a network's self-configuring containers, kept so a restarted ipamd
+// serves them again without waiting for an ADD.
+type NetService struct {
+	Network string   `json:"network"`
+	DNS     []string `json:"dns,omitempty"`
+	Search  []string `json:"search,omitempty"`
+	MTU     int      `json:"mtu,omitempty"`
+}
+
+const netsvcPrefix = Prefix + "netsvc/"
+
+// PutNetService stores a network's service settings.
+func (s *Store) PutNetService(ctx context.Context, ns NetService) error {
+	val, err := json.Marshal(ns)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, netsvcPrefix+ns.Network, string(val)); err != nil {
+		return fmt.Errorf("store service settings of %s: %w", ns.Network, err)
+	}
+	return nil
+}
+
+// NetServices returns every network's service settings.
+func (s *Store) NetServices(ctx context.Context) ([]NetService, error) {
+	return list[NetService](ctx, s.cli, netsvcPrefix)
 }
