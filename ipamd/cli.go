@@ -15,36 +15,49 @@ import (
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
 
-// cliFlags are the flags every client command shares.
-type cliFlags struct {
-	fs     *flag.FlagSet
-	socket *string
-	output *string
+// command is one client command of the CLI: its flags, the call it makes
+// to ipamd over the socket, and how it shows the answer as a table (-o json
+// prints the answer itself).
+type command[T any] struct {
+	name  string
+	flags func(fs *flag.FlagSet) // extra flags
+	call  func(ctx context.Context, c *ipamapi.Client) (T, error)
+	show  func(w io.Writer, v T) error
+	// check, when set, turns an answer into the command's exit status.
+	check func(v T) error
 }
 
-func newCLIFlags(name string, stderr io.Writer) *cliFlags {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// run parses the shared flags (--socket, -o) and the command's own, calls
+// ipamd and prints the answer.
+func (c command[T]) run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c := &cliFlags{fs: fs}
-	c.socket = fs.String("socket", ipamconf.DefaultSocket, "ipamd's unix socket")
-	c.output = fs.String("o", "table", "output: table or json")
-	return c
-}
-
-func (c *cliFlags) parse(args []string) (*ipamapi.Client, error) {
-	if err := c.fs.Parse(args); err != nil {
-		return nil, err
+	socket := fs.String("socket", ipamconf.DefaultSocket, "ipamd's unix socket")
+	output := fs.String("o", "table", "output: table or json")
+	if c.flags != nil {
+		c.flags(fs)
 	}
-	if *c.output != "table" && *c.output != "json" {
-		return nil, fmt.Errorf("-o: %q is neither table nor json", *c.output)
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
-	return ipamapi.NewClient(*c.socket), nil
-}
-
-func (c *cliFlags) json() bool { return *c.output == "json" }
-
-func cliContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), time.Minute)
+	if *output != "table" && *output != "json" {
+		return fmt.Errorf("-o: %q is neither table nor json", *output)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := c.call(ctx, ipamapi.NewClient(*socket))
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		err = printJSON(stdout, v)
+	} else {
+		err = c.show(stdout, v)
+	}
+	if err == nil && c.check != nil {
+		err = c.check(v)
+	}
+	return err
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -62,155 +75,145 @@ func table(w io.Writer, header string, rows [][]string) error {
 	return tw.Flush()
 }
 
-// state prints every network, block and address (the demo's view).
+// state prints every network, block and address (the demo's view);
+// --json is kept as a synonym of -o json.
 func state(args []string, stdout, stderr io.Writer) error {
-	f := newCLIFlags("state", stderr)
-	asJSON := f.fs.Bool("json", false, "print JSON (same as -o json)")
-	cli, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := cliContext()
-	defer cancel()
-	st, err := cli.State(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON || f.json() {
-		return printJSON(stdout, st)
-	}
-	var rows [][]string
-	for _, n := range st.Networks {
-		if len(n.Blocks) == 0 {
-			rows = append(rows, []string{n.Network, "-", "-", "-", "-", "-"})
-		}
-		for _, b := range n.Blocks {
-			if len(b.Addrs) == 0 {
-				rows = append(rows, []string{n.Network, b.Block, b.Node, "-", "-", "-"})
-			}
-			for _, a := range b.Addrs {
-				rows = append(rows, []string{n.Network, b.Block, b.Node, a.Addr, shortID(a.ContainerID), a.IfName})
-			}
+	for i, a := range args {
+		if a == "--json" || a == "-json" {
+			args = append(append(args[:i:i], "-o", "json"), args[i+1:]...)
+			break
 		}
 	}
-	return table(stdout, "NETWORK\tBLOCK\tNODE\tADDRESS\tCONTAINER\tIFNAME", rows)
+	return command[*ipamapi.State]{
+		name: "state",
+		call: func(ctx context.Context, c *ipamapi.Client) (*ipamapi.State, error) { return c.State(ctx) },
+		show: func(w io.Writer, st *ipamapi.State) error {
+			var rows [][]string
+			for _, n := range st.Networks {
+				if len(n.Blocks) == 0 {
+					rows = append(rows, []string{n.Network, "-", "-", "-", "-", "-"})
+				}
+				for _, b := range n.Blocks {
+					if len(b.Addrs) == 0 {
+						rows = append(rows, []string{n.Network, b.Block, b.Node, "-", "-", "-"})
+					}
+					for _, a := range b.Addrs {
+						rows = append(rows, []string{n.Network, b.Block, b.Node, a.Addr, shortID(a.ContainerID), a.IfName})
+					}
+				}
+			}
+			return table(w, "NETWORK\tBLOCK\tNODE\tADDRESS\tCONTAINER\tIFNAME", rows)
+		},
+	}.run(args, stdout, stderr)
 }
 
-// status prints whether this ipamd can serve, and a summary per network.
+// status prints whether this ipamd can serve; it fails when etcd does not
+// answer, so scripts and readiness probes can use its exit status.
 func status(args []string, stdout, stderr io.Writer) error {
-	f := newCLIFlags("status", stderr)
-	cli, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := cliContext()
-	defer cancel()
-	h, err := cli.Health(ctx)
-	if err != nil {
-		return err
-	}
-	if f.json() {
-		if err := printJSON(stdout, h); err != nil {
+	return command[*ipamapi.Health]{
+		name: "status",
+		call: func(ctx context.Context, c *ipamapi.Client) (*ipamapi.Health, error) { return c.Health(ctx) },
+		show: func(w io.Writer, h *ipamapi.Health) error {
+			_, err := fmt.Fprintf(w, "node:    %s\nversion: %s\netcd:    %s\nnodes:   %s\n", h.Node, h.Version, h.Etcd, strings.Join(h.Nodes, " "))
 			return err
-		}
-	} else {
-		fmt.Fprintf(stdout, "node:    %s\nversion: %s\netcd:    %s\nnodes:   %s\n", h.Node, h.Version, h.Etcd, strings.Join(h.Nodes, " "))
-	}
-	if h.Etcd != "ok" {
-		return errors.New("etcd is not available")
-	}
-	return nil
+		},
+		check: func(h *ipamapi.Health) error {
+			if h.Etcd != "ok" {
+				return errors.New("etcd is not available")
+			}
+			return nil
+		},
+	}.run(args, stdout, stderr)
+}
+
+// poolRow and blockRow are what pools and blocks print.
+type poolRow struct {
+	Network string `json:"network"`
+	Pool    string `json:"pool"`
+	Blocks  int    `json:"blocks"`
+	InUse   int    `json:"inUse"`
+}
+
+type blockRow struct {
+	Block   string `json:"block"`
+	Network string `json:"network"`
+	Node    string `json:"node"`
+	Gateway string `json:"gateway"`
+	InUse   int    `json:"inUse"`
 }
 
 // pools prints each network's pool and its use on every node.
 func pools(args []string, stdout, stderr io.Writer) error {
-	f := newCLIFlags("pools", stderr)
-	cli, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := cliContext()
-	defer cancel()
-	st, err := cli.State(ctx)
-	if err != nil {
-		return err
-	}
-	type poolRow struct {
-		Network string `json:"network"`
-		Pool    string `json:"pool"`
-		Blocks  int    `json:"blocks"`
-		InUse   int    `json:"inUse"`
-	}
-	var out []poolRow
-	var rows [][]string
-	for _, n := range st.Networks {
-		r := poolRow{Network: n.Network, Pool: n.Pool, Blocks: len(n.Blocks)}
-		for _, b := range n.Blocks {
-			r.InUse += len(b.Addrs)
-		}
-		out = append(out, r)
-		rows = append(rows, []string{r.Network, r.Pool, fmt.Sprint(r.Blocks), fmt.Sprint(r.InUse)})
-	}
-	if f.json() {
-		return printJSON(stdout, out)
-	}
-	return table(stdout, "NETWORK\tPOOL\tBLOCKS\tIN USE", rows)
+	return command[[]poolRow]{
+		name: "pools",
+		call: func(ctx context.Context, c *ipamapi.Client) ([]poolRow, error) {
+			st, err := c.State(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out := []poolRow{}
+			for _, n := range st.Networks {
+				r := poolRow{Network: n.Network, Pool: n.Pool, Blocks: len(n.Blocks)}
+				for _, b := range n.Blocks {
+					r.InUse += len(b.Addrs)
+				}
+				out = append(out, r)
+			}
+			return out, nil
+		},
+		show: func(w io.Writer, rs []poolRow) error {
+			var rows [][]string
+			for _, r := range rs {
+				rows = append(rows, []string{r.Network, r.Pool, fmt.Sprint(r.Blocks), fmt.Sprint(r.InUse)})
+			}
+			return table(w, "NETWORK\tPOOL\tBLOCKS\tIN USE", rows)
+		},
+	}.run(args, stdout, stderr)
 }
 
 // blocks prints every claimed block, its owner and how full it is.
 func blocks(args []string, stdout, stderr io.Writer) error {
-	f := newCLIFlags("blocks", stderr)
-	cli, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := cliContext()
-	defer cancel()
-	st, err := cli.State(ctx)
-	if err != nil {
-		return err
-	}
-	type blockRow struct {
-		Block   string `json:"block"`
-		Network string `json:"network"`
-		Node    string `json:"node"`
-		Gateway string `json:"gateway"`
-		InUse   int    `json:"inUse"`
-	}
-	var out []blockRow
-	var rows [][]string
-	for _, n := range st.Networks {
-		for _, b := range n.Blocks {
-			r := blockRow{Block: b.Block, Network: n.Network, Node: b.Node, Gateway: b.Gateway, InUse: len(b.Addrs)}
-			out = append(out, r)
-			rows = append(rows, []string{r.Block, r.Network, r.Node, r.Gateway, fmt.Sprint(r.InUse)})
-		}
-	}
-	if f.json() {
-		return printJSON(stdout, out)
-	}
-	return table(stdout, "BLOCK\tNETWORK\tNODE\tGATEWAY\tIN USE", rows)
+	return command[[]blockRow]{
+		name: "blocks",
+		call: func(ctx context.Context, c *ipamapi.Client) ([]blockRow, error) {
+			st, err := c.State(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out := []blockRow{}
+			for _, n := range st.Networks {
+				for _, b := range n.Blocks {
+					out = append(out, blockRow{Block: b.Block, Network: n.Network, Node: b.Node, Gateway: b.Gateway, InUse: len(b.Addrs)})
+				}
+			}
+			return out, nil
+		},
+		show: func(w io.Writer, rs []blockRow) error {
+			var rows [][]string
+			for _, r := range rs {
+				rows = append(rows, []string{r.Block, r.Network, r.Node, r.Gateway, fmt.Sprint(r.InUse)})
+			}
+			return table(w, "BLOCK\tNETWORK\tNODE\tGATEWAY\tIN USE", rows)
+		},
+	}.run(args, stdout, stderr)
 }
 
 // leases prints the attachments and their addresses.
 func leases(args []string, stdout, stderr io.Writer) error {
-	f := newCLIFlags("leases", stderr)
-	network := f.fs.String("network", "", "only this network")
-	cli, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := cliContext()
-	defer cancel()
-	ls, err := cli.Leases(ctx, *network)
-	if err != nil {
-		return err
-	}
-	if f.json() {
-		return printJSON(stdout, ls)
-	}
-	return table(stdout, "NETWORK\tCONTAINER\tIFNAME\tNODE\tADDRESSES\tCREATED", leaseRows(ls))
+	var network *string
+	return command[[]ipamapi.Lease]{
+		name:  "leases",
+		flags: func(fs *flag.FlagSet) { network = fs.String("network", "", "only this network") },
+		call: func(ctx context.Context, c *ipamapi.Client) ([]ipamapi.Lease, error) {
+			return c.Leases(ctx, *network)
+		},
+		show: func(w io.Writer, ls []ipamapi.Lease) error {
+			return table(w, leaseHeader, leaseRows(ls))
+		},
+	}.run(args, stdout, stderr)
 }
+
+const leaseHeader = "NETWORK\tCONTAINER\tIFNAME\tNODE\tADDRESSES\tCREATED"
 
 func leaseRows(ls []ipamapi.Lease) [][]string {
 	var rows [][]string
@@ -222,56 +225,48 @@ func leaseRows(ls []ipamapi.Lease) [][]string {
 
 // gc releases this node's attachments whose network namespace is gone.
 func gc(args []string, stdout, stderr io.Writer) error {
-	f := newCLIFlags("gc", stderr)
-	grace := f.fs.Duration("grace", 0, "release only attachments older than this")
-	cli, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := cliContext()
-	defer cancel()
-	r, err := cli.Reclaim(ctx, &ipamapi.AdminRequest{GraceSeconds: int(grace.Seconds())})
-	if err != nil {
-		return err
-	}
-	if f.json() {
-		return printJSON(stdout, r)
-	}
-	fmt.Fprintf(stdout, "released %d attachment(s) whose netns is gone\n", len(r.Released))
-	if len(r.Released) == 0 {
-		return nil
-	}
-	return table(stdout, "NETWORK\tCONTAINER\tIFNAME\tNODE\tADDRESSES\tCREATED", leaseRows(r.Released))
+	var grace *time.Duration
+	return command[*ipamapi.Released]{
+		name:  "gc",
+		flags: func(fs *flag.FlagSet) { grace = fs.Duration("grace", 0, "release only attachments older than this") },
+		call: func(ctx context.Context, c *ipamapi.Client) (*ipamapi.Released, error) {
+			return c.Reclaim(ctx, &ipamapi.AdminRequest{GraceSeconds: int(grace.Seconds())})
+		},
+		show: func(w io.Writer, r *ipamapi.Released) error {
+			fmt.Fprintf(w, "released %d attachment(s) whose netns is gone\n", len(r.Released))
+			if len(r.Released) == 0 {
+				return nil
+			}
+			return table(w, leaseHeader, leaseRows(r.Released))
+		},
+	}.run(args, stdout, stderr)
 }
 
 // release releases one attachment by hand, as a DEL would.
 func release(args []string, stdout, stderr io.Writer) error {
-	f := newCLIFlags("release", stderr)
-	network := f.fs.String("network", "", "network name (required)")
-	container := f.fs.String("container", "", "container ID (required)")
-	ifname := f.fs.String("ifname", "eth0", "interface name")
-	cli, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	if *network == "" || *container == "" {
-		return errors.New("release: --network and --container are required")
-	}
-	ctx, cancel := cliContext()
-	defer cancel()
-	r, err := cli.Release(ctx, &ipamapi.AdminRequest{Network: *network, ContainerID: *container, IfName: *ifname})
-	if err != nil {
-		return err
-	}
-	if f.json() {
-		return printJSON(stdout, r)
-	}
-	if len(r.Released) == 0 {
-		fmt.Fprintf(stdout, "%s/%s/%s held no addresses\n", *network, *container, *ifname)
-		return nil
-	}
-	fmt.Fprintf(stdout, "released %s\n", strings.Join(r.Released[0].Addrs, ", "))
-	return nil
+	var network, container, ifname *string
+	return command[*ipamapi.Released]{
+		name: "release",
+		flags: func(fs *flag.FlagSet) {
+			network = fs.String("network", "", "network name (required)")
+			container = fs.String("container", "", "container ID (required)")
+			ifname = fs.String("ifname", "eth0", "interface name")
+		},
+		call: func(ctx context.Context, c *ipamapi.Client) (*ipamapi.Released, error) {
+			if *network == "" || *container == "" {
+				return nil, errors.New("release: --network and --container are required")
+			}
+			return c.Release(ctx, &ipamapi.AdminRequest{Network: *network, ContainerID: *container, IfName: *ifname})
+		},
+		show: func(w io.Writer, r *ipamapi.Released) error {
+			if len(r.Released) == 0 {
+				_, err := fmt.Fprintf(w, "%s/%s/%s held no addresses\n", *network, *container, *ifname)
+				return err
+			}
+			_, err := fmt.Fprintf(w, "released %s\n", strings.Join(r.Released[0].Addrs, ", "))
+			return err
+		},
+	}.run(args, stdout, stderr)
 }
 
 // shortID shortens the 64-hex container IDs runtimes use, as docker ps
@@ -285,79 +280,58 @@ func shortID(id string) string {
 
 // bgpCmd prints the BGP sessions and the announced prefixes.
 func bgpCmd(args []string, stdout, stderr io.Writer) error {
-	f := newCLIFlags("bgp", stderr)
-	cli, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := cliContext()
-	defer cancel()
-	st, err := cli.BGP(ctx)
-	if err != nil {
-		return err
-	}
-	if f.json() {
-		return printJSON(stdout, st)
-	}
-	if !st.Enabled {
-		fmt.Fprintln(stdout, "BGP is not configured (no bgp section in ipamd's config file)")
-		return nil
-	}
-	var rows [][]string
-	for _, p := range st.Peers {
-		rows = append(rows, []string{p.Address, fmt.Sprint(p.ASN), p.State, p.Uptime, fmt.Sprint(p.PrefixesSent), fmt.Sprint(p.PrefixesReceived), p.Message})
-	}
-	if err := table(stdout, "PEER\tASN\tSTATE\tUPTIME\tSENT\tRECEIVED\tNOTE", rows); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "\nannounced (%d):\n", len(st.Announced))
-	for _, p := range st.Announced {
-		fmt.Fprintln(stdout, "  "+p)
-	}
-	return nil
+	return command[*ipamapi.BGPState]{
+		name: "bgp",
+		call: func(ctx context.Context, c *ipamapi.Client) (*ipamapi.BGPState, error) { return c.BGP(ctx) },
+		show: func(w io.Writer, st *ipamapi.BGPState) error {
+			if !st.Enabled {
+				_, err := fmt.Fprintln(w, "BGP is not configured (no bgp section in ipamd's config file)")
+				return err
+			}
+			var rows [][]string
+			for _, p := range st.Peers {
+				rows = append(rows, []string{p.Address, fmt.Sprint(p.ASN), p.State, p.Uptime, fmt.Sprint(p.PrefixesSent), fmt.Sprint(p.PrefixesReceived), p.Message})
+			}
+			if err := table(w, "PEER\tASN\tSTATE\tUPTIME\tSENT\tRECEIVED\tNOTE", rows); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "\nannounced (%d):\n", len(st.Announced))
+			for _, p := range st.Announced {
+				fmt.Fprintln(w, "  "+p)
+			}
+			return nil
+		},
+	}.run(args, stdout, stderr)
 }
 
 // pdCmd prints the node's DHCPv6-PD binding; `ipamd pd release` gives the
 // prefixes back to the server.
 func pdCmd(args []string, stdout, stderr io.Writer) error {
-	releaseIt := len(args) > 0 && args[0] == "release"
-	if releaseIt {
-		args = args[1:]
+	call := (*ipamapi.Client).PD
+	if len(args) > 0 && args[0] == "release" {
+		call, args = (*ipamapi.Client).PDRelease, args[1:]
 	}
-	f := newCLIFlags("pd", stderr)
-	cli, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := cliContext()
-	defer cancel()
-	var st *ipamapi.PDState
-	if releaseIt {
-		st, err = cli.PDRelease(ctx)
-	} else {
-		st, err = cli.PD(ctx)
-	}
-	if err != nil {
-		return err
-	}
-	if f.json() {
-		return printJSON(stdout, st)
-	}
-	if !st.Enabled {
-		fmt.Fprintln(stdout, "prefix delegation is not configured (ipamd serve --pd-interface IFACE)")
-		return nil
-	}
-	fmt.Fprintf(stdout, "interface: %s\nserver:    %s %s\nclient:    DUID %s IAID %08x\nrenew in:  %s\nrebind in: %s\n",
-		st.Interface, orDash(st.Server), st.ServerDUID, st.ClientDUID, st.IAID, orDash(st.RenewIn), orDash(st.RebindIn))
-	var rows [][]string
-	for _, p := range st.Prefixes {
-		rows = append(rows, []string{p.Prefix, p.PreferredLeft, p.ValidLeft})
-	}
-	if len(rows) == 0 {
-		fmt.Fprintln(stdout, "no prefix held")
-		return nil
-	}
-	return table(stdout, "PREFIX\tPREFERRED LEFT\tVALID LEFT", rows)
+	return command[*ipamapi.PDState]{
+		name: "pd",
+		call: func(ctx context.Context, c *ipamapi.Client) (*ipamapi.PDState, error) { return call(c, ctx) },
+		show: func(w io.Writer, st *ipamapi.PDState) error {
+			if !st.Enabled {
+				_, err := fmt.Fprintln(w, "prefix delegation is not configured (ipamd serve --pd-interface IFACE)")
+				return err
+			}
+			fmt.Fprintf(w, "interface: %s\nserver:    %s %s\nclient:    DUID %s IAID %08x\nrenew in:  %s\nrebind in: %s\n",
+				st.Interface, orDash(st.Server), st.ServerDUID, st.ClientDUID, st.IAID, orDash(st.RenewIn), orDash(st.RebindIn))
+			if len(st.Prefixes) == 0 {
+				_, err := fmt.Fprintln(w, "no prefix held")
+				return err
+			}
+			var rows [][]string
+			for _, p := range st.Prefixes {
+				rows = append(rows, []string{p.Prefix, p.PreferredLeft, p.ValidLeft})
+			}
+			return table(w, "PREFIX\tPREFERRED LEFT\tVALID LEFT", rows)
+		},
+	}.run(args, stdout, stderr)
 }
 
 func orDash(s string) string {
