@@ -152,12 +152,12 @@ type rawConf struct {
 			BlockSize *int     `json:"blockSize"`
 			Exclude   []string `json:"exclude"`
 		} `json:"ranges"`
-		Addressing  string `json:"addressing"`
-		SubnetID    *int   `json:"subnetId"`
+		Addressing     string   `json:"addressing"`
+		SubnetID       *int     `json:"subnetId"`
 		Sticky         bool     `json:"sticky"`
 		StickyGrace    string   `json:"stickyGrace"`
 		BGPCommunities []string `json:"bgpCommunities"`
-		Routes      []struct {
+		Routes         []struct {
 			Dst string `json:"dst"`
 			GW  string `json:"gw"`
 		} `json:"routes"`
