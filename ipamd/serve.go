@@ -165,7 +165,10 @@ func serve(args []string, stderr io.Writer) error {
 		srv.PD, srv.PDRelease = pd.state, pd.release
 		srv.Metrics.SetPD(pd.metrics)
 	}
-	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace, *blockGrace)
+	svc := newServices(ctx, st, *nodeName, log)
+	srv.Services = svc
+	defer svc.stop()
+	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace, *blockGrace, svc.Sync)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	log.Info("ipamd serving", "version", version, "node", *nodeName, "socket", *socket, "etcd", strings.Join(eps, ","))
@@ -200,7 +203,7 @@ func splitList(s string) []string {
 // reclaimLoop releases, at start and then every interval, this node's
 // attachments whose network namespace is gone: runtimes skip DEL after a
 // crash or a reboot, and those addresses would leak forever.
-func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics.Metrics, log *slog.Logger, interval, grace, blockGrace time.Duration) {
+func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics.Metrics, log *slog.Logger, interval, grace, blockGrace time.Duration, sync func(context.Context) error) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
 		released, err := alloc.Reclaim(rctx, grace, ipamserver.NetnsExists)
@@ -232,6 +235,12 @@ func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics
 				log.Warn("released block", "block", b.CIDR, "error", err)
 			}
 		}
+		// Router advertisements follow the attachments that remain.
+		rctx, cancel = context.WithTimeout(ctx, time.Minute)
+		if err := sync(rctx); err != nil && ctx.Err() == nil {
+			log.Warn("router advertisement services", "error", err)
+		}
+		cancel()
 		if interval <= 0 {
 			return
 		}

@@ -22,6 +22,8 @@ PACKAGES=(
 	libc6-dev    # headers and crt files for cgo
 	kea-dhcp6-server # kea-dhcp6: delegating server for pkg/dhcp6pd's PD tests
 	isc-dhcp-server  # dhcpd -6: second delegating server for pkg/dhcp6pd's PD tests
+	ndisc6           # rdisc6: pkg/ra's tests read the router advertisements as a client
+	isc-dhcp-client  # dhclient -6: pkg/dhcp6server's tests (stateless and stateful clients)
 	bird2        # BGP peer for pkg/bgpspeaker's tests and the demo (bird, birdc)
 	gobgpd       # GoBGP's daemon, second BGP peer in pkg/bgpspeaker's tests (gobgpd, gobgp)
 )

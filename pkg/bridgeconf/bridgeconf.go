@@ -33,6 +33,21 @@ const (
 // maxIfNameLen is IFNAMSIZ-1: the kernel refuses longer interface names.
 const maxIfNameLen = 15
 
+// The values of ipv6Mode: how the container gets its IPv6 address.
+const (
+	// IPv6ModeStatic: the plugin adds the IPAM address (the default).
+	IPv6ModeStatic = "static"
+	// IPv6ModeSLAAC: the container's kernel forms the EUI-64 address from
+	// router advertisements (which IPAM recorded as the address).
+	IPv6ModeSLAAC = "slaac"
+	// IPv6ModeDHCPv6Stateless: SLAAC address, DNS by DHCPv6
+	// Information-Request.
+	IPv6ModeDHCPv6Stateless = "dhcpv6-stateless"
+	// IPv6ModeDHCPv6Stateful: address and DNS by DHCPv6, from a client
+	// the workload runs.
+	IPv6ModeDHCPv6Stateful = "dhcpv6-stateful"
+)
+
 // NetConf is the validated configuration of one bridge-v6 invocation.
 type NetConf struct {
 	types.PluginConf
@@ -62,6 +77,21 @@ type NetConf struct {
 	// for IPv6 (off by default: IPv6 addresses are routable).
 	IPMasq  bool
 	IPMasq6 bool
+	// IPv6Mode is one of the IPv6Mode* values (default IPv6ModeStatic).
+	IPv6Mode string
+}
+
+// SelfConfiguring reports whether the container configures its IPv6
+// address itself (every mode but static): it accepts router
+// advertisements, and the plugin does not add its IPv6 address.
+func (c *NetConf) SelfConfiguring() bool {
+	return c.IPv6Mode != "" && c.IPv6Mode != IPv6ModeStatic
+}
+
+// Autoconf reports whether the container's kernel forms its address by
+// SLAAC (slaac and dhcpv6-stateless).
+func (c *NetConf) Autoconf() bool {
+	return c.IPv6Mode == IPv6ModeSLAAC || c.IPv6Mode == IPv6ModeDHCPv6Stateless
 }
 
 // rawConf is what users write. Booleans are pointers so that an absent key
@@ -79,6 +109,7 @@ type rawConf struct {
 	ForceAddress     *bool   `json:"forceAddress"`
 	IPMasq           *bool   `json:"ipMasq"`
 	IPMasq6          *bool   `json:"ipMasq6"`
+	IPv6Mode         *string `json:"ipv6Mode"`
 }
 
 // Parse decodes and validates a bridge-v6 configuration (the stdin of a CNI
@@ -93,6 +124,10 @@ func Parse(data []byte) (*NetConf, error) {
 		PluginConf: raw.PluginConf,
 		Bridge:     DefaultBridge,
 		IsGateway:  true,
+		IPv6Mode:   IPv6ModeStatic,
+	}
+	if raw.IPv6Mode != nil {
+		conf.IPv6Mode = *raw.IPv6Mode
 	}
 	if raw.Bridge != nil {
 		conf.Bridge = *raw.Bridge
@@ -185,6 +220,12 @@ func (c *NetConf) validate() error {
 	// to it: DAD then always fails (kubernetes#32291).
 	if c.EnableDAD && c.HairpinMode {
 		return invalid("enableDad: true cannot be combined with hairpinMode: true (hairpin reflects DAD probes, every address would be a duplicate)")
+	}
+	switch c.IPv6Mode {
+	case IPv6ModeStatic, IPv6ModeSLAAC, IPv6ModeDHCPv6Stateless, IPv6ModeDHCPv6Stateful:
+	default:
+		return invalid(fmt.Sprintf("ipv6Mode: %q: want %s, %s, %s or %s", c.IPv6Mode,
+			IPv6ModeStatic, IPv6ModeSLAAC, IPv6ModeDHCPv6Stateless, IPv6ModeDHCPv6Stateful))
 	}
 	if c.IPAM.Type == "" {
 		return invalid("ipam.type: missing")

@@ -146,6 +146,8 @@ func TestParseErrors(t *testing.T) {
 		{"ipam type wrong type", `{"cniVersion":"1.1.0","name":"n","ipam":{"type":7}}`, types.ErrInvalidNetworkConfig, []string{"ipam.type", "string", "number"}},
 		{"bridge too long", `{` + ok + `,"bridge":"abcdefghijklmnop"}`, types.ErrInvalidNetworkConfig, []string{"bridge", "abcdefghijklmnop", "15"}},
 		{"bridge empty", `{` + ok + `,"bridge":""}`, types.ErrInvalidNetworkConfig, []string{"bridge", "empty"}},
+		{"bad ipv6Mode", `{` + ok + `,"ipv6Mode":"dhcpv6"}`, types.ErrInvalidNetworkConfig, []string{"ipv6Mode", `"dhcpv6"`, "slaac"}},
+		{"ipv6Mode wrong type", `{` + ok + `,"ipv6Mode":1}`, types.ErrInvalidNetworkConfig, []string{"ipv6Mode", "string", "number"}},
 		{"bridge with slash", `{` + ok + `,"bridge":"br/0"}`, types.ErrInvalidNetworkConfig, []string{"bridge", "br/0"}},
 		{"bridge with space", `{` + ok + `,"bridge":"br 0"}`, types.ErrInvalidNetworkConfig, []string{"bridge", "br 0"}},
 		{"bridge with colon", `{` + ok + `,"bridge":"br:0"}`, types.ErrInvalidNetworkConfig, []string{"bridge", "br:0"}},
@@ -186,5 +188,27 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestParseIPv6Mode(t *testing.T) {
+	for _, tc := range []struct {
+		json               string
+		mode               string
+		selfConf, autoconf bool
+	}{
+		{``, IPv6ModeStatic, false, false},
+		{`,"ipv6Mode":"static"`, IPv6ModeStatic, false, false},
+		{`,"ipv6Mode":"slaac"`, IPv6ModeSLAAC, true, true},
+		{`,"ipv6Mode":"dhcpv6-stateless"`, IPv6ModeDHCPv6Stateless, true, true},
+		{`,"ipv6Mode":"dhcpv6-stateful"`, IPv6ModeDHCPv6Stateful, true, false},
+	} {
+		conf, err := Parse([]byte(`{"cniVersion":"1.1.0","name":"n","ipam":{"type":"x"}` + tc.json + `}`))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.json, err)
+		}
+		if conf.IPv6Mode != tc.mode || conf.SelfConfiguring() != tc.selfConf || conf.Autoconf() != tc.autoconf {
+			t.Errorf("%s: mode %q self %v autoconf %v", tc.json, conf.IPv6Mode, conf.SelfConfiguring(), conf.Autoconf())
+		}
 	}
 }

@@ -22,9 +22,11 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	cniutils "github.com/containernetworking/cni/pkg/utils"
 
 	"github.com/v6cni/v6cni/pkg/allocator"
+	"github.com/v6cni/v6cni/pkg/bridgeconf"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipammetrics"
@@ -51,6 +53,9 @@ type Server struct {
 	// Routing, when set, is asked by STATUS after the allocator: it returns
 	// a CNI error (51) when the node's prefixes cannot reach the network.
 	Routing func(ctx context.Context) error
+	// Services, when set, serves router advertisements and DHCPv6 on the
+	// bridges of self-configuring attachments (bridge-v6 ipv6Mode).
+	Services Services
 	// BGP, when set, reports the BGP speaker's state for the CLI.
 	BGP func(ctx context.Context) (ipamapi.BGPState, error)
 	// PD and PDRelease, when set, report and release the node's DHCPv6-PD
@@ -123,6 +128,48 @@ func (s *Server) Serve(l net.Listener) error {
 
 // Shutdown stops accepting requests and waits for those in flight.
 func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+// Services follows the attachments that configure themselves: ipamd
+// serves their bridge while it has at least one.
+type Services interface {
+	Attached(ctx context.Context, req allocator.Request, config []byte, res *current.Result) error
+	Detached(ctx context.Context, h *store.Handle) error
+}
+
+// selfConfiguring reads bridge-v6's bridge and ipv6Mode from the network
+// config IPAM received (IPAM gets the whole config): in the slaac and
+// dhcpv6-* modes the container configures itself, so IPAM records the
+// address its kernel (SLAAC: EUI-64 of its MAC) or ipamd's DHCPv6 server
+// will give it. Other main plugins, and static mode, return "".
+func selfConfiguring(c *call) (bridge, mode string, err error) {
+	var head struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(c.req.Config, &head) != nil || head.Type != "bridge-v6" {
+		return "", "", nil
+	}
+	bc, err := bridgeconf.Parse(c.req.Config)
+	if err != nil {
+		return "", "", err
+	}
+	switch bc.IPv6Mode {
+	case "", bridgeconf.IPv6ModeStatic:
+		return "", "", nil
+	case bridgeconf.IPv6ModeSLAAC, bridgeconf.IPv6ModeDHCPv6Stateless:
+		// The kernel forms the address from the MAC: IPAM must pick that
+		// same address, so it can keep it unique.
+		for i, set := range c.conf.IPAM.Ranges {
+			for j, r := range set {
+				if r.Subnet.Addr().Is6() && r.BlockSize != 64 {
+					return "", "", types.NewError(types.ErrInvalidNetworkConfig,
+						fmt.Sprintf("ipam.ranges[%d][%d].blockSize: %d: ipv6Mode %q needs /64 blocks (SLAAC forms addresses in a /64)", i, j, r.BlockSize, bc.IPv6Mode), "")
+				}
+			}
+		}
+		c.conf.IPAM.Addressing = ipamconf.EUI64
+	}
+	return bc.Bridge, bc.IPv6Mode, nil
+}
 
 // call is one decoded request.
 type call struct {
@@ -216,7 +263,11 @@ func (s *Server) add(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	req := allocator.Request{ID: c.id, Netns: c.req.Netns, Conf: c.conf, Args: args}
-	if c.conf.IPAM.Addressing == ipamconf.EUI64 {
+	req.Bridge, req.Mode, err = selfConfiguring(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.conf.IPAM.Addressing == ipamconf.EUI64 || req.Mode != "" {
 		// The MAC bridge-v6 gives the interface, by the same rules: the
 		// EUI-64 address must be the one the kernel would form from it.
 		if req.MAC, err = macaddr.ForAttachment(c.req.Config, c.req.Args, c.id.Network, c.id.ContainerID, c.id.IfName); err != nil {
@@ -226,6 +277,11 @@ func (s *Server) add(ctx context.Context, c *call) (any, error) {
 	res, err := s.alloc.Add(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	if req.Mode != "" && s.Services != nil {
+		if err := s.Services.Attached(ctx, req, c.req.Config, res); err != nil {
+			s.log.Warn("serve RAs/DHCPv6 for the attachment", "bridge", req.Bridge, "mode", req.Mode, "error", err)
+		}
 	}
 	addrs := make([]string, 0, len(res.IPs))
 	for _, ip := range res.IPs {
@@ -245,6 +301,11 @@ func (s *Server) del(ctx context.Context, c *call) (any, error) {
 	h, err := s.alloc.Del(ctx, c.id, keep)
 	if err != nil {
 		return nil, err
+	}
+	if h != nil && h.Mode != "" && s.Services != nil {
+		if err := s.Services.Detached(ctx, h); err != nil {
+			s.log.Warn("stop serving the attachment", "bridge", h.Bridge, "error", err)
+		}
 	}
 	var addrs []string
 	if h != nil {

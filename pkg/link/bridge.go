@@ -30,7 +30,6 @@ func EnsureBridge(name string, mtu int) (*netlink.Bridge, error) {
 	attrs.Name = name
 	attrs.MTU = mtu
 	attrs.HardwareAddr = BridgeMAC(name)
-	attrs.Flags = net.FlagUp
 	br := &netlink.Bridge{LinkAttrs: attrs}
 	err = netlink.LinkAdd(br)
 	if errors.Is(err, unix.EEXIST) {
@@ -43,14 +42,18 @@ func EnsureBridge(name string, mtu int) (*netlink.Bridge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create bridge %s: %w", name, err)
 	}
-	if br.Index == 0 {
-		// LinkAdd looks the index up itself; a zero means that lookup failed.
-		if l, err = linkByName(name); err != nil {
-			return nil, fmt.Errorf("look up new bridge %s: %w", name, err)
-		}
-		return reuseBridge(l, mtu)
+	// Created down, so that its link-local address skips DAD when it comes
+	// up: the bridge is the containers' router, and until its link-local
+	// leaves the tentative state (1–2 s) it can send no router
+	// advertisement (ipv6Mode slaac) and answer no neighbour solicitation
+	// from it. Its MAC is ours (BridgeMAC), so the address is unique.
+	if err := setSysctl("net/ipv6/conf/"+name+"/accept_dad", "0"); err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", name, err)
 	}
-	return br, nil
+	if l, err = linkByName(name); err != nil {
+		return nil, fmt.Errorf("look up new bridge %s: %w", name, err)
+	}
+	return reuseBridge(l, mtu)
 }
 
 // reuseBridge checks that an existing link is a bridge and brings its MTU

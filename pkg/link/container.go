@@ -43,7 +43,23 @@ type ContainerOptions struct {
 	DAD bool
 	// DADTimeout bounds that wait; 0 means DefaultDADTimeout.
 	DADTimeout time.Duration
+	// AcceptRA makes the interface take router advertisements
+	// (accept_ra=1; forwarding is off in a container namespace): the
+	// self-configuring IPv6 modes. Autoconf adds SLAAC (autoconf=1) with
+	// EUI-64 interface IDs (addr_gen_mode=0).
+	AcceptRA, Autoconf bool
+	// Await are addresses the plugin does not add but the interface must
+	// get by itself (SLAAC from an RA): after link-up, before the routes,
+	// ConfigureContainerWith waits on netlink address events, at most
+	// AwaitTimeout (0: DefaultAwaitTimeout), until each is on the
+	// interface (any prefix length) and not tentative. CheckContainerWith
+	// checks they are present.
+	Await        []netip.Addr
+	AwaitTimeout time.Duration
 }
+
+// DefaultAwaitTimeout bounds the wait for ContainerOptions.Await.
+const DefaultAwaitTimeout = 5 * time.Second
 
 // ConfigureContainer is ConfigureContainerWith without options: addresses
 // with IFA_F_NODAD, no wait.
@@ -71,12 +87,13 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 			has6 = true
 		}
 	}
-	if err := prepareContainerIface(ifname, has6, has4, opts.DAD); err != nil {
+	has6 = has6 || len(opts.Await) > 0
+	if err := prepareContainerIface(ifname, has6, has4, opts); err != nil {
 		return nil, err
 	}
 
 	var dadEvents chan netlink.AddrUpdate
-	if opts.DAD && has6 {
+	if (opts.DAD && has6) || len(opts.Await) > 0 {
 		// Subscribed before the addresses exist: no event can be missed.
 		dadEvents = make(chan netlink.AddrUpdate, 64)
 		done := make(chan struct{})
@@ -105,7 +122,16 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 		return nil, fmt.Errorf("set %s up: %w", ifname, err)
 	}
 
-	if dadEvents != nil {
+	if len(opts.Await) > 0 {
+		timeout := opts.AwaitTimeout
+		if timeout <= 0 {
+			timeout = DefaultAwaitTimeout
+		}
+		if err := waitAddrs(l, opts.Await, dadEvents, timeout); err != nil {
+			return nil, err
+		}
+	}
+	if opts.DAD && has6 {
 		timeout := opts.DADTimeout
 		if timeout <= 0 {
 			timeout = DefaultDADTimeout
@@ -173,6 +199,71 @@ func waitDAD(l netlink.Link, events <-chan netlink.AddrUpdate, timeout time.Dura
 	}
 }
 
+// ErrAddrMissing is wrapped by the error ConfigureContainerWith returns
+// when an awaited address did not appear in time.
+var ErrAddrMissing = errors.New("address did not appear")
+
+// waitAddrs returns when every address in want is on l and not tentative,
+// and gives up after timeout. It reads the addresses again on each address
+// event of the namespace (no sleeps).
+func waitAddrs(l netlink.Link, want []netip.Addr, events <-chan netlink.AddrUpdate, timeout time.Duration) error {
+	name := l.Attrs().Name
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		missing, err := missingAddrs(l, want, true)
+		if err != nil {
+			return fmt.Errorf("list addresses of %s: %w", name, err)
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case _, ok := <-events:
+			if !ok {
+				return fmt.Errorf("address events of %s stopped", name)
+			}
+		case <-deadline.C:
+			return fmt.Errorf("%w: %s not configured on %s within %s (router advertisements of the bridge's prefix reach it? the address is the EUI-64 one of its MAC?)",
+				ErrAddrMissing, joinAddrs(missing), name, timeout)
+		}
+	}
+}
+
+// missingAddrs returns the addresses of want that l does not carry (any
+// prefix length); with usable, a tentative or DAD-failed one counts as
+// missing.
+func missingAddrs(l netlink.Link, want []netip.Addr, usable bool) ([]netip.Addr, error) {
+	have, err := addrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	present := make(map[netip.Addr]bool, len(have))
+	for _, a := range have {
+		if usable && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
+			continue
+		}
+		if p, ok := PrefixFromIPNet(a.IPNet); ok {
+			present[p.Addr()] = true
+		}
+	}
+	var missing []netip.Addr
+	for _, w := range want {
+		if !present[w.Unmap()] {
+			missing = append(missing, w)
+		}
+	}
+	return missing, nil
+}
+
+func joinAddrs(addrs []netip.Addr) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
+
 // Announce makes the kernel send an unsolicited neighbour advertisement for
 // every IPv6 address of ifname (ndisc_notify=1, set by ConfigureContainer)
 // and a gratuitous ARP for its IPv4 addresses (arp_notify=1), in the
@@ -201,6 +292,13 @@ func Announce(ifname string, mac net.HardwareAddr) error {
 // tolerated. Errors name what is
 // missing.
 func CheckContainer(ifname string, mac net.HardwareAddr, addrs []netip.Prefix, routes []Route) error {
+	return CheckContainerWith(ifname, mac, addrs, routes, ContainerOptions{})
+}
+
+// CheckContainerWith is CheckContainer for an interface configured with
+// opts: the sysctls opts sets (accept_ra=1 with AcceptRA) and the awaited
+// addresses (any prefix length) are checked too.
+func CheckContainerWith(ifname string, mac net.HardwareAddr, addrs []netip.Prefix, routes []Route, opts ContainerOptions) error {
 	l, err := linkByName(ifname)
 	if err != nil {
 		if IsNotFound(err) {
@@ -215,7 +313,16 @@ func CheckContainer(ifname string, mac net.HardwareAddr, addrs []netip.Prefix, r
 	if err := checkAddrs(l, addrs); err != nil {
 		return err
 	}
-	if err := checkContainerSysctls(ifname, addrs); err != nil {
+	if len(opts.Await) > 0 {
+		missing, err := missingAddrs(l, opts.Await, false)
+		if err != nil {
+			return fmt.Errorf("list addresses of %s: %w", ifname, err)
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("address %s missing on %s (the container configures it itself: router advertisements or its DHCPv6 client did not give it)", joinAddrs(missing), ifname)
+		}
+	}
+	if err := checkContainerSysctls(ifname, addrs, opts); err != nil {
 		return err
 	}
 

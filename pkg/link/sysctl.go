@@ -102,15 +102,19 @@ func keepAcceptingRAs() error {
 // checkContainerSysctls verifies what prepareContainerIface set and a later
 // change would break: accept_ra=0 (an RA would add routes behind the
 // plugin's back) and IPv6 enabled, when the attachment has IPv6 addresses.
-func checkContainerSysctls(ifname string, addrs []netip.Prefix) error {
-	has6 := false
+func checkContainerSysctls(ifname string, addrs []netip.Prefix, opts ContainerOptions) error {
+	has6 := len(opts.Await) > 0
 	for _, a := range addrs {
 		has6 = has6 || !a.Addr().Unmap().Is4()
 	}
 	if !has6 {
 		return nil
 	}
-	for _, kv := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "0"}} {
+	acceptRA := "0"
+	if opts.AcceptRA {
+		acceptRA = "1"
+	}
+	for _, kv := range [][2]string{{"accept_ra", acceptRA}, {"disable_ipv6", "0"}} {
 		key := "net/ipv6/conf/" + ifname + "/" + kv[0]
 		v, err := sysctl.Sysctl(key)
 		if err != nil {
@@ -124,7 +128,9 @@ func checkContainerSysctls(ifname string, addrs []netip.Prefix) error {
 }
 
 // prepareContainerIface sets the sysctls of the container interface before
-// it goes up: no RAs (they would race the routes this plugin adds), no DAD
+// it goes up: no RAs (they would race the routes this plugin adds) unless
+// opts.AcceptRA (then accept_ra=1, and with opts.Autoconf SLAAC with EUI-64
+// interface IDs: autoconf=1, addr_gen_mode=0), no DAD
 // (IPAM guarantees uniqueness; also skips the link-local address's DAD),
 // IPv6 on, and an unsolicited neighbour advertisement (ndisc_notify) when it
 // comes up so the bridge and the gateway learn the new MAC at once. With
@@ -132,17 +138,27 @@ func checkContainerSysctls(ifname string, addrs []netip.Prefix) error {
 //
 // Without IPv6 in the kernel (ipv6.disable=1) the IPv6 keys are missing; that
 // only matters when the attachment has IPv6 addresses.
-func prepareContainerIface(ifname string, ipv6, ipv4, dad bool) error {
-	acceptDAD := "0"
-	if dad {
+func prepareContainerIface(ifname string, ipv6, ipv4 bool, opts ContainerOptions) error {
+	acceptDAD, acceptRA, autoconf := "0", "0", "0"
+	if opts.DAD {
 		acceptDAD = "1"
 	}
-	for _, kv := range [][2]string{
-		{"accept_ra", "0"},
+	if opts.AcceptRA {
+		acceptRA = "1"
+	}
+	if opts.Autoconf {
+		autoconf = "1"
+	}
+	settings := [][2]string{
+		{"accept_ra", acceptRA},
 		{"accept_dad", acceptDAD},
 		{"disable_ipv6", "0"},
 		{"ndisc_notify", "1"},
-	} {
+	}
+	if opts.AcceptRA {
+		settings = append(settings, [2]string{"autoconf", autoconf}, [2]string{"addr_gen_mode", "0"})
+	}
+	for _, kv := range settings {
 		// A new interface has the defaults, which differ from these (bar
 		// disable_ipv6, where a write of the same value is a no-op): write
 		// without reading first.

@@ -158,7 +158,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 
 	if err := netns.Do(func(ns.NetNS) error {
-		_, err := link.ConfigureContainerWith(args.IfName, plan.addrs, plan.routes, link.ContainerOptions{DAD: conf.EnableDAD})
+		_, err := link.ConfigureContainerWith(args.IfName, plan.addrs, plan.routes, containerOptions(conf, plan))
 		return err
 	}); err != nil {
 		return fmt.Errorf("configure %s in netns %s: %w", args.IfName, args.Netns, err)
@@ -177,7 +177,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 
 	if conf.IPMasq || conf.IPMasq6 {
-		masqAddrs = plan.addrs
+		masqAddrs = plan.allAddrs
 		masqSet = true
 		if err := link.SetupMasquerade(conf.Bridge, plan.addrs, conf.IPMasq, conf.IPMasq6); err != nil {
 			return err
@@ -254,7 +254,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return fmt.Errorf("convert prevResult: %w", err)
 	}
-	want, err := expectedState(prev, args)
+	want, err := expectedState(conf, prev, args)
 	if err != nil {
 		return err
 	}
@@ -278,7 +278,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	defer netns.Close()
 	if err := netns.Do(func(ns.NetNS) error {
-		return link.CheckContainer(args.IfName, want.mac, want.addrs, want.routes)
+		opts := containerOptions(conf, want)
+		opts.DAD = false
+		opts.Await = want.awaitAddrs // every self-configuring mode, stateful too
+		return link.CheckContainerWith(args.IfName, want.mac, want.addrs, want.routes, opts)
 	}); err != nil {
 		return fmt.Errorf("%w in %s", err, args.Netns)
 	}
@@ -332,7 +335,9 @@ func netnsGone(err error) bool {
 // plan is what the kernel must be told for one attachment, derived from the
 // IPAM result and the config.
 type plan struct {
-	addrs        []netip.Prefix   // container addresses with the block prefix length
+	addrs        []netip.Prefix   // container addresses the plugin adds, with the block prefix length
+	awaitAddrs   []netip.Addr     // IPv6 addresses the container configures itself (self-configuring ipv6Mode)
+	allAddrs     []netip.Prefix   // addrs and the awaited ones
 	gatewayAddrs []netip.Prefix   // bridge addresses: gateway with the block prefix length
 	routes       []link.Route     // container routes, gateways resolved
 	resultRoutes []*types.Route   // the same routes for the CNI result
@@ -367,7 +372,7 @@ func planAttachment(conf *bridgeconf.NetConf, result *current.Result) (*plan, er
 		if gw.IsValid() && gw == addr.Addr() {
 			return nil, fmt.Errorf("IPAM plugin %s returned gateway %s equal to the container address", conf.IPAM.Type, gw)
 		}
-		p.addrs = append(p.addrs, addr)
+		p.addAddr(conf, addr)
 		if gw.IsValid() {
 			p.gatewayAddrs = append(p.gatewayAddrs, netip.PrefixFrom(gw, addr.Bits()))
 		}
@@ -381,6 +386,12 @@ func planAttachment(conf *bridgeconf.NetConf, result *current.Result) (*plan, er
 			return nil, err
 		}
 		p.addRoute(route)
+	}
+	if conf.SelfConfiguring() {
+		// The IPv6 default route comes from the router advertisements
+		// (router lifetime, via the bridge's link-local address): one
+		// added here would duplicate it and outlive a router that stops.
+		delete(gateways, 6)
 	}
 	if conf.IsDefaultGateway {
 		// IPv6 first, in a fixed order: results must not depend on map order.
@@ -437,6 +448,35 @@ func resolveRoute(r *types.Route, gateways map[int]netip.Addr) (link.Route, erro
 	return route, nil
 }
 
+// addAddr records an address of the attachment: added by the plugin, or
+// awaited when the container configures its IPv6 address itself.
+func (p *plan) addAddr(conf *bridgeconf.NetConf, addr netip.Prefix) {
+	p.allAddrs = append(p.allAddrs, addr)
+	if conf.SelfConfiguring() && addr.Addr().Is6() {
+		p.awaitAddrs = append(p.awaitAddrs, addr.Addr())
+		return
+	}
+	p.addrs = append(p.addrs, addr)
+}
+
+// containerOptions are the link options of the attachment: DAD, and in the
+// self-configuring IPv6 modes RAs accepted, SLAAC in slaac and
+// dhcpv6-stateless, and the wait for the address the container's kernel
+// forms. In dhcpv6-stateful the address comes from a DHCPv6 client the
+// workload starts after ADD: ADD cannot wait for it (CHECK verifies it).
+func containerOptions(conf *bridgeconf.NetConf, p *plan) link.ContainerOptions {
+	opts := link.ContainerOptions{DAD: conf.EnableDAD}
+	if !conf.SelfConfiguring() {
+		return opts
+	}
+	opts.AcceptRA = true
+	opts.Autoconf = conf.Autoconf()
+	if conf.Autoconf() {
+		opts.Await = p.awaitAddrs
+	}
+	return opts
+}
+
 func (p *plan) addRoute(r link.Route) {
 	p.routes = append(p.routes, r)
 	cni := &types.Route{Dst: *ipNet(r.Dst)}
@@ -458,7 +498,7 @@ func (p *plan) hasRouteTo(dst netip.Prefix) bool {
 // expectedState is what CHECK looks for, from prevResult: the container
 // interface (by name and sandbox), its MAC, the IPs assigned to it, the
 // routes (gateways resolved as ADD did) and the gateway addresses.
-func expectedState(prev *current.Result, args *skel.CmdArgs) (*plan, error) {
+func expectedState(conf *bridgeconf.NetConf, prev *current.Result, args *skel.CmdArgs) (*plan, error) {
 	idx := -1
 	for i, iface := range prev.Interfaces {
 		if iface.Name == args.IfName && (iface.Sandbox == "" || iface.Sandbox == args.Netns) {
@@ -485,7 +525,7 @@ func expectedState(prev *current.Result, args *skel.CmdArgs) (*plan, error) {
 		if !ok {
 			return nil, fmt.Errorf("prevResult: bad address %q", ip.Address.String())
 		}
-		p.addrs = append(p.addrs, addr)
+		p.addAddr(conf, addr)
 		if gw := link.AddrFromIP(ip.Gateway); gw.IsValid() {
 			p.gatewayAddrs = append(p.gatewayAddrs, netip.PrefixFrom(gw, addr.Bits()))
 		}

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/v6cni/v6cni/pkg/allocator"
+	"github.com/v6cni/v6cni/pkg/bridgeconf"
+	"github.com/v6cni/v6cni/pkg/dhcp6server"
+	"github.com/v6cni/v6cni/pkg/ra"
+	"github.com/v6cni/v6cni/pkg/store"
+)
+
+// services serves router advertisements (and DHCPv6, in the dhcpv6-*
+// modes) on each bridge that has at least one self-configuring attachment
+// on this node (bridge-v6 ipv6Mode slaac, dhcpv6-stateless,
+// dhcpv6-stateful). The membership is the node's handles in etcd: ADD and
+// DEL update it at once, and Sync rebuilds it at start and after GC, so it
+// survives restarts and releases it did not see.
+type services struct {
+	root context.Context
+	st   *store.Store
+	node string
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	bridges map[string]*bridgeService
+	nets    map[string]store.NetService
+}
+
+// bridgeService is what runs on one bridge.
+type bridgeService struct {
+	bridge, mode string
+	network      string
+	members      map[store.AttachmentID]svcMember
+	raCfg        ra.Config
+	ra           *ra.Server
+	dhcp         *dhcp6server.Server
+	cancel       context.CancelFunc
+	done         sync.WaitGroup
+}
+
+// svcMember is one self-configuring attachment.
+type svcMember struct {
+	mac   net.HardwareAddr
+	addr  netip.Addr
+	block netip.Prefix
+}
+
+func newServices(root context.Context, st *store.Store, node string, log *slog.Logger) *services {
+	return &services{root: root, st: st, node: node, log: log,
+		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}}
+}
+
+// Attached records a new (or repeated) self-configuring attachment.
+func (s *services) Attached(ctx context.Context, req allocator.Request, config []byte, res *current.Result) error {
+	ns := store.NetService{Network: req.ID.Network, DNS: req.Conf.IPAM.DNS.Nameservers, Search: req.Conf.IPAM.DNS.Search}
+	if bc, err := bridgeconf.Parse(config); err == nil {
+		ns.MTU = bc.MTU
+	}
+	s.mu.Lock()
+	prev, known := s.nets[ns.Network]
+	s.mu.Unlock()
+	if !known || !sameService(prev, ns) {
+		if err := s.st.PutNetService(ctx, ns); err != nil {
+			return err
+		}
+	}
+	m := svcMember{mac: req.MAC}
+	for _, ip := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok && a.Unmap().Is6() {
+			ones, _ := ip.Address.Mask.Size()
+			m.addr = a.Unmap()
+			m.block = netip.PrefixFrom(m.addr, ones).Masked()
+		}
+	}
+	if !m.addr.IsValid() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nets[ns.Network] = ns
+	s.add(req.Bridge, req.Mode, req.ID, m)
+	return nil
+}
+
+// Detached forgets an attachment; the bridge's servers stop with the last.
+func (s *services) Detached(_ context.Context, h *store.Handle) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.remove(h.Bridge, h.AttachmentID)
+	return nil
+}
+
+// Sync makes the running servers match the node's handles in etcd.
+func (s *services) Sync(ctx context.Context) error {
+	handles, err := s.st.Handles(ctx, "")
+	if err != nil {
+		return err
+	}
+	nets, err := s.st.NetServices(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ns := range nets {
+		s.nets[ns.Network] = ns
+	}
+	want := map[store.AttachmentID]bool{}
+	for _, h := range handles {
+		if h.Node != s.node || h.Mode == "" || h.Bridge == "" || h.Lost {
+			continue
+		}
+		mac, _ := net.ParseMAC(h.MAC)
+		for _, ip := range h.IPs {
+			if ip.Address.Addr().Is6() {
+				want[h.AttachmentID] = true
+				s.add(h.Bridge, h.Mode, h.AttachmentID, svcMember{mac: mac, addr: ip.Address.Addr(), block: ip.Block})
+			}
+		}
+	}
+	for _, b := range s.bridges {
+		for id := range b.members {
+			if !want[id] {
+				s.remove(b.bridge, id)
+			}
+		}
+	}
+	return nil
+}
+
+// add (s.mu held) adds a member and starts or updates the bridge's servers.
+func (s *services) add(bridge, mode string, id store.AttachmentID, m svcMember) {
+	b := s.bridges[bridge]
+	if b == nil {
+		b = &bridgeService{bridge: bridge, mode: mode, network: id.Network, members: map[store.AttachmentID]svcMember{}}
+		s.bridges[bridge] = b
+	}
+	b.members[id] = m
+	s.configure(b)
+}
+
+// remove (s.mu held) removes a member; the servers stop with the last one.
+func (s *services) remove(bridge string, id store.AttachmentID) {
+	b := s.bridges[bridge]
+	if b == nil {
+		return
+	}
+	delete(b.members, id)
+	if len(b.members) > 0 {
+		s.configure(b)
+		return
+	}
+	delete(s.bridges, bridge)
+	if b.cancel != nil {
+		b.cancel() // the RA server sends a last RA with router lifetime 0
+		go func() {
+			b.done.Wait()
+			s.log.Info("stopped serving router advertisements", "bridge", bridge)
+		}()
+	}
+}
+
+// configure (s.mu held) starts the bridge's servers or updates them to the
+// members' prefixes and the network's DNS and MTU.
+func (s *services) configure(b *bridgeService) {
+	ns := s.nets[b.network]
+	var prefixes []netip.Prefix
+	for _, m := range b.members {
+		if !slices.Contains(prefixes, m.block) {
+			prefixes = append(prefixes, m.block)
+		}
+	}
+	slices.SortFunc(prefixes, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	var dns []netip.Addr
+	for _, d := range ns.DNS {
+		if a, err := netip.ParseAddr(d); err == nil {
+			dns = append(dns, a)
+		}
+	}
+	raCfg := ra.Config{Interface: b.bridge, Mode: b.mode, Prefixes: prefixes, MTU: ns.MTU, DNS: dns, Search: ns.Search}
+	dhCfg := dhcp6server.Config{Interface: b.bridge, DNS: dns, Search: ns.Search}
+	if b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+		bridge := b.bridge
+		dhCfg.Lookup = func(mac net.HardwareAddr) (netip.Addr, bool) { return s.lookup(bridge, mac) }
+	}
+	b.raCfg = raCfg
+	if b.ra != nil {
+		if err := b.ra.Update(raCfg); err != nil {
+			s.log.Warn("router advertisements: update", "bridge", b.bridge, "error", err)
+		}
+		if b.dhcp != nil {
+			if err := b.dhcp.Update(dhCfg); err != nil {
+				s.log.Warn("DHCPv6: update", "bridge", b.bridge, "error", err)
+			}
+		}
+		return
+	}
+	srv, err := ra.New(raCfg, s.log.With("component", "ra", "bridge", b.bridge))
+	if err != nil {
+		s.log.Error("router advertisements", "bridge", b.bridge, "error", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(s.root)
+	b.ra, b.cancel = srv, cancel
+	b.done.Add(1)
+	go func() {
+		defer b.done.Done()
+		if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("router advertisements stopped", "bridge", b.bridge, "error", err)
+		}
+	}()
+	if b.mode == bridgeconf.IPv6ModeDHCPv6Stateless || b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+		dh, err := dhcp6server.New(dhCfg, s.log.With("component", "dhcp6", "bridge", b.bridge))
+		if err != nil {
+			s.log.Error("DHCPv6 server", "bridge", b.bridge, "error", err)
+		} else {
+			b.dhcp = dh
+			b.done.Add(1)
+			go func() {
+				defer b.done.Done()
+				if err := dh.Run(ctx); err != nil && ctx.Err() == nil {
+					s.log.Error("DHCPv6 server stopped", "bridge", b.bridge, "error", err)
+				}
+			}()
+		}
+	}
+	s.log.Info("serving router advertisements", "bridge", b.bridge, "mode", b.mode, "prefixes", prefixes)
+}
+
+// lookup is the DHCPv6 server's question: which address did IPAM record
+// for this client? Only what IPAM recorded is ever handed out.
+func (s *services) lookup(bridge string, mac net.HardwareAddr) (netip.Addr, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.bridges[bridge]
+	if b == nil {
+		return netip.Addr{}, false
+	}
+	for _, m := range b.members {
+		if m.mac.String() == mac.String() {
+			return m.addr, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// stop ends every server at ipamd's stop, bounded. No final RA with
+// router lifetime 0: the containers keep their default route while ipamd
+// restarts (their RA state outlives the gap), unlike when a bridge's last
+// attachment goes.
+func (s *services) stop() {
+	s.mu.Lock()
+	var all []*bridgeService
+	for _, b := range s.bridges {
+		if b.ra != nil {
+			cfg := b.raCfg
+			cfg.NoFinalRA = true
+			_ = b.ra.Update(cfg)
+		}
+		if b.cancel != nil {
+			b.cancel()
+		}
+		all = append(all, b)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		for _, b := range all {
+			b.done.Wait()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+func sameService(a, b store.NetService) bool {
+	return a.Network == b.Network && a.MTU == b.MTU && slices.Equal(a.DNS, b.DNS) && slices.Equal(a.Search, b.Search)
+}
