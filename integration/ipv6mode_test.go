@@ -102,42 +102,66 @@ func TestSLAACModeServedByIpamd(t *testing.T) {
 
 // TestDHCPv6StatefulServedByIpamd: with ipv6Mode dhcpv6-stateful, a real
 // DHCPv6 client (dhclient -6) in the container gets exactly the address
-// IPAM recorded for its MAC, with the network's DNS; nothing for an
-// unknown client.
+// IPAM recorded for its MAC, with the network's DNS.
 func TestDHCPv6StatefulServedByIpamd(t *testing.T) {
 	d := startIpamd(t)
 	n, plugin := selfConfNet(t, d, "dhcpv6-stateful")
-	list := mustConfList(t, confListWith(t, n, plugin))
-	c := newContainer(t, newCNI(t), list)
+	c := newContainer(t, newCNI(t), mustConfList(t, confListWith(t, n, plugin)))
 	r := c.mustAdd(t)
 	want := mustAddr(t, r.IPs[0].Address.IP).String()
+	ev := runDhclient(t, c.NS, "reason=BOUND6")
+	if !strings.Contains(ev, "addr="+want+" ") || !strings.Contains(ev, "2001:db8:53::53") {
+		t.Errorf("dhclient events %q: want the recorded address %s and the DNS server", ev, want)
+	}
+}
 
+// TestDHCPv6StatelessServedByIpamd: with ipv6Mode dhcpv6-stateless the
+// kernel forms the recorded SLAAC address, and dhclient -6 -S gets the DNS
+// servers and search list from ipamd's DHCPv6 server (Information-Request).
+func TestDHCPv6StatelessServedByIpamd(t *testing.T) {
+	d := startIpamd(t)
+	n, plugin := selfConfNet(t, d, "dhcpv6-stateless")
+	c := newContainer(t, newCNI(t), mustConfList(t, confListWith(t, n, plugin)))
+	r := c.mustAdd(t)
+	want := netip.PrefixFrom(mustAddr(t, r.IPs[0].Address.IP), 64).String()
+	if st, err := linkIn(t, c.NS, "eth0"); err != nil || len(st.Addrs) != 1 || st.Addrs[0] != want {
+		t.Fatalf("eth0 addresses %v (%v), want the recorded %s", st.Addrs, err, want)
+	}
+	ev := runDhclient(t, c.NS, "dns=2001:db8:53::53", "-S")
+	if !strings.Contains(ev, "2001:db8:53::53") || !strings.Contains(ev, "v6cni.example") {
+		t.Errorf("dhclient -S events %q: want the DNS server and search list", ev)
+	}
+}
+
+// runDhclient runs dhclient -6 (plus args) on eth0 in n until its script
+// has reported until, and returns what the script saw.
+func runDhclient(t *testing.T, n *testNS, until string, args ...string) string {
+	t.Helper()
 	dhclient := requireCmd(t, "dhclient", "isc-dhcp-client")
 	dir := t.TempDir()
 	events := filepath.Join(dir, "events")
 	script := filepath.Join(dir, "script")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"reason=$reason addr=$new_ip6_address dns=$new_dhcp6_name_servers\" >> "+events+"\n"), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"reason=$reason addr=$new_ip6_address dns=$new_dhcp6_name_servers search=$new_dhcp6_domain_search\" >> "+events+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "dhclient.conf")
 	if err := os.WriteFile(conf, []byte("request dhcp6.name-servers, dhcp6.domain-search;\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("nsenter", "--net="+c.NS.Path(), dhclient, "-6", "-d", "-cf", conf, "-sf", script,
-		"-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid"), "eth0")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	argv := append([]string{"--net=" + n.Path(), dhclient, "-6", "-d", "-cf", conf, "-sf", script,
+		"-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid")}, args...)
+	cmd := exec.Command("nsenter", append(argv, "eth0")...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGKILL); cmd.Wait() })
-	waitUntil(t, 30*time.Second, "dhclient bound", func() bool {
+	var got string
+	waitUntil(t, 30*time.Second, "dhclient script reporting "+until, func() bool {
 		b, _ := os.ReadFile(events)
-		return strings.Contains(string(b), "reason=BOUND6")
+		got = string(b)
+		return strings.Contains(got, until)
 	})
-	b, _ := os.ReadFile(events)
-	if !strings.Contains(string(b), "addr="+want+" ") || !strings.Contains(string(b), "2001:db8:53::53") {
-		t.Errorf("dhclient events %q: want the recorded address %s and the DNS server", b, want)
-	}
+	return got
 }
 
 func mustJSON(t *testing.T, v any) []byte {
