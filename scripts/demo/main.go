@@ -148,6 +148,9 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.startIpamd(ctx); err != nil {
 		return err
 	}
+	if err := d.waitBGP(ctx); err != nil {
+		return err
+	}
 
 	v6, err := d.loadNetwork("v6net.conflist", "a")
 	if err != nil {
@@ -519,6 +522,27 @@ func (d *demo) cleanup() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// waitBGP waits until ipamd's session with the upstream router is up, so
+// the time from an ADD to the route at the router is measured alone.
+func (d *demo) waitBGP(ctx context.Context) error {
+	start := time.Now()
+	for {
+		out, err := d.ipamdCmd(ctx, "bgp", "--socket", d.socket, "-o", "json").Output()
+		if err == nil && strings.Contains(string(out), `"established": true`) {
+			step("BGP session with the upstream router established in %s", ms(time.Since(start)))
+			return nil
+		}
+		if time.Since(start) > 20*time.Second {
+			return fmt.Errorf("no BGP session with the upstream router within 20s: %v %s", err, out)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // showUpstream shows the routes the upstream router learned by BGP — the
