@@ -17,7 +17,7 @@ BIN     := bin
 ifeq ($(origin VERSION),undefined)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 endif
-LDFLAGS := -s -w -X main.version=$(VERSION)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.buildVersion=$(VERSION)
 # Static binaries without cgo: the plugins are exec'd once per container and
 # must start fast; ipamd is copied to nodes as one file.
 GOBUILD := $(GO) build -trimpath -ldflags "$(LDFLAGS)"

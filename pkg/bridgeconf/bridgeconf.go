@@ -77,6 +77,9 @@ type NetConf struct {
 	// for IPv6 (off by default: IPv6 addresses are routable).
 	IPMasq  bool
 	IPMasq6 bool
+	// MACSpoofChk drops frames the container sends with a source MAC
+	// other than its own (nftables, bridge family).
+	MACSpoofChk bool
 	// IPv6Mode is one of the IPv6Mode* values (default IPv6ModeStatic).
 	IPv6Mode string
 }
@@ -109,6 +112,7 @@ type rawConf struct {
 	ForceAddress     *bool   `json:"forceAddress"`
 	IPMasq           *bool   `json:"ipMasq"`
 	IPMasq6          *bool   `json:"ipMasq6"`
+	MACSpoofChk      *bool   `json:"macspoofchk"`
 	IPv6Mode         *string `json:"ipv6Mode"`
 }
 
@@ -151,6 +155,7 @@ func Parse(data []byte) (*NetConf, error) {
 		{&conf.ForceAddress, raw.ForceAddress},
 		{&conf.IPMasq, raw.IPMasq},
 		{&conf.IPMasq6, raw.IPMasq6},
+		{&conf.MACSpoofChk, raw.MACSpoofChk},
 	} {
 		if b.src != nil {
 			*b.dst = *b.src

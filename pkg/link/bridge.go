@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -93,7 +94,7 @@ func AddGatewayAddrs(br netlink.Link, gateways []netip.Prefix, force bool) error
 		return nil
 	}
 	name := br.Attrs().Name
-	have, err := addrList(br, netlink.FAMILY_ALL)
+	have, err := retryDump(func() ([]netlink.Addr, error) { return linkAddrs(br.Attrs().Index) })
 	if err != nil {
 		return fmt.Errorf("list addresses of bridge %s: %w", name, err)
 	}
@@ -112,6 +113,7 @@ func AddGatewayAddrs(br netlink.Link, gateways []netip.Prefix, force bool) error
 			if !force {
 				return fmt.Errorf("bridge %s has address %s, which conflicts with gateway %s (set forceAddress to replace it)", name, p, gw)
 			}
+			a.LinkIndex = br.Attrs().Index
 			if err := netlink.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 				return fmt.Errorf("remove address %s from bridge %s (forceAddress): %w", p, name, err)
 			}
@@ -142,4 +144,68 @@ func BridgeByName(name string) (*netlink.Bridge, error) {
 		return nil, fmt.Errorf("link %s is a %s, not a bridge", name, l.Type())
 	}
 	return br, nil
+}
+
+// linkAddrs lists the addresses of the link with this index. Unlike
+// netlink.AddrList, which dumps every address of the namespace and filters
+// here (on a node with n containers the host veths' link-local addresses
+// make that O(n) per ADD), it asks the kernel to filter
+// (NETLINK_GET_STRICT_CHK with the index in the request, Linux ≥ 4.20).
+// On an older kernel the option fails, the dump is whole, and the filter
+// below still applies.
+func linkAddrs(index int) ([]netlink.Addr, error) {
+	s, err := nl.GetNetlinkSocketAt(-1, -1, unix.NETLINK_ROUTE) // -1: this namespace
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	_ = unix.SetsockoptInt(s.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1)
+	req := nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+	msg := nl.NewIfAddrmsg(netlink.FAMILY_ALL)
+	msg.Index = uint32(index)
+	req.AddData(msg)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
+	if err != nil {
+		return nil, err
+	}
+	var out []netlink.Addr
+	for _, m := range msgs {
+		ifa := nl.DeserializeIfAddrmsg(m)
+		if int(ifa.Index) != index {
+			continue
+		}
+		attrs, err := nl.ParseRouteAttr(m[ifa.Len():])
+		if err != nil {
+			return nil, err
+		}
+		var local, address net.IP
+		flags := int(ifa.Flags)
+		for _, a := range attrs {
+			switch a.Attr.Type {
+			case unix.IFA_LOCAL:
+				local = net.IP(a.Value)
+			case unix.IFA_ADDRESS:
+				address = net.IP(a.Value)
+			case unix.IFA_FLAGS:
+				if len(a.Value) >= 4 {
+					flags = int(nl.NativeEndian().Uint32(a.Value[:4]))
+				}
+			}
+		}
+		ip := local // IPv4: IFA_LOCAL is the address (IFA_ADDRESS the peer)
+		if ip == nil {
+			ip = address
+		}
+		if ip == nil {
+			continue
+		}
+		bits := 8 * len(ip)
+		out = append(out, netlink.Addr{
+			IPNet:     &net.IPNet{IP: ip, Mask: net.CIDRMask(int(ifa.Prefixlen), bits)},
+			Flags:     flags,
+			LinkIndex: index,
+		})
+	}
+	return out, nil
 }

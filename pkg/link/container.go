@@ -279,8 +279,14 @@ func Announce(ifname string, mac net.HardwareAddr) error {
 	if mac == nil {
 		mac = l.Attrs().HardwareAddr
 	}
+	return AnnounceLink(l, mac)
+}
+
+// AnnounceLink is Announce for a link already looked up (its index and
+// name are used), with its MAC mac: it saves the lookup.
+func AnnounceLink(l netlink.Link, mac net.HardwareAddr) error {
 	if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
-		return fmt.Errorf("announce the addresses of %s (set MAC %s): %w", ifname, mac, err)
+		return fmt.Errorf("announce the addresses of %s (set MAC %s): %w", l.Attrs().Name, mac, err)
 	}
 	return nil
 }

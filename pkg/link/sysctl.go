@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/containernetworking/plugins/pkg/utils/sysctl"
+	"golang.org/x/sys/unix"
 )
 
 // Sysctls are named with slashes, not dots: interface names may contain dots
@@ -16,15 +16,47 @@ import (
 // the first dot alone. They apply to the network namespace of the calling
 // thread (/proc/sys/net is per namespace).
 
+// readSysctl returns the value of name, trimmed. Plain open/read/close:
+// no *os.File (netpoller registration) for a one-shot read.
+func readSysctl(name string) (string, error) {
+	path := "/proc/sys/" + name
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var buf [64]byte
+	n, err := unix.Read(fd, buf[:])
+	if err != nil {
+		return "", &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
+}
+
+// writeSysctl writes value to name, without reading it back (unlike
+// plugins/pkg/utils/sysctl, which costs a second open and read).
+func writeSysctl(name, value string) error {
+	path := "/proc/sys/" + name
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte(value)); err != nil {
+		return &fs.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
+}
+
 // setSysctl writes value to name unless it already holds it: a read is
 // cheaper than a write, which on some keys (forwarding) makes the kernel
 // walk every interface.
 func setSysctl(name, value string) error {
-	cur, err := sysctl.Sysctl(name)
-	if err == nil && strings.TrimSpace(cur) == value {
+	cur, err := readSysctl(name)
+	if err == nil && cur == value {
 		return nil
 	}
-	if _, err := sysctl.Sysctl(name, value); err != nil {
+	if err := writeSysctl(name, value); err != nil {
 		return fmt.Errorf("set sysctl %s=%s: %w", name, value, err)
 	}
 	return nil
@@ -48,11 +80,11 @@ func PrepareBridge(bridge string) error {
 // when the route expires.
 func EnableForwarding(ipv4 bool) error {
 	const all = "net/ipv6/conf/all/forwarding"
-	cur, err := sysctl.Sysctl(all)
+	cur, err := readSysctl(all)
 	if err != nil {
 		return fmt.Errorf("read sysctl %s: %w", all, err)
 	}
-	if strings.TrimSpace(cur) == "0" {
+	if cur == "0" {
 		if err := keepAcceptingRAs(); err != nil {
 			return err
 		}
@@ -82,17 +114,17 @@ func keepAcceptingRAs() error {
 			continue
 		}
 		key := "net/ipv6/conf/" + name + "/accept_ra"
-		v, err := sysctl.Sysctl(key)
+		v, err := readSysctl(key)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // the interface went away since ReadDir
 			}
 			return fmt.Errorf("read sysctl %s: %w", key, err)
 		}
-		if strings.TrimSpace(v) != "1" {
+		if v != "1" {
 			continue
 		}
-		if _, err := sysctl.Sysctl(key, "2"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := writeSysctl(key, "2"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("set sysctl %s=2: %w", key, err)
 		}
 	}
@@ -116,12 +148,12 @@ func checkContainerSysctls(ifname string, addrs []netip.Prefix, opts ContainerOp
 	}
 	for _, kv := range [][2]string{{"accept_ra", acceptRA}, {"disable_ipv6", "0"}} {
 		key := "net/ipv6/conf/" + ifname + "/" + kv[0]
-		v, err := sysctl.Sysctl(key)
+		v, err := readSysctl(key)
 		if err != nil {
 			return fmt.Errorf("read sysctl %s: %w", key, err)
 		}
-		if strings.TrimSpace(v) != kv[1] {
-			return fmt.Errorf("sysctl %s is %s, want %s", key, strings.TrimSpace(v), kv[1])
+		if v != kv[1] {
+			return fmt.Errorf("sysctl %s is %s, want %s", key, v, kv[1])
 		}
 	}
 	return nil
@@ -159,11 +191,16 @@ func prepareContainerIface(ifname string, ipv6, ipv4 bool, opts ContainerOptions
 		settings = append(settings, [2]string{"autoconf", autoconf}, [2]string{"addr_gen_mode", "0"})
 	}
 	for _, kv := range settings {
-		// A new interface has the defaults, which differ from these (bar
-		// disable_ipv6, where a write of the same value is a no-op): write
-		// without reading first.
+		// A new interface has the defaults, which differ from these: write
+		// without reading first. disable_ipv6 is read first: it is
+		// normally 0 already.
 		key := "net/ipv6/conf/" + ifname + "/" + kv[0]
-		if _, err := sysctl.Sysctl(key, kv[1]); err != nil {
+		if kv[0] == "disable_ipv6" {
+			if cur, err := readSysctl(key); err == nil && cur == kv[1] {
+				continue
+			}
+		}
+		if err := writeSysctl(key, kv[1]); err != nil {
 			if !ipv6 && errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
@@ -172,7 +209,7 @@ func prepareContainerIface(ifname string, ipv6, ipv4 bool, opts ContainerOptions
 	}
 	if ipv4 {
 		key := "net/ipv4/conf/" + ifname + "/arp_notify"
-		if _, err := sysctl.Sysctl(key, "1"); err != nil {
+		if err := writeSysctl(key, "1"); err != nil {
 			return fmt.Errorf("set sysctl %s=1: %w", key, err)
 		}
 	}

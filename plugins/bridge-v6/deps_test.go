@@ -25,7 +25,7 @@ func TestNoHeavyDeps(t *testing.T) {
 		}
 		t.Fatalf("go list -deps ./plugins/bridge-v6: %v\n%s", err, stderr)
 	}
-	forbidden := []string{"go.etcd.io/", "google.golang.org/grpc", "github.com/osrg/gobgp"}
+	forbidden := []string{"go.etcd.io/", "google.golang.org/grpc", "github.com/osrg/gobgp", "go.opentelemetry.io/"}
 	for _, dep := range strings.Fields(string(out)) {
 		for _, f := range forbidden {
 			if strings.HasPrefix(dep, f) {

@@ -17,16 +17,17 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
+	cniversion "github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/v6cni/v6cni/pkg/delegate"
 
 	"github.com/v6cni/v6cni/pkg/bridgeconf"
 	"github.com/v6cni/v6cni/pkg/link"
 	"github.com/v6cni/v6cni/pkg/macaddr"
+	"github.com/vishvananda/netlink"
 )
 
 func init() {
@@ -35,6 +36,10 @@ func init() {
 	runtime.LockOSThread()
 }
 
+// buildVersion is set at build time (-ldflags "-X main.buildVersion=…";
+// "version" is the CNI package's name in this package's tests).
+var buildVersion = "dev"
+
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    cmdAdd,
@@ -42,7 +47,7 @@ func main() {
 		Check:  cmdCheck,
 		Status: cmdStatus,
 		GC:     cmdGC,
-	}, version.All, "bridge-v6: Linux bridge + veth, IPv6 first (v6cni)")
+	}, cniversion.All, "bridge-v6 "+buildVersion+": Linux bridge + veth, IPv6 first (v6cni)")
 }
 
 // portUpTimeout bounds the wait for the bridge to forward the host end of
@@ -61,9 +66,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	netns, err := ns.GetNS(args.Netns)
+	// Entered in place on the main (locked) thread: no goroutine, thread
+	// and netpoller hand-off per entry as with ns.NetNS.Do.
+	netns, err := link.OpenNetNS(args.Netns)
 	if err != nil {
-		return fmt.Errorf("open netns %q: %w", args.Netns, err)
+		return err
 	}
 	defer netns.Close()
 
@@ -78,12 +85,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 
-	ipamResult, err := invoke.DelegateAdd(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+	ipamResult, err := delegate.Add(context.TODO(), conf.IPAM.Type, args.StdinData)
 	if err != nil {
 		return err
 	}
 	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
-	success, vethCreated, masqSet := false, false, false
+	success, vethCreated, masqSet, spoofSet := false, false, false, false
 	var masqAddrs []netip.Prefix
 	defer func() {
 		if success {
@@ -96,7 +103,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if masqSet {
 			_ = link.TeardownMasquerade(conf.Bridge, masqAddrs)
 		}
-		_ = invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+		if spoofSet {
+			_ = link.TeardownMACSpoofCheck(hostVeth, containerMAC)
+		}
+		_ = delegate.Del(context.TODO(), conf.IPAM.Type, args.StdinData)
 	}()
 
 	result, err := current.NewResultFromResult(ipamResult)
@@ -130,6 +140,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}
 
+	if conf.MACSpoofChk {
+		// Before the veth exists (the set elements name it): the
+		// container's first frame is already checked.
+		spoofSet = true
+		if err := link.SetupMACSpoofCheck(hostVeth, containerMAC); err != nil {
+			return err
+		}
+	}
+
 	hostMAC := link.HostVethMAC(args.ContainerID, args.IfName)
 	// Subscribed before the container end goes up, so its oper-up event
 	// cannot be missed.
@@ -145,7 +164,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		ContainerMAC:  containerMAC,
 		MTU:           conf.MTU,
 		BridgeIndex:   br.Index,
-		NetNSFd:       int(netns.Fd()),
+		NetNSFd:       netns.Fd(),
 	})
 	if err != nil {
 		return err
@@ -157,8 +176,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}
 
-	if err := netns.Do(func(ns.NetNS) error {
-		_, err := link.ConfigureContainerWith(args.IfName, plan.addrs, plan.routes, containerOptions(conf, plan))
+	var containerLink netlink.Link
+	if err := netns.Do(func() error {
+		var err error
+		containerLink, err = link.ConfigureContainerWith(args.IfName, plan.addrs, plan.routes, containerOptions(conf, plan))
 		return err
 	}); err != nil {
 		return fmt.Errorf("configure %s in netns %s: %w", args.IfName, args.Netns, err)
@@ -172,7 +193,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := portUp.Wait(veth.Index, portUpTimeout); err != nil {
 		fmt.Fprintf(os.Stderr, "bridge-v6: %s: %v\n", hostVeth, err)
 	}
-	if err := netns.Do(func(ns.NetNS) error { return link.Announce(args.IfName, containerMAC) }); err != nil {
+	if err := netns.Do(func() error { return link.AnnounceLink(containerLink, containerMAC) }); err != nil {
 		return fmt.Errorf("in netns %s: %w", args.Netns, err)
 	}
 
@@ -206,11 +227,23 @@ func cmdDel(args *skel.CmdArgs) error {
 	// IPAM first: its reservations are what leaks (across reboots too);
 	// when it fails, the runtime retries DEL, which finds the veth again by
 	// its deterministic name.
-	if err := invoke.DelegateDel(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+	if err := delegate.Del(context.TODO(), conf.IPAM.Type, args.StdinData); err != nil {
 		return err
 	}
-	if err := link.DeleteLinkByName(link.HostVethName(args.ContainerID, args.IfName)); err != nil {
+	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
+	if err := link.DeleteLinkByName(hostVeth); err != nil {
 		return err
+	}
+	if conf.MACSpoofChk {
+		// The MAC is recomputed from the same input as ADD's; when that
+		// fails, the port alone is removed (it is then no longer checked).
+		mac, err := macaddr.ForAttachment(args.StdinData, args.Args, conf.Name, args.ContainerID, args.IfName)
+		if err != nil {
+			mac = nil
+		}
+		if err := link.TeardownMACSpoofCheck(hostVeth, mac); err != nil {
+			return err
+		}
 	}
 	if (conf.IPMasq || conf.IPMasq6) && conf.PrevResult != nil {
 		// The addresses to stop masquerading are known only from
@@ -247,7 +280,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "required prevResult missing", "")
 	}
-	if err := invoke.DelegateCheck(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+	if err := delegate.Check(context.TODO(), conf.IPAM.Type, args.StdinData); err != nil {
 		return err
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
@@ -294,7 +327,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return err
 	}
 	// The bridge is created on demand: ADD works whenever IPAM can serve.
-	return invoke.DelegateStatus(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+	return delegate.Status(context.TODO(), conf.IPAM.Type, args.StdinData)
 }
 
 func cmdGC(args *skel.CmdArgs) error {
@@ -303,13 +336,13 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	// Address reservations are IPAM's; veths die with their netns.
-	return invoke.DelegateGC(context.TODO(), conf.IPAM.Type, args.StdinData, nil)
+	return delegate.GC(context.TODO(), conf.IPAM.Type, args.StdinData)
 }
 
 // ifnameMustBeFree fails with CNI error 4 when ifname already exists in netns.
-func ifnameMustBeFree(netns ns.NetNS, ifname string) error {
+func ifnameMustBeFree(netns *link.NetNS, ifname string) error {
 	var exists bool
-	err := netns.Do(func(ns.NetNS) error {
+	err := netns.Do(func() error {
 		var err error
 		exists, err = link.LinkExists(ifname)
 		return err
