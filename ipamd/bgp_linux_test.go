@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,7 +54,9 @@ func newBGPLab(t *testing.T) *bgpLab {
 	id := hex.EncodeToString(b)
 	l := &bgpLab{router: "v6bgpr-" + id, node: "v6bgpn-" + id}
 	sub := fmt.Sprintf("2001:db8:fff%s:%s", id[:1], id[1:5])
-	l.routerAddr, l.nodeAddr = sub+"::1", sub+"::2"
+	// Canonical text: BIRD prints addresses without leading zeros.
+	l.routerAddr = netip.MustParseAddr(sub + "::1").String()
+	l.nodeAddr = netip.MustParseAddr(sub + "::2").String()
 	sh(t, "ip", "netns", "add", l.router)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.router).Run() })
 	sh(t, "ip", "netns", "add", l.node)

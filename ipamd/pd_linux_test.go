@@ -28,7 +28,7 @@ func (l *bgpLab) startKea(t *testing.T, preferred, valid int) (stop func()) {
 		t.Fatalf("%s missing (Debian package kea-dhcp6-server; run scripts/install-deps.sh)", bin)
 	}
 	dir := shortDir(t)
-	subnet := strings.TrimSuffix(l.routerAddr, "1") + "/64"
+	subnet := netip.PrefixFrom(netip.MustParseAddr(l.routerAddr), 64).Masked().String()
 	conf := fmt.Sprintf(`{"Dhcp6": {
   "interfaces-config": {"interfaces": ["down0"]},
   "server-id": {"type": "EN", "enterprise-id": 2495, "identifier": "0a0b0c0d", "persist": false},
