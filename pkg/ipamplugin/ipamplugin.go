@@ -14,6 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
@@ -59,66 +60,69 @@ func logged(name, verb string, fn func(*skel.CmdArgs) error) func(*skel.CmdArgs)
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	conf, client, err := load(args)
+	conf, err := ipamconf.Parse(args.StdinData)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
-	defer cancel()
-	result, err := client.Add(ctx, request(conf, args))
+	result, err := Add(context.Background(), args)
 	if err != nil {
 		return err
 	}
 	return types.PrintResult(result, conf.CNIVersion)
 }
 
-func cmdDel(args *skel.CmdArgs) error {
+func cmdDel(args *skel.CmdArgs) error    { return Del(context.Background(), args) }
+func cmdCheck(args *skel.CmdArgs) error  { return Check(context.Background(), args) }
+func cmdStatus(args *skel.CmdArgs) error { return Status(context.Background(), args) }
+func cmdGC(args *skel.CmdArgs) error     { return GC(context.Background(), args) }
+
+// Add asks ipamd for the attachment's addresses. It is the IPAM plugins'
+// ADD, and what bridge-v6 does itself for v6cni's IPAM types instead of
+// exec'ing a plugin to do it (one exec less per container).
+func Add(ctx context.Context, args *skel.CmdArgs) (*current.Result, error) {
 	conf, client, err := load(args)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
+	ctx, cancel := context.WithTimeout(ctx, ipamapi.DefaultTimeout)
 	defer cancel()
-	return client.Del(ctx, request(conf, args))
+	return client.Add(ctx, request(conf, args))
 }
 
-func cmdCheck(args *skel.CmdArgs) error {
-	conf, client, err := load(args)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
-	defer cancel()
-	return client.Check(ctx, request(conf, args))
+// Del releases the attachment's addresses.
+func Del(ctx context.Context, args *skel.CmdArgs) error {
+	return call(ctx, args, (*ipamapi.Client).Del)
 }
 
-// cmdStatus answers 0 only when ipamd answers that it can serve this network;
+// Check verifies that ipamd still holds the attachment's addresses.
+func Check(ctx context.Context, args *skel.CmdArgs) error {
+	return call(ctx, args, (*ipamapi.Client).Check)
+}
+
+// Status answers 0 only when ipamd answers that it can serve this network;
 // an unreachable ipamd is code 50, not 11: STATUS reports, it is not retried.
-func cmdStatus(args *skel.CmdArgs) error {
-	conf, client, err := load(args)
-	if err != nil {
-		return err
+func Status(ctx context.Context, args *skel.CmdArgs) error {
+	err := call(ctx, args, (*ipamapi.Client).Status)
+	var e *types.Error
+	if errors.As(err, &e) && e.Code == types.ErrTryAgainLater {
+		return types.NewError(types.ErrPluginNotAvailable, e.Msg, e.Details)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
-	defer cancel()
-	if err := client.Status(ctx, request(conf, args)); err != nil {
-		var e *types.Error
-		if errors.As(err, &e) && e.Code == types.ErrTryAgainLater {
-			return types.NewError(types.ErrPluginNotAvailable, e.Msg, e.Details)
-		}
-		return err
-	}
-	return nil
+	return err
 }
 
-func cmdGC(args *skel.CmdArgs) error {
+// GC releases the network's attachments the runtime no longer lists.
+func GC(ctx context.Context, args *skel.CmdArgs) error {
+	return call(ctx, args, (*ipamapi.Client).GC)
+}
+
+func call(ctx context.Context, args *skel.CmdArgs, verb func(*ipamapi.Client, context.Context, *ipamapi.Request) error) error {
 	conf, client, err := load(args)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ipamapi.DefaultTimeout)
+	ctx, cancel := context.WithTimeout(ctx, ipamapi.DefaultTimeout)
 	defer cancel()
-	return client.GC(ctx, request(conf, args))
+	return verb(client, ctx, request(conf, args))
 }
 
 // load validates the configuration here, before any round trip, so a bad

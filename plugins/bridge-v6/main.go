@@ -22,7 +22,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/v6cni/v6cni/pkg/delegate"
 
 	"github.com/v6cni/v6cni/pkg/bridgeconf"
 	"github.com/v6cni/v6cni/pkg/link"
@@ -85,7 +84,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 
-	ipamResult, err := delegate.Add(context.TODO(), conf.IPAM.Type, args.StdinData)
+	ipamResult, err := ipamAdd(context.TODO(), conf.IPAM.Type, args)
 	if err != nil {
 		return err
 	}
@@ -106,7 +105,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if spoofSet {
 			_ = link.TeardownMACSpoofCheck(hostVeth, containerMAC)
 		}
-		_ = delegate.Del(context.TODO(), conf.IPAM.Type, args.StdinData)
+		_ = ipamDel(context.TODO(), conf.IPAM.Type, args)
 	}()
 
 	result, err := current.NewResultFromResult(ipamResult)
@@ -227,7 +226,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	// IPAM first: its reservations are what leaks (across reboots too);
 	// when it fails, the runtime retries DEL, which finds the veth again by
 	// its deterministic name.
-	if err := delegate.Del(context.TODO(), conf.IPAM.Type, args.StdinData); err != nil {
+	if err := ipamDel(context.TODO(), conf.IPAM.Type, args); err != nil {
 		return err
 	}
 	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
@@ -280,7 +279,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "required prevResult missing", "")
 	}
-	if err := delegate.Check(context.TODO(), conf.IPAM.Type, args.StdinData); err != nil {
+	if err := ipamCheck(context.TODO(), conf.IPAM.Type, args); err != nil {
 		return err
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
@@ -327,7 +326,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return err
 	}
 	// The bridge is created on demand: ADD works whenever IPAM can serve.
-	return delegate.Status(context.TODO(), conf.IPAM.Type, args.StdinData)
+	return ipamStatus(context.TODO(), conf.IPAM.Type, args)
 }
 
 func cmdGC(args *skel.CmdArgs) error {
@@ -336,7 +335,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	// Address reservations are IPAM's; veths die with their netns.
-	return delegate.GC(context.TODO(), conf.IPAM.Type, args.StdinData)
+	return ipamGC(context.TODO(), conf.IPAM.Type, args)
 }
 
 // ifnameMustBeFree fails with CNI error 4 when ifname already exists in netns.
