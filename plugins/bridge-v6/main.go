@@ -223,12 +223,24 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	// IPAM first: its reservations are what leaks (across reboots too);
-	// when it fails, the runtime retries DEL, which finds the veth again by
-	// its deterministic name.
-	if err := ipamDel(context.TODO(), conf.IPAM.Type, args); err != nil {
+	// IPAM and the kernel work run side by side: deleting a veth is mostly
+	// the kernel waiting (~30 ms here), and the IPAM release fits in that
+	// wait. IPAM's error wins: its reservations are what leaks (across
+	// reboots too), and the runtime retries DEL, which finds nothing left
+	// to delete in the kernel and releases IPAM again.
+	ipamDone := make(chan error, 1)
+	go func() { ipamDone <- ipamDel(context.TODO(), conf.IPAM.Type, args) }()
+	linkErr := deleteAttachment(conf, args)
+	if err := <-ipamDone; err != nil {
 		return err
 	}
+	return linkErr
+}
+
+// deleteAttachment removes the veth (by its deterministic host name, and
+// inside the netns if that still exists) and the per-attachment nftables
+// state.
+func deleteAttachment(conf *bridgeconf.NetConf, args *skel.CmdArgs) error {
 	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
 	if err := link.DeleteLinkByName(hostVeth); err != nil {
 		return err
@@ -262,7 +274,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if args.Netns == "" {
 		return nil
 	}
-	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+	err := ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
 		return link.DeleteLinkByName(args.IfName)
 	})
 	if err != nil && !netnsGone(err) {
