@@ -73,14 +73,24 @@ type ipamd struct {
 	dataDir string
 	logPath string
 	node    string
-	cmd     *exec.Cmd
-	done    chan error
+	// binary and extra, when set, replace bin/ipamd and add flags.
+	binary string
+	extra  []string
+	cmd    *exec.Cmd
+	done   chan error
 }
 
 // startIpamd starts ipamd with an embedded etcd in a fresh data dir, waits
 // until `ipamd state` answers, and stops it (by pid) when the test ends,
 // printing its log if the test failed.
 func startIpamd(t *testing.T) *ipamd {
+	t.Helper()
+	return startIpamdWith(t, "")
+}
+
+// startIpamdWith is startIpamd with another ipamd binary (e.g. an installed
+// one) and extra flags.
+func startIpamdWith(t *testing.T, binary string, extra ...string) *ipamd {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "v6t-")
 	if err != nil {
@@ -92,6 +102,8 @@ func startIpamd(t *testing.T) *ipamd {
 		dataDir: filepath.Join(dir, "data"),
 		logPath: filepath.Join(dir, "ipamd.log"),
 		node:    "node-" + randomHex(t, 3),
+		binary:  binary,
+		extra:   extra,
 	}
 	t.Cleanup(func() {
 		d.stop(t)
@@ -114,8 +126,12 @@ func (d *ipamd) start(t *testing.T) {
 	}
 	defer logf.Close()
 	fmt.Fprintf(logf, "---- ipamd serve started by %s at %s\n", t.Name(), time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(filepath.Join(binDir, "ipamd"), "serve",
-		"--node-name", d.node, "--socket", d.socket, "--data-dir", d.dataDir)
+	bin := d.binary
+	if bin == "" {
+		bin = filepath.Join(binDir, "ipamd")
+	}
+	args := append([]string{"serve", "--node-name", d.node, "--socket", d.socket, "--data-dir", d.dataDir}, d.extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start ipamd: %v", err)
