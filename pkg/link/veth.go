@@ -74,6 +74,13 @@ func addVeth(spec VethSpec) (*netlink.Veth, error) {
 		}
 		return nil, err
 	}
+	// The host end is a bridge port and needs no IPv6 address of its own.
+	// Without one it sends no DAD probe or MLD report when the container
+	// end comes up: on a bridge with N ports every such multicast reaches
+	// all N, which makes each ADD slower as the node fills. Set before the
+	// carrier comes up (the container end is still down), so no link-local
+	// address is ever formed. An old kernel without the knob keeps one.
+	_ = netlink.LinkSetIP6AddrGenMode(veth, 1 /* IN6_ADDR_GEN_MODE_NONE */)
 	return veth, nil
 }
 
