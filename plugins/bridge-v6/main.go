@@ -84,7 +84,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 
-	ipamResult, err := ipamAdd(context.TODO(), conf.IPAM.Type, args)
+	ipamResult, err := ipamAdd(context.Background(), conf.IPAM.Type, args)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if spoofSet {
 			_ = link.TeardownMACSpoofCheck(hostVeth, containerMAC)
 		}
-		_ = ipamDel(context.TODO(), conf.IPAM.Type, args)
+		_ = ipamDel(context.Background(), conf.IPAM.Type, args)
 	}()
 
 	result, err := current.NewResultFromResult(ipamResult)
@@ -229,7 +229,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	// reboots too), and the runtime retries DEL, which finds nothing left
 	// to delete in the kernel and releases IPAM again.
 	ipamDone := make(chan error, 1)
-	go func() { ipamDone <- ipamDel(context.TODO(), conf.IPAM.Type, args) }()
+	go func() { ipamDone <- ipamDel(context.Background(), conf.IPAM.Type, args) }()
 	linkErr := deleteAttachment(conf, args)
 	if err := <-ipamDone; err != nil {
 		return err
@@ -291,7 +291,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "required prevResult missing", "")
 	}
-	if err := ipamCheck(context.TODO(), conf.IPAM.Type, args); err != nil {
+	if err := ipamCheck(context.Background(), conf.IPAM.Type, args); err != nil {
 		return err
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
@@ -338,7 +338,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return err
 	}
 	// The bridge is created on demand: ADD works whenever IPAM can serve.
-	return ipamStatus(context.TODO(), conf.IPAM.Type, args)
+	return ipamStatus(context.Background(), conf.IPAM.Type, args)
 }
 
 func cmdGC(args *skel.CmdArgs) error {
@@ -347,7 +347,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	// Address reservations are IPAM's; veths die with their netns.
-	return ipamGC(context.TODO(), conf.IPAM.Type, args)
+	return ipamGC(context.Background(), conf.IPAM.Type, args)
 }
 
 // ifnameMustBeFree fails with CNI error 4 when ifname already exists in netns.

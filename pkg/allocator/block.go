@@ -1,0 +1,282 @@
+package allocator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/ipmath"
+	"github.com/v6cni/v6cni/pkg/macaddr"
+	"github.com/v6cni/v6cni/pkg/store"
+)
+
+// This file: picking addresses inside this node's blocks and claiming
+// new blocks.
+
+// block is one of this node's blocks and what is taken in it.
+type block struct {
+	store.Block
+	// used is loaded from etcd the first time the block is allocated from.
+	used map[netip.Addr]struct{}
+	// next is where the sequential search resumes: freed addresses are
+	// reused only after the cursor wraps, so a stale neighbour entry of a
+	// deleted container does not point at a new one at once.
+	next netip.Addr
+	// emptySince is when the block last became empty (zero while in use).
+	emptySince time.Time
+}
+
+// pick finds a free address for the network in one range set: in a block
+// this node owns, else in a block it claims now.
+func (a *Allocator) pick(ctx context.Context, req *Request, set ipamconf.RangeSet) (store.IP, error) {
+	network := req.ID.Network
+	for _, r := range set {
+		for _, b := range a.blocksOf(network, r) {
+			addr, ok, err := a.freeIn(ctx, b, r, req)
+			if err != nil {
+				return store.IP{}, err
+			}
+			if ok {
+				return ipIn(b, addr), nil
+			}
+		}
+	}
+	for _, r := range set {
+		b, err := a.claimBlock(ctx, network, r)
+		if errors.Is(err, errRangeFull) {
+			continue
+		}
+		if err != nil {
+			return store.IP{}, err
+		}
+		addr, ok, err := a.freeIn(ctx, b, r, req)
+		if err != nil {
+			return store.IP{}, err
+		}
+		if ok {
+			return ipIn(b, addr), nil
+		}
+	}
+	return store.IP{}, types.NewError(types.ErrTryAgainLater,
+		fmt.Sprintf("no address available in pool %s for network %q", subnetsOf(set), network), "")
+}
+
+func ipIn(b *block, addr netip.Addr) store.IP {
+	return store.IP{
+		Address: netip.PrefixFrom(addr, b.CIDR.Bits()),
+		Gateway: ipmath.Gateway(b.CIDR),
+		Block:   b.CIDR,
+	}
+}
+
+// blocksOf lists this node's blocks of the network cut from range r, in
+// address order so allocation is deterministic.
+func (a *Allocator) blocksOf(network string, r ipamconf.Range) []*block {
+	var out []*block
+	for _, b := range a.blocks {
+		if b.Network == network && b.CIDR.Bits() == r.BlockSize && r.Subnet.Contains(b.CIDR.Addr()) {
+			out = append(out, b)
+		}
+	}
+	slices.SortFunc(out, func(x, y *block) int { return x.CIDR.Addr().Compare(y.CIDR.Addr()) })
+	return out
+}
+
+var errRangeFull = errors.New("no free block")
+
+func sourceOf(r ipamconf.Range) string {
+	if r.Source == "" {
+		return ipamconf.SourcePool
+	}
+	return r.Source
+}
+
+// claimBlock claims the first unclaimed block of range r for this node.
+func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.Range) (*block, error) {
+	all, err := a.store.Blocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	claimed := make(map[netip.Prefix]bool, len(all))
+	for _, b := range all {
+		claimed[b.CIDR] = true
+	}
+	for cand, ok := ipmath.FirstBlock(r.Subnet, r.BlockSize), true; ok; cand, ok = ipmath.NextBlock(cand, r.Subnet) {
+		if claimed[cand] || fullyExcluded(r, cand) {
+			continue
+		}
+		b := store.Block{
+			CIDR: cand, Node: a.node, Network: network, Subnet: r.Subnet,
+			Source: sourceOf(r), Claimed: time.Now().UTC(),
+		}
+		err := a.store.ClaimBlock(ctx, b)
+		if errors.Is(err, store.ErrExists) {
+			continue // another node won it
+		}
+		if err != nil {
+			return nil, err
+		}
+		a.log.Info("claimed block", "block", cand, "network", network, "node", a.node)
+		a.notify()
+		nb := &block{Block: b, used: map[netip.Addr]struct{}{}}
+		a.blocks[cand] = nb
+		return nb, nil
+	}
+	return nil, errRangeFull
+}
+
+func (a *Allocator) loadUsed(ctx context.Context, b *block) error {
+	if b.used != nil {
+		return nil
+	}
+	held, err := a.store.AddrsIn(ctx, b.CIDR)
+	if err != nil {
+		return err
+	}
+	b.used = make(map[netip.Addr]struct{}, len(held))
+	for addr := range held {
+		b.used[addr] = struct{}{}
+	}
+	if len(b.used) == 0 {
+		b.emptySince = time.Now()
+	}
+	return nil
+}
+
+// free reports whether a container may get c in block b of range r now.
+func (b *block) free(r ipamconf.Range, c netip.Addr) bool {
+	if !ipmath.IsHost(b.CIDR, c) {
+		return false
+	}
+	if _, taken := b.used[c]; taken {
+		return false
+	}
+	_, excluded := r.Excluded(c)
+	return !excluded
+}
+
+// maxStableTries bounds the rehashes of stable addressing before it falls
+// back to the sequential search.
+const maxStableTries = 16
+
+// fullyExcluded reports whether every address of block b is excluded.
+func fullyExcluded(r ipamconf.Range, b netip.Prefix) bool {
+	for _, e := range r.Exclude {
+		if e.Bits() <= b.Bits() && e.Contains(b.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// freeIn finds a free address of b (of range r) for the request, by the
+// network's addressing mode.
+func (a *Allocator) freeIn(ctx context.Context, b *block, r ipamconf.Range, req *Request) (netip.Addr, bool, error) {
+	if err := a.loadUsed(ctx, b); err != nil {
+		return netip.Addr{}, false, err
+	}
+	if uint64(len(b.used)) >= hostCount(b.CIDR) {
+		return netip.Addr{}, false, nil
+	}
+	switch req.Conf.IPAM.Addressing {
+	case ipamconf.EUI64:
+		if b.CIDR.Addr().Is6() {
+			if len(req.MAC) != 6 {
+				return netip.Addr{}, false, types.NewError(types.ErrInvalidNetworkConfig,
+					fmt.Sprintf("addressing %q: no container MAC known for %s", ipamconf.EUI64, req.ID), "")
+			}
+			c := macaddr.EUI64(b.CIDR, req.MAC)
+			if !b.free(r, c) {
+				return netip.Addr{}, false, types.NewError(types.ErrTryAgainLater,
+					fmt.Sprintf("EUI-64 address %s of MAC %s is taken in block %s", c, req.MAC, b.CIDR),
+					"another attachment has the same MAC")
+			}
+			return c, true, nil
+		}
+	case ipamconf.Stable:
+		for i := range maxStableTries {
+			c := ipmath.Stable(b.CIDR, fmt.Sprintf("%s|%d", req.ID, i))
+			if b.free(r, c) {
+				return c, true, nil
+			}
+		}
+	}
+	return b.nextSequential(r)
+}
+
+// nextSequential finds the next free address after the block's cursor,
+// jumping over excluded prefixes.
+func (b *block) nextSequential(r ipamconf.Range) (netip.Addr, bool, error) {
+	first, last := ipmath.FirstHost(b.CIDR), ipmath.LastHost(b.CIDR)
+	c := b.next
+	if !ipmath.IsHost(b.CIDR, c) {
+		c = first
+	}
+	advance := func(c netip.Addr) netip.Addr {
+		if c == last {
+			return first
+		}
+		return c.Next()
+	}
+	// Each step visits a new address or jumps an excluded prefix: past this
+	// many steps every address has been seen.
+	for range len(b.used) + 2*len(r.Exclude) + 2 {
+		if e, ok := r.Excluded(c); ok {
+			end := ipmath.Last(e)
+			if !b.CIDR.Contains(end) || end.Compare(last) >= 0 {
+				c = first
+			} else {
+				c = end.Next()
+			}
+			continue
+		}
+		if b.free(r, c) {
+			b.next = advance(c)
+			return c, true, nil
+		}
+		c = advance(c)
+	}
+	return netip.Addr{}, false, nil
+}
+
+// hostCount is the number of container addresses of a block, saturated.
+func hostCount(b netip.Prefix) uint64 {
+	hostBits := b.Addr().BitLen() - b.Bits()
+	if hostBits >= 63 {
+		return 1 << 63
+	}
+	n := uint64(1)<<hostBits - 2 // the all-zero address and the gateway
+	if b.Addr().Is4() {
+		n-- // broadcast
+	}
+	return n
+}
+
+func (a *Allocator) markUsed(addr netip.Addr) {
+	for _, b := range a.blocks {
+		if b.CIDR.Contains(addr) {
+			if b.used != nil {
+				b.used[addr] = struct{}{}
+			}
+			b.emptySince = time.Time{}
+			return
+		}
+	}
+}
+
+func (a *Allocator) forget(h *store.Handle) {
+	for _, ip := range h.IPs {
+		if b := a.blocks[ip.Block]; b != nil && b.used != nil {
+			delete(b.used, ip.Address.Addr())
+			if len(b.used) == 0 {
+				b.emptySince = time.Now()
+			}
+		}
+	}
+}

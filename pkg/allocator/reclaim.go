@@ -1,0 +1,150 @@
+package allocator
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/store"
+)
+
+// This file: giving back what is no longer used — stale attachments (GC,
+// netns gone), sticky addresses whose pod did not return, empty blocks.
+
+// GC releases this node's attachments of the network that are not in valid,
+// and keeps going past errors, returning them all.
+func (a *Allocator) GC(ctx context.Context, network string, valid []store.AttachmentID) (released []store.Handle, err error) {
+	keep := make(map[store.AttachmentID]bool, len(valid))
+	for _, id := range valid {
+		keep[store.AttachmentID{Network: network, ContainerID: id.ContainerID, IfName: id.IfName}] = true
+	}
+	handles, err := a.store.Handles(ctx, network)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, h := range handles {
+		if h.Node != a.node || keep[h.AttachmentID] {
+			continue
+		}
+		if _, err := a.Del(ctx, h.AttachmentID, 0); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		released = append(released, h)
+	}
+	return released, errors.Join(errs...)
+}
+
+// unstick gives the pod's kept addresses to its new attachment, when they
+// are on this node and not expired.
+func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.NetConf) (*current.Result, bool, error) {
+	st, err := a.store.StickyFor(ctx, h.Network, h.Pod, h.IfName)
+	if err != nil || st == nil {
+		return nil, false, err
+	}
+	if st.Node != a.node || time.Now().After(st.Expires) || len(st.IPs) != len(conf.IPAM.Ranges) {
+		// Another node's blocks cannot serve here; an expired record is
+		// the reclaimer's.
+		return nil, false, nil
+	}
+	h.IPs = st.IPs
+	err = a.store.Unstick(ctx, *st, h)
+	if errors.Is(err, store.ErrExists) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	a.log.Info("sticky addresses reused", "pod", h.Pod, "network", h.Network, "container", h.ContainerID)
+	return Result(&h, conf), true, nil
+}
+
+// ExpireSticky releases this node's sticky addresses whose pod did not come
+// back in time.
+func (a *Allocator) ExpireSticky(ctx context.Context) ([]store.Sticky, error) {
+	all, err := a.store.Stickies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var expired []store.Sticky
+	var errs []error
+	for _, st := range all {
+		if st.Node != a.node || time.Now().Before(st.Expires) {
+			continue
+		}
+		if err := a.store.ReleaseSticky(ctx, st); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		a.forget(&store.Handle{IPs: st.IPs})
+		expired = append(expired, st)
+	}
+	return expired, errors.Join(errs...)
+}
+
+// ReleaseEmptyBlocks gives back to the pool the blocks of this node that
+// have been empty for grace, keeping the lowest block of each network and
+// range (the node will need one again soon; the gateway stays stable).
+func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration) ([]store.Block, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	type key struct {
+		network string
+		subnet  netip.Prefix
+	}
+	lowest := map[key]netip.Prefix{}
+	for _, b := range a.blocks {
+		k := key{b.Network, b.Subnet}
+		if cur, ok := lowest[k]; !ok || b.CIDR.Addr().Less(cur.Addr()) {
+			lowest[k] = b.CIDR
+		}
+	}
+	var released []store.Block
+	var errs []error
+	for cidr, b := range a.blocks {
+		if lowest[key{b.Network, b.Subnet}] == cidr || b.used == nil || len(b.used) > 0 ||
+			b.emptySince.IsZero() || time.Since(b.emptySince) < grace {
+			continue
+		}
+		if err := a.store.ReleaseBlock(ctx, cidr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(a.blocks, cidr)
+		a.notify()
+		a.log.Info("released empty block", "block", cidr, "network", b.Network, "node", a.node)
+		released = append(released, b.Block)
+	}
+	return released, errors.Join(errs...)
+}
+
+// Reclaim releases this node's attachments, of every network, whose network
+// namespace no longer exists (the runtime never sent DEL: a crash, a
+// reboot) and that are older than grace. It touches nothing it cannot prove
+// stale: an attachment without a recorded netns is kept.
+func (a *Allocator) Reclaim(ctx context.Context, grace time.Duration, netnsExists func(string) bool) ([]store.Handle, error) {
+	handles, err := a.store.Handles(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var released []store.Handle
+	var errs []error
+	for _, h := range handles {
+		if h.Node != a.node || h.Netns == "" || time.Since(h.Created) < grace || netnsExists(h.Netns) {
+			continue
+		}
+		if _, err := a.Del(ctx, h.AttachmentID, 0); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		released = append(released, h)
+	}
+	return released, errors.Join(errs...)
+}
