@@ -1,0 +1,102 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// This file: node services' records — the DHCPv6-PD binding, the
+// attachments that lost their delegated prefix, and the settings of the
+// router advertisements and DHCPv6 of self-configuring networks.
+
+// MarkLost marks an attachment lost and releases its addresses in block, in
+// one transaction; the handle stays so CHECK and STATUS can say so, until
+// DEL.
+func (s *Store) MarkLost(ctx context.Context, id AttachmentID, block netip.Prefix) error {
+	h, err := s.Handle(ctx, id)
+	if err != nil || h == nil {
+		return err
+	}
+	h.Lost = true
+	val, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	idval, err := json.Marshal(id)
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(HandleKey(id), string(val))}
+	for _, ip := range h.IPs {
+		if !block.Contains(ip.Address.Addr()) {
+			continue
+		}
+		k := AddrKey(ip.Address.Addr())
+		ops = append(ops, clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", string(idval))},
+			[]clientv3.Op{clientv3.OpDelete(k)}, nil))
+	}
+	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("mark %s lost: %w", id, err)
+	}
+	return nil
+}
+
+// PDKey is the key of a node's DHCPv6-PD binding for one IAID.
+func PDKey(node string, iaid uint32) string {
+	return fmt.Sprintf("%s%s/%08x", pdPrefix, node, iaid)
+}
+
+// SavePD stores a node's PD binding (JSON, the PD client's format), so a
+// restarted ipamd renews the same prefix instead of asking for a new one.
+func (s *Store) SavePD(ctx context.Context, node string, iaid uint32, binding []byte) error {
+	if _, err := s.cli.Put(ctx, PDKey(node, iaid), string(binding)); err != nil {
+		return fmt.Errorf("save PD binding of %s: %w", node, err)
+	}
+	return nil
+}
+
+// LoadPD returns a node's stored PD binding, or nil.
+func (s *Store) LoadPD(ctx context.Context, node string, iaid uint32) ([]byte, error) {
+	resp, err := s.cli.Get(ctx, PDKey(node, iaid))
+	if err != nil {
+		return nil, fmt.Errorf("load PD binding of %s: %w", node, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	return resp.Kvs[0].Value, nil
+}
+
+// NetService is what ipamd needs to serve router advertisements and DHCPv6
+// to a network's self-configuring containers, kept so a restarted ipamd
+// serves them again without waiting for an ADD.
+type NetService struct {
+	Network string   `json:"network"`
+	DNS     []string `json:"dns,omitempty"`
+	Search  []string `json:"search,omitempty"`
+	MTU     int      `json:"mtu,omitempty"`
+}
+
+const netsvcPrefix = Prefix + "netsvc/"
+
+// PutNetService stores a network's service settings.
+func (s *Store) PutNetService(ctx context.Context, ns NetService) error {
+	val, err := json.Marshal(ns)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, netsvcPrefix+ns.Network, string(val)); err != nil {
+		return fmt.Errorf("store service settings of %s: %w", ns.Network, err)
+	}
+	return nil
+}
+
+// NetServices returns every network's service settings.
+func (s *Store) NetServices(ctx context.Context) ([]NetService, error) {
+	return list[NetService](ctx, s.cli, netsvcPrefix)
+}
