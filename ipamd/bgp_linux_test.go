@@ -262,3 +262,40 @@ func TestBGPAnnouncesBlocks(t *testing.T) {
 		return errors.As(err, &te) && te.Code == types.ErrLimitedConnectivity
 	})
 }
+
+// TestBGPPasswordNeverShown: a TCP-MD5 password from the config file shows
+// up in no log line and no CLI output, also while the session fails (here
+// the router has no password: the session stays down).
+func TestBGPPasswordNeverShown(t *testing.T) {
+	l := newBGPLab(t)
+	dir := shortDir(t)
+	const secret = "v6cni-s3cret-md5-key"
+	cfg := filepath.Join(dir, "ipamd.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`bgp:
+  asn: 65001
+  routerID: 10.255.0.2
+  peers:
+    - address: %s
+      asn: 65000
+      password: %s
+`, l.routerAddr, secret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startIpamdIn(t, l.node, dir, "--config", cfg, "--log-format", "json")
+	var out, errOut bytes.Buffer
+	time.Sleep(2 * time.Second) // let the session try and fail
+	for _, args := range [][]string{{"bgp"}, {"bgp", "-o", "json"}, {"status", "-o", "json"}} {
+		if err := run(append(args, "--socket", d.socket), &out, &errOut); err != nil {
+			t.Fatalf("ipamd %v: %v", args, err)
+		}
+	}
+	if !strings.Contains(out.String(), l.routerAddr) {
+		t.Errorf("ipamd bgp does not list the peer:\n%s", out.String())
+	}
+	d.stop(t) // its log is complete (and no longer written) after this
+	for what, text := range map[string]string{"CLI output": out.String() + errOut.String(), "ipamd log": d.log.String()} {
+		if strings.Contains(text, secret) {
+			t.Errorf("the BGP password appears in the %s", what)
+		}
+	}
+}
