@@ -14,6 +14,7 @@ set -euo pipefail
 PACKAGES=(
 	iproute2     # ip, bridge: netns, links, addresses
 	iputils-ping # ping -6 between containers in the demo and tests
+	procps       # sysctl: tests set sysctls inside their network namespaces
 	etcd-server  # external etcd for ipamd's cluster tests (single and 3 members, TLS)
 	containernetworking-plugins # reference portmap/tuning/bandwidth/firewall: chaining tests, bench
 	nftables     # nft: bridge-v6 ipMasq/ipMasq6
