@@ -54,16 +54,6 @@ func wantSent(t *testing.T, m *machine, typ dhcpv6.MessageType) *dhcpv6.Message 
 	return msgs[0]
 }
 
-// runTo fires the machine's timer at its deadline until now passes until.
-func runTo(m *machine, until time.Time) time.Time {
-	now := m.deadline()
-	for !now.After(until) {
-		m.timer(now)
-		now = m.deadline()
-	}
-	return until
-}
-
 // obtain walks a machine through Solicit/Advertise/Request/Reply with the
 // Kea fixtures and returns the time of the Reply.
 func obtain(t *testing.T, m *machine) time.Time {
