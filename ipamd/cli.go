@@ -98,7 +98,7 @@ func state(args []string, stdout, stderr io.Writer) error {
 						rows = append(rows, []string{n.Network, b.Block, b.Node, "-", "-", "-"})
 					}
 					for _, a := range b.Addrs {
-						rows = append(rows, []string{n.Network, b.Block, b.Node, a.Addr, shortID(a.ContainerID), a.IfName})
+						rows = append(rows, []string{n.Network, b.Block, b.Node, a.Addr, ipamapi.ShortID(a.ContainerID), a.IfName})
 					}
 				}
 			}
@@ -218,7 +218,7 @@ const leaseHeader = "NETWORK\tCONTAINER\tIFNAME\tNODE\tADDRESSES\tCREATED"
 func leaseRows(ls []ipamapi.Lease) [][]string {
 	var rows [][]string
 	for _, l := range ls {
-		rows = append(rows, []string{l.Network, shortID(l.ContainerID), l.IfName, l.Node, strings.Join(l.Addrs, ","), l.Created})
+		rows = append(rows, []string{l.Network, ipamapi.ShortID(l.ContainerID), l.IfName, l.Node, strings.Join(l.Addrs, ","), l.Created})
 	}
 	return rows
 }
@@ -267,15 +267,6 @@ func release(args []string, stdout, stderr io.Writer) error {
 			return err
 		},
 	}.run(args, stdout, stderr)
-}
-
-// shortID shortens the 64-hex container IDs runtimes use, as docker ps
-// does; other IDs are shown whole.
-func shortID(id string) string {
-	if len(id) == 64 {
-		return id[:12]
-	}
-	return id
 }
 
 // bgpCmd prints the BGP sessions and the announced prefixes.

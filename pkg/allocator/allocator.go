@@ -263,7 +263,8 @@ func (a *Allocator) reserveAll(ctx context.Context, req *Request) ([]store.IP, e
 			a.forget(&store.Handle{IPs: ips})
 			return nil, err
 		}
-		a.markUsed(ip.Address.Addr())
+		// pick and reserve found (or claimed) ip.Block: no search.
+		a.blocks[ip.Block].take(ip.Address.Addr())
 		ips = append(ips, ip)
 	}
 	return ips, nil

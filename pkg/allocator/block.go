@@ -258,16 +258,23 @@ func hostCount(b netip.Prefix) uint64 {
 	return n
 }
 
+// markUsed records an address another writer took, in whichever of this
+// node's blocks holds it (a search: this is the rare path).
 func (a *Allocator) markUsed(addr netip.Addr) {
 	for _, b := range a.blocks {
 		if b.CIDR.Contains(addr) {
-			if b.used != nil {
-				b.used[addr] = struct{}{}
-			}
-			b.emptySince = time.Time{}
+			b.take(addr)
 			return
 		}
 	}
+}
+
+// take records addr as used in b.
+func (b *block) take(addr netip.Addr) {
+	if b.used != nil {
+		b.used[addr] = struct{}{}
+	}
+	b.emptySince = time.Time{}
 }
 
 func (a *Allocator) forget(h *store.Handle) {

@@ -162,3 +162,13 @@ type PDPrefix struct {
 	PreferredLeft string `json:"preferredLeft"`
 	ValidLeft     string `json:"validLeft"`
 }
+
+// ShortID is a container ID as logs and tables show it: the 64-hex IDs
+// runtimes use are cut to 12 characters, as docker ps does; other IDs are
+// shown whole, where a cut could make two look the same.
+func ShortID(id string) string {
+	if len(id) == 64 {
+		return id[:12]
+	}
+	return id
+}

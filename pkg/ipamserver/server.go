@@ -30,6 +30,7 @@ import (
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/ipmath"
 	"github.com/v6cni/v6cni/pkg/macaddr"
 	"github.com/v6cni/v6cni/pkg/store"
 )
@@ -143,9 +144,14 @@ type Services interface {
 // will give it. Other main plugins, and static mode, return "".
 func selfConfiguring(c *call) (bridge, mode string, err error) {
 	var head struct {
-		Type string `json:"type"`
+		Type     string `json:"type"`
+		IPv6Mode any    `json:"ipv6Mode"`
 	}
 	if json.Unmarshal(c.req.Config, &head) != nil || head.Type != "bridge-v6" {
+		return "", "", nil
+	}
+	if m, ok := head.IPv6Mode.(string); head.IPv6Mode == nil || ok && (m == "" || m == bridgeconf.IPv6ModeStatic) {
+		// The common case, decided without parsing the whole config.
 		return "", "", nil
 	}
 	bc, err := bridgeconf.Parse(c.req.Config)
@@ -201,7 +207,7 @@ func (s *Server) handle(fn handlerFunc) http.HandlerFunc {
 				}
 			}
 			s.log.Warn("request failed", "path", r.URL.Path, "network", c.req.Network,
-				"container", short(c.req.ContainerID), "ifname", c.req.IfName,
+				"container", ipamapi.ShortID(c.req.ContainerID), "ifname", c.req.IfName,
 				"code", cerr.Code, "error", cerr.Msg, "duration", time.Since(start))
 			writeJSON(w, httpStatus(cerr.Code), cerr)
 			return
@@ -287,7 +293,7 @@ func (s *Server) add(ctx context.Context, c *call) (any, error) {
 	for _, ip := range res.IPs {
 		addrs = append(addrs, ip.Address.String())
 	}
-	s.log.Info("ADD", "network", c.id.Network, "container", short(c.id.ContainerID), "ifname", c.id.IfName,
+	s.log.Info("ADD", "network", c.id.Network, "container", ipamapi.ShortID(c.id.ContainerID), "ifname", c.id.IfName,
 		"addrs", strings.Join(addrs, ","), "duration", time.Since(start))
 	return res, nil
 }
@@ -313,7 +319,7 @@ func (s *Server) del(ctx context.Context, c *call) (any, error) {
 			addrs = append(addrs, ip.Address.String())
 		}
 	}
-	s.log.Info("DEL", "network", c.id.Network, "container", short(c.id.ContainerID), "ifname", c.id.IfName,
+	s.log.Info("DEL", "network", c.id.Network, "container", ipamapi.ShortID(c.id.ContainerID), "ifname", c.id.IfName,
 		"addrs", strings.Join(addrs, ","), "duration", time.Since(start))
 	return nil, nil
 }
@@ -366,7 +372,7 @@ func (s *Server) gc(ctx context.Context, c *call) (any, error) {
 		s.Metrics.Reclaimed(len(released))
 	}
 	for _, h := range released {
-		s.log.Info("GC released", "network", h.Network, "container", short(h.ContainerID), "ifname", h.IfName)
+		s.log.Info("GC released", "network", h.Network, "container", ipamapi.ShortID(h.ContainerID), "ifname", h.IfName)
 	}
 	return nil, err
 }
@@ -388,7 +394,7 @@ func (s *Server) state(ctx context.Context, _ *call) (any, error) {
 				continue
 			}
 			bs := ipamapi.BlockState{Block: b.CIDR.String(), Node: b.Node, Addrs: []ipamapi.AddrState{}}
-			bs.Gateway = b.CIDR.Addr().Next().String()
+			bs.Gateway = ipmath.Gateway(b.CIDR).String()
 			held, err := s.store.AddrsIn(ctx, b.CIDR)
 			if err != nil {
 				return nil, err
@@ -466,7 +472,7 @@ func (s *Server) reclaim(ctx context.Context, req *ipamapi.AdminRequest) (any, e
 	}
 	out := ipamapi.Released{Released: []ipamapi.Lease{}}
 	for _, h := range released {
-		s.log.Info("GC released", "network", h.Network, "container", short(h.ContainerID), "ifname", h.IfName, "netns", h.Netns)
+		s.log.Info("GC released", "network", h.Network, "container", ipamapi.ShortID(h.ContainerID), "ifname", h.IfName, "netns", h.Netns)
 		out.Released = append(out.Released, lease(h))
 	}
 	return out, err
@@ -480,7 +486,7 @@ func (s *Server) release(ctx context.Context, req *ipamapi.AdminRequest) (any, e
 	h, err := s.alloc.Del(ctx, id, 0)
 	out := ipamapi.Released{Released: []ipamapi.Lease{}}
 	if h != nil {
-		s.log.Info("released by admin", "network", h.Network, "container", short(h.ContainerID), "ifname", h.IfName)
+		s.log.Info("released by admin", "network", h.Network, "container", ipamapi.ShortID(h.ContainerID), "ifname", h.IfName)
 		out.Released = append(out.Released, lease(*h))
 	}
 	return out, err
@@ -557,14 +563,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// short is the container ID as logs show it (like docker ps).
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }
 
 func sortAddrs(a []netip.Addr) {

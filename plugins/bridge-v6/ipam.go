@@ -24,30 +24,12 @@ func ipamAdd(ctx context.Context, typ string, args *skel.CmdArgs) (types.Result,
 	return delegate.Add(ctx, typ, args.StdinData)
 }
 
-func ipamDel(ctx context.Context, typ string, args *skel.CmdArgs) error {
+// ipamVerb runs a verb without a result (DEL, CHECK, STATUS, GC): in
+// process for v6cni's own IPAM types, else by exec.
+func ipamVerb(ctx context.Context, typ string, args *skel.CmdArgs,
+	own func(context.Context, *skel.CmdArgs) error, exec func(context.Context, string, []byte) error) error {
 	if inProcessIPAM[typ] {
-		return ipamplugin.Del(ctx, args)
+		return own(ctx, args)
 	}
-	return delegate.Del(ctx, typ, args.StdinData)
-}
-
-func ipamCheck(ctx context.Context, typ string, args *skel.CmdArgs) error {
-	if inProcessIPAM[typ] {
-		return ipamplugin.Check(ctx, args)
-	}
-	return delegate.Check(ctx, typ, args.StdinData)
-}
-
-func ipamStatus(ctx context.Context, typ string, args *skel.CmdArgs) error {
-	if inProcessIPAM[typ] {
-		return ipamplugin.Status(ctx, args)
-	}
-	return delegate.Status(ctx, typ, args.StdinData)
-}
-
-func ipamGC(ctx context.Context, typ string, args *skel.CmdArgs) error {
-	if inProcessIPAM[typ] {
-		return ipamplugin.GC(ctx, args)
-	}
-	return delegate.GC(ctx, typ, args.StdinData)
+	return exec(ctx, typ, args.StdinData)
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/v6cni/v6cni/pkg/bridgeconf"
+	"github.com/v6cni/v6cni/pkg/delegate"
+	"github.com/v6cni/v6cni/pkg/ipamplugin"
 	"github.com/v6cni/v6cni/pkg/link"
 	"github.com/v6cni/v6cni/pkg/macaddr"
 	"github.com/vishvananda/netlink"
@@ -105,7 +107,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if spoofSet {
 			_ = link.TeardownMACSpoofCheck(hostVeth, containerMAC)
 		}
-		_ = ipamDel(context.Background(), conf.IPAM.Type, args)
+		_ = ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Del, delegate.Del)
 	}()
 
 	result, err := current.NewResultFromResult(ipamResult)
@@ -229,7 +231,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	// reboots too), and the runtime retries DEL, which finds nothing left
 	// to delete in the kernel and releases IPAM again.
 	ipamDone := make(chan error, 1)
-	go func() { ipamDone <- ipamDel(context.Background(), conf.IPAM.Type, args) }()
+	go func() { ipamDone <- ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Del, delegate.Del) }()
 	linkErr := deleteAttachment(conf, args)
 	if err := <-ipamDone; err != nil {
 		return err
@@ -291,7 +293,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "required prevResult missing", "")
 	}
-	if err := ipamCheck(context.Background(), conf.IPAM.Type, args); err != nil {
+	if err := ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Check, delegate.Check); err != nil {
 		return err
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
@@ -338,7 +340,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return err
 	}
 	// The bridge is created on demand: ADD works whenever IPAM can serve.
-	return ipamStatus(context.Background(), conf.IPAM.Type, args)
+	return ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Status, delegate.Status)
 }
 
 func cmdGC(args *skel.CmdArgs) error {
@@ -347,7 +349,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	// Address reservations are IPAM's; veths die with their netns.
-	return ipamGC(context.Background(), conf.IPAM.Type, args)
+	return ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.GC, delegate.GC)
 }
 
 // ifnameMustBeFree fails with CNI error 4 when ifname already exists in netns.
