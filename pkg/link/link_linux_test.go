@@ -156,7 +156,7 @@ func TestGatewayAddrsNoDAD(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := PrepareBridge(brName); err != nil {
+		if err := PrepareBridge(brName, false, false); err != nil {
 			return err
 		}
 		for range 2 { // idempotent: the second ADD on a bridge finds them there
@@ -454,7 +454,7 @@ func TestEnableForwardingKeepsRAs(t *testing.T) {
 		if _, err := EnsureBridge(brName, 0); err != nil {
 			return err
 		}
-		if err := PrepareBridge(brName); err != nil {
+		if err := PrepareBridge(brName, false, false); err != nil {
 			return err
 		}
 		for key, v := range map[string]string{
@@ -510,4 +510,35 @@ func TestDeleteLinkByNameMissing(t *testing.T) {
 func addVethPair(name string) error {
 	peer := name[:min(len(name), 14)] + "p"
 	return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, TxQLen: -1}, PeerName: peer})
+}
+
+func TestSysctlsRelativeAndAbsolute(t *testing.T) {
+	host := newNS(t)
+	in(t, host, func() error {
+		s := openSysctls()
+		defer s.close()
+		// Below a family directory: opened relative to it, and the
+		// directory is opened once for both keys.
+		if v, err := s.read("net/ipv6/conf/lo/mtu"); err != nil || v != "65536" {
+			t.Errorf("net/ipv6/conf/lo/mtu = %q, %v; want 65536", v, err)
+		}
+		if err := s.set("net/ipv6/conf/lo/accept_ra", "0"); err != nil {
+			t.Error(err)
+		}
+		if v, _ := s.read("net/ipv6/conf/lo/accept_ra"); v != "0" {
+			t.Errorf("accept_ra = %q after set 0", v)
+		}
+		if len(s.dirs) != 1 {
+			t.Errorf("opened %d family directories, want 1", len(s.dirs))
+		}
+		// Not below net/<family>/: opened by its full path.
+		if v, err := s.read("kernel/ostype"); err != nil || v != "Linux" {
+			t.Errorf("kernel/ostype = %q, %v", v, err)
+		}
+		// A missing key names its full path.
+		if _, err := s.read("net/ipv6/conf/v6nosuch0/mtu"); err == nil || !strings.Contains(err.Error(), "/proc/sys/net/ipv6/conf/v6nosuch0/mtu") {
+			t.Errorf("missing key: error %v does not name the path", err)
+		}
+		return nil
+	})
 }

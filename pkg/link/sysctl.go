@@ -16,47 +16,100 @@ import (
 // the first dot alone. They apply to the network namespace of the calling
 // thread (/proc/sys/net is per namespace).
 
-// readSysctl returns the value of name, trimmed. Plain open/read/close:
-// no *os.File (netpoller registration) for a one-shot read.
-func readSysctl(name string) (string, error) {
+// setSysctl writes value to name unless it already holds it: a read is
+// cheaper than a write, which on some keys (forwarding) makes the kernel
+// walk every interface.
+func setSysctl(name, value string) error {
+	s := openSysctls()
+	defer s.close()
+	return s.set(name, value)
+}
+
+// sysctls opens keys of the calling thread's network namespace relative to
+// /proc/sys/net/<family>, each family's directory opened once. A path
+// lookup from /proc/sys costs ~90 µs on a node with 1,000 network
+// namespaces, against ~4 µs below the family's directory: every namespace
+// has its own "net" and "ipv6" dentries, all of one name under one parent,
+// and the kernel compares them one by one (proc_sys_compare). An ADD sets
+// about ten keys; unopened, that alone would grow it by ~1 ms per 1,000
+// containers on the node. Not safe for concurrent use; bound to the
+// namespace the thread was in at the first key of each family.
+type sysctls struct {
+	dirs map[string]int // family ("ipv6", "ipv4") → directory fd
+}
+
+func openSysctls() *sysctls { return &sysctls{dirs: map[string]int{}} }
+
+func (s *sysctls) close() {
+	for _, fd := range s.dirs {
+		unix.Close(fd)
+	}
+	clear(s.dirs)
+}
+
+// open opens name ("net/ipv6/conf/eth0/accept_ra") with flags, relative to
+// its family's directory when name has one.
+func (s *sysctls) open(name string, flags int) (int, error) {
 	path := "/proc/sys/" + name
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fam, rest, ok := strings.Cut(strings.TrimPrefix(name, "net/"), "/")
+	if !ok || !strings.HasPrefix(name, "net/") || rest == "" {
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+	dir, ok := s.dirs[fam]
+	if !ok {
+		var err error
+		dir, err = unix.Open("/proc/sys/net/"+fam, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: "/proc/sys/net/" + fam, Err: err}
+		}
+		s.dirs[fam] = dir
+	}
+	fd, err := unix.Openat(dir, rest, flags|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", &fs.PathError{Op: "open", Path: path, Err: err}
+		return -1, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	return fd, nil
+}
+
+// read returns the value of name, trimmed.
+func (s *sysctls) read(name string) (string, error) {
+	fd, err := s.open(name, unix.O_RDONLY)
+	if err != nil {
+		return "", err
 	}
 	defer unix.Close(fd)
 	var buf [64]byte
 	n, err := unix.Read(fd, buf[:])
 	if err != nil {
-		return "", &fs.PathError{Op: "read", Path: path, Err: err}
+		return "", &fs.PathError{Op: "read", Path: "/proc/sys/" + name, Err: err}
 	}
 	return strings.TrimSpace(string(buf[:n])), nil
 }
 
-// writeSysctl writes value to name, without reading it back (unlike
-// plugins/pkg/utils/sysctl, which costs a second open and read).
-func writeSysctl(name, value string) error {
-	path := "/proc/sys/" + name
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+// write writes value to name, without reading it back.
+func (s *sysctls) write(name, value string) error {
+	fd, err := s.open(name, unix.O_WRONLY)
 	if err != nil {
-		return &fs.PathError{Op: "open", Path: path, Err: err}
+		return err
 	}
 	defer unix.Close(fd)
 	if _, err := unix.Write(fd, []byte(value)); err != nil {
-		return &fs.PathError{Op: "write", Path: path, Err: err}
+		return &fs.PathError{Op: "write", Path: "/proc/sys/" + name, Err: err}
 	}
 	return nil
 }
 
-// setSysctl writes value to name unless it already holds it: a read is
-// cheaper than a write, which on some keys (forwarding) makes the kernel
-// walk every interface.
-func setSysctl(name, value string) error {
-	cur, err := readSysctl(name)
+// set writes value to name unless it already holds it.
+func (s *sysctls) set(name, value string) error {
+	cur, err := s.read(name)
 	if err == nil && cur == value {
 		return nil
 	}
-	if err := writeSysctl(name, value); err != nil {
+	if err := s.write(name, value); err != nil {
 		return fmt.Errorf("set sysctl %s=%s: %w", name, value, err)
 	}
 	return nil
@@ -65,12 +118,22 @@ func setSysctl(name, value string) error {
 // PrepareBridge makes the bridge IPv6-capable (disable_ipv6=0) and stops it
 // from accepting router advertisements (accept_ra=0): it is the containers'
 // router, and an RA a container sends must never install a route on the
-// host. EnableForwarding would otherwise turn its accept_ra 1 into 2.
-func PrepareBridge(bridge string) error {
-	if err := setSysctl("net/ipv6/conf/"+bridge+"/accept_ra", "0"); err != nil {
+// host. With forward (the bridge is the containers' gateway) it then turns
+// forwarding on, as EnableForwarding(ipv4) does, which would otherwise turn
+// the bridge's accept_ra 1 into 2.
+func PrepareBridge(bridge string, forward, ipv4 bool) error {
+	s := openSysctls()
+	defer s.close()
+	if err := s.set("net/ipv6/conf/"+bridge+"/accept_ra", "0"); err != nil {
 		return err
 	}
-	return setSysctl("net/ipv6/conf/"+bridge+"/disable_ipv6", "0")
+	if err := s.set("net/ipv6/conf/"+bridge+"/disable_ipv6", "0"); err != nil {
+		return err
+	}
+	if !forward {
+		return nil
+	}
+	return s.enableForwarding(ipv4)
 }
 
 // EnableForwarding turns IPv6 forwarding on (and IPv4 forwarding when ipv4
@@ -79,21 +142,27 @@ func PrepareBridge(bridge string) error {
 // "ignore RAs", and a host that learns its default route by RA would lose it
 // when the route expires.
 func EnableForwarding(ipv4 bool) error {
+	s := openSysctls()
+	defer s.close()
+	return s.enableForwarding(ipv4)
+}
+
+func (s *sysctls) enableForwarding(ipv4 bool) error {
 	const all = "net/ipv6/conf/all/forwarding"
-	cur, err := readSysctl(all)
+	cur, err := s.read(all)
 	if err != nil {
 		return fmt.Errorf("read sysctl %s: %w", all, err)
 	}
 	if cur == "0" {
-		if err := keepAcceptingRAs(); err != nil {
+		if err := s.keepAcceptingRAs(); err != nil {
 			return err
 		}
-		if err := setSysctl(all, "1"); err != nil {
+		if err := s.set(all, "1"); err != nil {
 			return err
 		}
 	}
 	if ipv4 {
-		return setSysctl("net/ipv4/ip_forward", "1")
+		return s.set("net/ipv4/ip_forward", "1")
 	}
 	return nil
 }
@@ -102,7 +171,7 @@ func EnableForwarding(ipv4 bool) error {
 // "all" and "default" are skipped: accept_ra of "all" is not used by the
 // kernel, and changing "default" would make every future interface —
 // bridges facing containers included — accept RAs while forwarding.
-func keepAcceptingRAs() error {
+func (s *sysctls) keepAcceptingRAs() error {
 	const dir = "/proc/sys/net/ipv6/conf"
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -114,7 +183,7 @@ func keepAcceptingRAs() error {
 			continue
 		}
 		key := "net/ipv6/conf/" + name + "/accept_ra"
-		v, err := readSysctl(key)
+		v, err := s.read(key)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // the interface went away since ReadDir
@@ -124,7 +193,7 @@ func keepAcceptingRAs() error {
 		if v != "1" {
 			continue
 		}
-		if err := writeSysctl(key, "2"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.write(key, "2"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("set sysctl %s=2: %w", key, err)
 		}
 	}
@@ -146,9 +215,11 @@ func checkContainerSysctls(ifname string, addrs []netip.Prefix, opts ContainerOp
 	if opts.AcceptRA {
 		acceptRA = "1"
 	}
+	s := openSysctls()
+	defer s.close()
 	for _, kv := range [][2]string{{"accept_ra", acceptRA}, {"disable_ipv6", "0"}} {
 		key := "net/ipv6/conf/" + ifname + "/" + kv[0]
-		v, err := readSysctl(key)
+		v, err := s.read(key)
 		if err != nil {
 			return fmt.Errorf("read sysctl %s: %w", key, err)
 		}
@@ -190,17 +261,19 @@ func prepareContainerIface(ifname string, ipv6, ipv4 bool, opts ContainerOptions
 	if opts.AcceptRA {
 		settings = append(settings, [2]string{"autoconf", autoconf}, [2]string{"addr_gen_mode", "0"})
 	}
+	s := openSysctls()
+	defer s.close()
 	for _, kv := range settings {
 		// A new interface has the defaults, which differ from these: write
 		// without reading first. disable_ipv6 is read first: it is
 		// normally 0 already.
 		key := "net/ipv6/conf/" + ifname + "/" + kv[0]
 		if kv[0] == "disable_ipv6" {
-			if cur, err := readSysctl(key); err == nil && cur == kv[1] {
+			if cur, err := s.read(key); err == nil && cur == kv[1] {
 				continue
 			}
 		}
-		if err := writeSysctl(key, kv[1]); err != nil {
+		if err := s.write(key, kv[1]); err != nil {
 			if !ipv6 && errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
@@ -209,7 +282,7 @@ func prepareContainerIface(ifname string, ipv6, ipv4 bool, opts ContainerOptions
 	}
 	if ipv4 {
 		key := "net/ipv4/conf/" + ifname + "/arp_notify"
-		if err := writeSysctl(key, "1"); err != nil {
+		if err := s.write(key, "1"); err != nil {
 			return fmt.Errorf("set sysctl %s=1: %w", key, err)
 		}
 	}

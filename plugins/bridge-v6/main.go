@@ -123,14 +123,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := link.PrepareBridge(conf.Bridge); err != nil {
+	if err := link.PrepareBridge(conf.Bridge, conf.IsGateway, plan.has4); err != nil {
 		return err
 	}
 	if conf.IsGateway {
 		if err := link.AddGatewayAddrs(br, plan.gatewayAddrs, conf.ForceAddress); err != nil {
-			return err
-		}
-		if err := link.EnableForwarding(plan.has4); err != nil {
 			return err
 		}
 	}
