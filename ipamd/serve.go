@@ -94,14 +94,19 @@ func serve(args []string, stderr io.Writer) error {
 	if tlsConf != nil && embedded != nil {
 		return errors.New("--etcd-cacert/--etcd-cert/--etcd-key need --etcd-endpoints (the embedded etcd listens on a root-only unix socket)")
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   eps,
-		DialTimeout: 5 * time.Second,
-		TLS:         tlsConf,
-		Logger:      nopZap(),
-	})
-	if err != nil {
-		return fmt.Errorf("etcd client for %s: %w", strings.Join(eps, ","), err)
+	var cli *clientv3.Client
+	if embedded != nil {
+		cli = embedded.Client()
+	} else {
+		cli, err = clientv3.New(clientv3.Config{
+			Endpoints:   eps,
+			DialTimeout: 5 * time.Second,
+			TLS:         tlsConf,
+			Logger:      nopZap(),
+		})
+		if err != nil {
+			return fmt.Errorf("etcd client for %s: %w", strings.Join(eps, ","), err)
+		}
 	}
 	defer cli.Close()
 	st := store.New(cli)
