@@ -80,13 +80,28 @@ func cmdGC(args *skel.CmdArgs) error     { return GC(context.Background(), args)
 // ADD, and what bridge-v6 does itself for v6cni's IPAM types instead of
 // exec'ing a plugin to do it (one exec less per container).
 func Add(ctx context.Context, args *skel.CmdArgs) (*current.Result, error) {
+	add, err := PrepareAdd(args)
+	if err != nil {
+		return nil, err
+	}
+	return add(ctx)
+}
+
+// PrepareAdd validates the configuration (a code-7 error naming the field
+// when it is bad) and returns the ADD, ready to send: a caller can refuse
+// a bad config before any other work and run the round trip to ipamd
+// beside its own.
+func PrepareAdd(args *skel.CmdArgs) (func(context.Context) (*current.Result, error), error) {
 	conf, client, err := load(args)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, ipamapi.DefaultTimeout)
-	defer cancel()
-	return client.Add(ctx, request(conf, args))
+	req := request(conf, args)
+	return func(ctx context.Context) (*current.Result, error) {
+		ctx, cancel := context.WithTimeout(ctx, ipamapi.DefaultTimeout)
+		defer cancel()
+		return client.Add(ctx, req)
+	}, nil
 }
 
 // Del releases the attachment's addresses.

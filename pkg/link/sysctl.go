@@ -147,6 +147,13 @@ func EnableForwarding(ipv4 bool) error {
 	return s.enableForwarding(ipv4)
 }
 
+// EnableIPv4Forwarding turns IPv4 forwarding on (net.ipv4.ip_forward).
+func EnableIPv4Forwarding() error {
+	s := openSysctls()
+	defer s.close()
+	return s.set("net/ipv4/ip_forward", "1")
+}
+
 func (s *sysctls) enableForwarding(ipv4 bool) error {
 	const all = "net/ipv6/conf/all/forwarding"
 	cur, err := s.read(all)

@@ -359,6 +359,23 @@ func TestAddIPAMFailure(t *testing.T) {
 	if code := cniCode(t, err); code != types.ErrTryAgainLater {
 		t.Errorf("code = %d, want IPAM's %d passed through", code, types.ErrTryAgainLater)
 	}
+	// The veth is made while IPAM runs: a refused ADD must remove it, and
+	// must not release what IPAM never allocated.
+	_ = e.inHost(t, func() error {
+		if ok, _ := link.LinkExists(link.HostVethName("feed", "eth0")); ok {
+			t.Error("host veth left after IPAM refused the ADD")
+		}
+		return nil
+	})
+	_ = e.cont.Do(func(ns.NetNS) error {
+		if ok, _ := link.LinkExists("eth0"); ok {
+			t.Error("eth0 left in the container after IPAM refused the ADD")
+		}
+		return nil
+	})
+	if calls := e.ipamCalls(t); strings.Contains(calls, "DEL") {
+		t.Errorf("IPAM calls %q: DEL after a failed IPAM ADD", calls)
+	}
 }
 
 func TestDelWithoutNetns(t *testing.T) {

@@ -17,11 +17,31 @@ import (
 // describes.
 var inProcessIPAM = map[string]bool{"ipam-v6": true, "pd-ipam": true}
 
-func ipamAdd(ctx context.Context, typ string, args *skel.CmdArgs) (types.Result, error) {
+// ipamReply is the answer of the IPAM plugin's ADD.
+type ipamReply struct {
+	result types.Result
+	err    error
+}
+
+// startIPAMAdd starts the IPAM ADD in the background; its answer arrives
+// on the channel. For v6cni's own IPAM types the configuration is
+// validated first, so a bad one is refused before any kernel work; other
+// IPAM plugins validate their own when they run.
+func startIPAMAdd(ctx context.Context, typ string, args *skel.CmdArgs) (<-chan ipamReply, error) {
+	add := func(ctx context.Context) (types.Result, error) { return delegate.Add(ctx, typ, args.StdinData) }
 	if inProcessIPAM[typ] {
-		return ipamplugin.Add(ctx, args)
+		own, err := ipamplugin.PrepareAdd(args)
+		if err != nil {
+			return nil, err
+		}
+		add = func(ctx context.Context) (types.Result, error) { return own(ctx) }
 	}
-	return delegate.Add(ctx, typ, args.StdinData)
+	done := make(chan ipamReply, 1)
+	go func() {
+		r, err := add(ctx)
+		done <- ipamReply{r, err}
+	}()
+	return done, nil
 }
 
 // ipamVerb runs a verb without a result (DEL, CHECK, STATUS, GC): in

@@ -86,10 +86,22 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 
-	ipamResult, err := ipamAdd(context.Background(), conf.IPAM.Type, args)
+	// IPAM runs side by side with the kernel work that does not need its
+	// answer (bridge, forwarding, the veth pair): an ADD is then as long
+	// as the longer of the two, not their sum.
+	ipamDone, err := startIPAMAdd(context.Background(), conf.IPAM.Type, args)
 	if err != nil {
 		return err
 	}
+	var ipam *ipamReply
+	awaitIPAM := func() *ipamReply {
+		if ipam == nil {
+			r := <-ipamDone
+			ipam = &r
+		}
+		return ipam
+	}
+
 	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
 	success, vethCreated, masqSet, spoofSet := false, false, false, false
 	var masqAddrs []netip.Prefix
@@ -107,43 +119,40 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if spoofSet {
 			_ = link.TeardownMACSpoofCheck(hostVeth, containerMAC)
 		}
-		_ = ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Del, delegate.Del)
+		// Released only if allocated: a refused IPAM ADD holds nothing.
+		if awaitIPAM().err == nil {
+			_ = ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Del, delegate.Del)
+		}
 	}()
-
-	result, err := current.NewResultFromResult(ipamResult)
-	if err != nil {
-		return fmt.Errorf("convert result of IPAM plugin %s: %w", conf.IPAM.Type, err)
-	}
-	plan, err := planAttachment(conf, result)
-	if err != nil {
+	// A kernel step that fails while IPAM is still running waits for its
+	// answer; IPAM's error wins (an unreachable ipamd is code 11, which
+	// runtimes retry), else the kernel's.
+	fail := func(err error) error {
+		if r := awaitIPAM(); r.err != nil {
+			return r.err
+		}
 		return err
 	}
 
 	br, err := link.EnsureBridge(conf.Bridge, conf.MTU)
 	if err != nil {
-		return err
+		return fail(err)
 	}
-	if err := link.PrepareBridge(conf.Bridge, conf.IsGateway, plan.has4); err != nil {
-		return err
+	// IPv4 forwarding waits for the addresses: only dual-stack needs it.
+	if err := link.PrepareBridge(conf.Bridge, conf.IsGateway, false); err != nil {
+		return fail(err)
 	}
-	if conf.IsGateway {
-		if err := link.AddGatewayAddrs(br, plan.gatewayAddrs, conf.ForceAddress); err != nil {
-			return err
-		}
-	}
-
 	if conf.PromiscMode {
 		if err := link.SetPromisc(br); err != nil {
-			return err
+			return fail(err)
 		}
 	}
-
 	if conf.MACSpoofChk {
 		// Before the veth exists (the set elements name it): the
 		// container's first frame is already checked.
 		spoofSet = true
 		if err := link.SetupMACSpoofCheck(hostVeth, containerMAC); err != nil {
-			return err
+			return fail(err)
 		}
 	}
 
@@ -152,7 +161,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	// cannot be missed.
 	portUp, err := link.WatchOperUp()
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	defer portUp.Close()
 	veth, err := link.CreateVeth(link.VethSpec{
@@ -165,12 +174,34 @@ func cmdAdd(args *skel.CmdArgs) error {
 		NetNSFd:       netns.Fd(),
 	})
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	vethCreated = true
 	if conf.HairpinMode {
 		if err := link.SetHairpin(hostVeth); err != nil {
+			return fail(err)
+		}
+	}
+
+	if r := awaitIPAM(); r.err != nil {
+		return r.err
+	}
+	result, err := current.NewResultFromResult(ipam.result)
+	if err != nil {
+		return fmt.Errorf("convert result of IPAM plugin %s: %w", conf.IPAM.Type, err)
+	}
+	plan, err := planAttachment(conf, result)
+	if err != nil {
+		return err
+	}
+	if conf.IsGateway {
+		if err := link.AddGatewayAddrs(br, plan.gatewayAddrs, conf.ForceAddress); err != nil {
 			return err
+		}
+		if plan.has4 {
+			if err := link.EnableIPv4Forwarding(); err != nil {
+				return err
+			}
 		}
 	}
 
