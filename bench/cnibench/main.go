@@ -198,6 +198,7 @@ func run(ctx context.Context, r *benchutil.Run) error {
 type floor struct {
 	exec         benchutil.Durs
 	nlSeq, nlPar *batch
+	nlScale      *batch // -n ≥ 200: n bare attachments on one bridge
 	etcd         benchutil.Durs
 	minimalSize  int64
 }
@@ -233,6 +234,19 @@ func measureFloor(ctx context.Context, r *benchutil.Run, ipamd *benchutil.Ipamd,
 	}
 	if f.nlPar, err = floorNetlink(ctx, r, b, "fq", n, *flagPar); err != nil {
 		return nil, err
+	}
+	if *flagN >= 2*scaleK {
+		// How much of an ADD's growth with the node's size is the kernel's
+		// own: the same bare attachment, n times on one bridge.
+		b, err = newBareNetlink(r.Name("f3"), fmt.Sprintf("2001:db8:%s:f3::1/64", r.ID))
+		if err != nil {
+			return nil, err
+		}
+		t := time.Now()
+		if f.nlScale, err = floorNetlink(ctx, r, b, "fS", *flagN, 1); err != nil {
+			return nil, err
+		}
+		fmt.Printf("  %-30s done in %v\n", fmt.Sprintf("floor, %d on one bridge", *flagN), time.Since(t).Round(time.Millisecond))
 	}
 	if f.etcd, err = etcdTxns(ctx, ipamd.EtcdEndpoint(), "/v6cni-bench/floor-"+r.ID, n); err != nil {
 		return nil, fmt.Errorf("etcd floor: %w", err)
@@ -340,6 +354,7 @@ func report(scens []*scenario, pings map[string][]*pingResult, fl *floor, bd *br
 	if n := len(seq.res[o].add); n >= 2*scaleK {
 		fmt.Printf("\n== scale: %d sequential ADDs on one bridge (ms) ==\n", n)
 		var t benchutil.Table
+		var note string
 		t.Row("stack", fmt.Sprintf("ADD p50 of 1–%d", scaleK), fmt.Sprintf("ADD p50 of %d–%d", n-scaleK+1, n), "last/first", "ADD p50 all", "ADD p95 all", "ADD/s", "DEL p50")
 		for _, name := range []string{rf, o} {
 			b := seq.res[name]
@@ -348,7 +363,15 @@ func report(scens []*scenario, pings map[string][]*pingResult, fl *floor, bd *br
 			t.Row(name, benchutil.Ms(first), benchutil.Ms(last), ratioD(last, first), benchutil.Ms(b.add.Median()),
 				benchutil.Ms(b.add.Pct(95)), fmt.Sprintf("%.0f", b.addRate()), benchutil.Ms(b.del.Median()))
 		}
+		if b := fl.nlScale; b != nil && len(b.add) >= 2*scaleK {
+			m := len(b.add)
+			first, last := b.add[:scaleK].Median(), b.add[m-scaleK:].Median()
+			t.Row("floor (bare netlink)", benchutil.Ms(first), benchutil.Ms(last), ratioD(last, first), benchutil.Ms(b.add.Median()),
+				benchutil.Ms(b.add.Pct(95)), fmt.Sprintf("%.0f", b.addRate()), benchutil.Ms(b.del.Median()))
+			note = fmt.Sprintf("(the stacks ran interleaved, %d network namespaces in all; the floor alone after them, with %d)\n", 2*n, m)
+		}
 		t.Print(os.Stdout)
+		fmt.Print(note)
 	}
 
 	fmt.Printf("\n== first successful ping6 to the gateway after ADD, brand-new bridge each (ms; 1 probe/ms from ADD return) ==\n")
