@@ -53,17 +53,30 @@ func PrepareVLANBridge(br *netlink.Bridge, vid int) error {
 	if err := portsWithoutVLAN(br); err != nil {
 		return err
 	}
-	// A request carrying only the index and the one attribute: the
-	// netlink helper sends every attribute of the Bridge it is given.
-	on := true
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = br.Name
-	attrs.Index = br.Index
-	if err := netlink.BridgeSetVlanFiltering(&netlink.Bridge{LinkAttrs: attrs}, on); err != nil {
+	if err := setVLANFiltering(br.Index); err != nil {
 		return fmt.Errorf("turn vlan_filtering on for bridge %s: %w", br.Name, err)
 	}
+	on := true
 	br.VlanFiltering = &on
 	return nil
+}
+
+// setVLANFiltering turns vlan_filtering on for the bridge with this index
+// by a request that carries nothing else: netlink.BridgeSetVlanFiltering
+// also sends the name (the kernel then fails an up bridge with EBUSY, after
+// having changed the option) and every attribute of the Bridge it is given.
+func setVLANFiltering(index int) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(nl.IFLA_BR_VLAN_FILTERING, []byte{1})
+	req.AddData(info)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 // portsWithoutVLAN fails naming the first port of br that is in no VLAN:
