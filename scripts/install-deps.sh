@@ -5,6 +5,13 @@
 #
 # Add a package by appending it to PACKAGES (one per line).
 #
+# It also unpacks the guest kernel of internal/vmtest (tests that need
+# kernel features the host may lack, such as 802.1Q VLANs, run in a qemu
+# guest booted with it): Debian's cloud kernel package, downloaded with
+# apt-get download and unpacked with dpkg-deb -x into VMKERNEL_DIR/<version>,
+# with VMKERNEL_DIR/current pointing to it. It is never installed: the
+# host's /boot and module tree stay as they are.
+#
 # Servers among them (etcd, kea, dhcpd, bird, gobgpd) are only ever started
 # by the tests, in their own network namespaces: their Debian services are
 # kept from starting at install time (policy-rc.d), so nothing listens on
@@ -27,7 +34,13 @@ PACKAGES=(
 	isc-dhcp-client  # dhclient -6: pkg/dhcp6server's tests (stateless and stateful clients)
 	bird2        # BGP peer for pkg/bgpspeaker's tests and the demo (bird, birdc)
 	gobgpd       # GoBGP's daemon, second BGP peer in pkg/bgpspeaker's tests (gobgpd, gobgp)
+	qemu-system-x86 # qemu-system-x86_64: internal/vmtest's guests (bridge-v6 VLAN tests)
 )
+
+# The guest kernel (internal/vmtest.DefaultKernelDir): the metapackage names
+# the current versioned package, whose .deb is unpacked, not installed.
+VMKERNEL_DIR=/var/lib/v6cni-test/vmkernel
+VMKERNEL_META=linux-image-cloud-amd64
 
 if [[ $(id -u) -ne 0 ]]; then
 	echo "install-deps.sh: must run as root (apt-get install needs it); try: sudo $0" >&2
@@ -42,16 +55,53 @@ for pkg in "${PACKAGES[@]}"; do
 	fi
 done
 
-if [[ ${#missing[@]} -eq 0 ]]; then
-	exit 0
+# Files and directories this run made and removes when it ends.
+cleanup=()
+trap 'rm -rf "${cleanup[@]}"' EXIT
+
+updated=
+apt_update() {
+	if [[ -z $updated ]]; then
+		apt-get update -qq
+		updated=1
+	fi
+}
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+	echo "install-deps.sh: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		cleanup+=(/usr/sbin/policy-rc.d)
+	fi
+	apt_update
+	apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps.sh: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-	chmod 755 /usr/sbin/policy-rc.d
-	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+# The guest kernel, once: a kernel already unpacked is kept (the tests need
+# one with 802.1Q, bridge and veth modules, which every Debian kernel has).
+if [[ ! -e $VMKERNEL_DIR/current/boot ]]; then
+	kernel_pkg() { apt-cache depends "$VMKERNEL_META" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }'; }
+	pkg=$(kernel_pkg)
+	if [[ -z $pkg ]]; then
+		apt_update
+		pkg=$(kernel_pkg)
+	fi
+	if [[ -z $pkg ]]; then
+		echo "install-deps.sh: apt-cache depends $VMKERNEL_META names no kernel package" >&2
+		exit 1
+	fi
+	version=${pkg#linux-image-}
+	echo "install-deps.sh: unpacking $pkg into $VMKERNEL_DIR/$version (guest kernel of internal/vmtest)" >&2
+	tmp=$(mktemp -d)
+	cleanup+=("$tmp")
+	chown _apt "$tmp" 2>/dev/null || true # apt downloads as _apt
+	(cd "$tmp" && apt-get download -qq "$pkg")
+	mkdir -p "$VMKERNEL_DIR"
+	rm -rf "$VMKERNEL_DIR/$version.partial"
+	dpkg-deb -x "$tmp"/*.deb "$VMKERNEL_DIR/$version.partial"
+	rm -rf "${VMKERNEL_DIR:?}/$version"
+	mv "$VMKERNEL_DIR/$version.partial" "$VMKERNEL_DIR/$version"
+	ln -sfn "$version" "$VMKERNEL_DIR/current"
 fi
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"

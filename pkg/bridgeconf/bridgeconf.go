@@ -30,6 +30,12 @@ const (
 	MaxMTU = 65535
 )
 
+// VLAN IDs a port can be in: 0 and 4095 are reserved (IEEE 802.1Q).
+const (
+	MinVLAN = 1
+	MaxVLAN = 4094
+)
+
 // maxIfNameLen is IFNAMSIZ-1: the kernel refuses longer interface names.
 const maxIfNameLen = 15
 
@@ -82,6 +88,9 @@ type NetConf struct {
 	MACSpoofChk bool
 	// IPv6Mode is one of the IPv6Mode* values (default IPv6ModeStatic).
 	IPv6Mode string
+	// VLAN puts the host veth port in this access VLAN (PVID, untagged)
+	// on a VLAN-filtering bridge; 0 is none, else MinVLAN..MaxVLAN.
+	VLAN int
 }
 
 // SelfConfiguring reports whether the container configures its IPv6
@@ -114,6 +123,7 @@ type rawConf struct {
 	IPMasq6          *bool   `json:"ipMasq6"`
 	MACSpoofChk      *bool   `json:"macspoofchk"`
 	IPv6Mode         *string `json:"ipv6Mode"`
+	VLAN             *int    `json:"vlan"`
 }
 
 // Parse decodes and validates a bridge-v6 configuration (the stdin of a CNI
@@ -138,6 +148,9 @@ func Parse(data []byte) (*NetConf, error) {
 	}
 	if raw.MTU != nil {
 		conf.MTU = *raw.MTU
+	}
+	if raw.VLAN != nil {
+		conf.VLAN = *raw.VLAN
 	}
 	if raw.IsGateway != nil {
 		conf.IsGateway = *raw.IsGateway
@@ -221,6 +234,9 @@ func (c *NetConf) validate() error {
 	if c.MTU != 0 && (c.MTU < MinMTU || c.MTU > MaxMTU) {
 		return invalid(fmt.Sprintf("mtu: %d out of range (0 for the kernel default, or %d..%d)", c.MTU, MinMTU, MaxMTU))
 	}
+	if c.VLAN != 0 && (c.VLAN < MinVLAN || c.VLAN > MaxVLAN) {
+		return invalid(fmt.Sprintf("vlan: %d out of range (0 for none, or %d..%d)", c.VLAN, MinVLAN, MaxVLAN))
+	}
 	// Hairpin reflects the container's own neighbour solicitations back
 	// to it: DAD then always fails (kubernetes#32291).
 	if c.EnableDAD && c.HairpinMode {
@@ -231,6 +247,11 @@ func (c *NetConf) validate() error {
 	default:
 		return invalid(fmt.Sprintf("ipv6Mode: %q: want %s, %s, %s or %s", c.IPv6Mode,
 			IPv6ModeStatic, IPv6ModeSLAAC, IPv6ModeDHCPv6Stateless, IPv6ModeDHCPv6Stateful))
+	}
+	// ipamd sends router advertisements and answers DHCPv6 on the bridge
+	// itself, which is the untagged member of VLAN 1 only.
+	if c.VLAN > MinVLAN && c.SelfConfiguring() {
+		return invalid(fmt.Sprintf("vlan: %d cannot be combined with ipv6Mode %q (router advertisements and DHCPv6 are served on the bridge itself, in VLAN 1 only)", c.VLAN, c.IPv6Mode))
 	}
 	if c.IPAM.Type == "" {
 		return invalid("ipam.type: missing")

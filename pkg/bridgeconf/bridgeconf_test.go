@@ -166,6 +166,11 @@ func TestParseErrors(t *testing.T) {
 		{"forceAddress a string", `{` + ok + `,"forceAddress":"no"}`, types.ErrInvalidNetworkConfig, []string{"forceAddress", "boolean", "string"}},
 		{"ipMasq a number", `{` + ok + `,"ipMasq":0}`, types.ErrInvalidNetworkConfig, []string{"ipMasq", "boolean", "number"}},
 		{"ipMasq6 an array", `{` + ok + `,"ipMasq6":[true]}`, types.ErrInvalidNetworkConfig, []string{"ipMasq6", "boolean", "array"}},
+		{"vlan too big", `{` + ok + `,"vlan":4095}`, types.ErrInvalidNetworkConfig, []string{"vlan", "4095", "1..4094"}},
+		{"vlan negative", `{` + ok + `,"vlan":-1}`, types.ErrInvalidNetworkConfig, []string{"vlan", "-1"}},
+		{"vlan a string", `{` + ok + `,"vlan":"100"}`, types.ErrInvalidNetworkConfig, []string{"vlan", "number", "string"}},
+		{"vlan fractional", `{` + ok + `,"vlan":100.5}`, types.ErrInvalidNetworkConfig, []string{"vlan", "number"}},
+		{"vlan with slaac", `{` + ok + `,"vlan":100,"ipv6Mode":"slaac"}`, types.ErrInvalidNetworkConfig, []string{"vlan", "100", "slaac"}},
 		{"enableDad with hairpinMode", `{` + ok + `,"enableDad":true,"hairpinMode":true}`, types.ErrInvalidNetworkConfig, []string{"enableDad", "hairpinMode"}},
 		{"bad prevResult", `{` + ok + `,"prevResult":{"ips":[{"address":"nope"}]}}`, types.ErrDecodingFailure, []string{"prevResult"}},
 	}
@@ -209,6 +214,21 @@ func TestParseIPv6Mode(t *testing.T) {
 		}
 		if conf.IPv6Mode != tc.mode || conf.SelfConfiguring() != tc.selfConf || conf.Autoconf() != tc.autoconf {
 			t.Errorf("%s: mode %q self %v autoconf %v", tc.json, conf.IPv6Mode, conf.SelfConfiguring(), conf.Autoconf())
+		}
+	}
+}
+
+func TestParseVLAN(t *testing.T) {
+	for _, tc := range []struct {
+		json string
+		want int
+	}{{``, 0}, {`,"vlan":0`, 0}, {`,"vlan":1`, 1}, {`,"vlan":100`, 100}, {`,"vlan":4094`, 4094}} {
+		conf, err := Parse([]byte(`{"cniVersion":"1.1.0","name":"n","ipam":{"type":"x"}` + tc.json + `}`))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.json, err)
+		}
+		if conf.VLAN != tc.want {
+			t.Errorf("%s: VLAN = %d, want %d", tc.json, conf.VLAN, tc.want)
 		}
 	}
 }

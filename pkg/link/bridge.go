@@ -81,7 +81,8 @@ func reuseBridge(l netlink.Link, mtu int) (*netlink.Bridge, error) {
 }
 
 // AddGatewayAddrs puts each gateway address (gateway IP with the block's
-// prefix length, e.g. 2001:db8:cafe:3::1/64) on the bridge with IFA_F_NODAD:
+// prefix length, e.g. 2001:db8:cafe:3::1/64) on the bridge (or on the
+// bridge's VLAN interface, for a network with a VLAN) with IFA_F_NODAD:
 // IPAM owns uniqueness, and without it the address stays tentative for the
 // host's DAD (1–2 s) and the first containers cannot reach their gateway.
 // An address already there (put by an earlier ADD) is fine.
@@ -93,10 +94,10 @@ func AddGatewayAddrs(br netlink.Link, gateways []netip.Prefix, force bool) error
 	if len(gateways) == 0 {
 		return nil
 	}
-	name := br.Attrs().Name
+	name := linkKind(br) + " " + br.Attrs().Name
 	have, err := retryDump(func() ([]netlink.Addr, error) { return linkAddrs(br.Attrs().Index) })
 	if err != nil {
-		return fmt.Errorf("list addresses of bridge %s: %w", name, err)
+		return fmt.Errorf("list addresses of %s: %w", name, err)
 	}
 	for _, gw := range gateways {
 		gw = netip.PrefixFrom(gw.Addr().Unmap(), gw.Bits())
@@ -111,11 +112,11 @@ func AddGatewayAddrs(br netlink.Link, gateways []netip.Prefix, force bool) error
 				continue
 			}
 			if !force {
-				return fmt.Errorf("bridge %s has address %s, which conflicts with gateway %s (set forceAddress to replace it)", name, p, gw)
+				return fmt.Errorf("%s has address %s, which conflicts with gateway %s (set forceAddress to replace it)", name, p, gw)
 			}
 			a.LinkIndex = br.Attrs().Index
 			if err := netlink.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-				return fmt.Errorf("remove address %s from bridge %s (forceAddress): %w", p, name, err)
+				return fmt.Errorf("remove address %s from %s (forceAddress): %w", p, name, err)
 			}
 		}
 		if present {
@@ -123,10 +124,18 @@ func AddGatewayAddrs(br netlink.Link, gateways []netip.Prefix, force bool) error
 		}
 		addr := &netlink.Addr{IPNet: ipNet(gw), Flags: unix.IFA_F_NODAD}
 		if err := netlink.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add gateway %s to bridge %s: %w", gw, name, err)
+			return fmt.Errorf("add gateway %s to %s: %w", gw, name, err)
 		}
 	}
 	return nil
+}
+
+// linkKind names the kind of link that holds gateway addresses.
+func linkKind(l netlink.Link) string {
+	if _, ok := l.(*netlink.Vlan); ok {
+		return "VLAN interface"
+	}
+	return "bridge"
 }
 
 // BridgeByName returns the bridge called name, or an error if there is no

@@ -3,6 +3,7 @@ package link
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net"
 
 	"github.com/v6cni/v6cni/pkg/macaddr"
@@ -54,4 +55,18 @@ func localUnicast(b []byte) net.HardwareAddr {
 	copy(mac, b)
 	mac[0] = (mac[0] | 0x02) &^ 0x01
 	return mac
+}
+
+// VLANIfName is the name of the VLAN interface of VLAN vid on top of the
+// bridge, which holds the gateway addresses of a network with that VLAN:
+// "<bridge>.<vid>" when that fits in 15 bytes, else "v6v" + 7 hex digits of
+// sha256(bridge) + "." + vid (at most 15 bytes; deterministic, so every
+// ADD, CHECK and a human can recompute it).
+func VLANIfName(bridge string, vid int) string {
+	name := fmt.Sprintf("%s.%d", bridge, vid)
+	if len(name) <= 15 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(bridge))
+	return fmt.Sprintf("v6v%s.%d", hex.EncodeToString(sum[:4])[:7], vid)
 }

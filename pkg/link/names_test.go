@@ -55,3 +55,25 @@ func TestMACsLocallyAdministeredUnicast(t *testing.T) {
 		t.Fatal("ContainerMAC ignores the network name")
 	}
 }
+
+func TestVLANIfName(t *testing.T) {
+	if got := VLANIfName("v6cni0", 100); got != "v6cni0.100" {
+		t.Errorf("VLANIfName(v6cni0, 100) = %q, want v6cni0.100", got)
+	}
+	if got := VLANIfName("abcdefghij", 4094); got != "abcdefghij.4094" {
+		t.Errorf("VLANIfName of a 15-byte result = %q, want it unchanged", got)
+	}
+	long := VLANIfName("abcdefghijk", 4094) // 16 bytes as <bridge>.<vid>
+	if len(long) > 15 || !strings.HasPrefix(long, "v6v") || !strings.HasSuffix(long, ".4094") {
+		t.Errorf("VLANIfName of a long bridge = %q, want ≤ 15 bytes, v6v….4094", long)
+	}
+	if long != VLANIfName("abcdefghijk", 4094) {
+		t.Error("VLANIfName is not deterministic")
+	}
+	if long == VLANIfName("abcdefghijl", 4094) || long == VLANIfName("abcdefghijk", 4093) {
+		t.Error("VLANIfName ignores part of its input")
+	}
+	if n := VLANIfName("abcdefghijklmno", 4094); len(n) > 15 {
+		t.Errorf("VLANIfName of a 15-byte bridge = %q, longer than 15 bytes", n)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/v6cni/v6cni/internal/vmtest"
 )
 
 var (
@@ -16,6 +18,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// In a vmtest guest the test binary is init first (it never returns
+	// from here as PID 1).
+	vmtest.InitIfGuest()
+	if runAsProgram() {
+		os.Exit(0)
+	}
 	code := m.Run()
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)

@@ -114,7 +114,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 			_ = link.DeleteLinkByName(hostVeth)
 		}
 		if masqSet {
-			_ = link.TeardownMasquerade(conf.Bridge, masqAddrs)
+			_ = link.TeardownMasquerade(masqIface(conf), masqAddrs)
 		}
 		if spoofSet {
 			_ = link.TeardownMACSpoofCheck(hostVeth, containerMAC)
@@ -141,6 +141,20 @@ func cmdAdd(args *skel.CmdArgs) error {
 	// IPv4 forwarding waits for the addresses: only dual-stack needs it.
 	if err := link.PrepareBridge(conf.Bridge, conf.IsGateway, false); err != nil {
 		return fail(err)
+	}
+	// The gateways of a VLAN live on the bridge's VLAN interface.
+	gwLink := netlink.Link(br)
+	var vlanIf *netlink.Vlan
+	if conf.VLAN != 0 {
+		if err := link.PrepareVLANBridge(br, conf.VLAN); err != nil {
+			return fail(err)
+		}
+		if conf.IsGateway && vlanGateway(conf) {
+			if vlanIf, err = link.EnsureVLANGateway(br, conf.VLAN, link.VLANIfName(conf.Bridge, conf.VLAN), conf.MTU); err != nil {
+				return fail(err)
+			}
+			gwLink = vlanIf
+		}
 	}
 	if conf.PromiscMode {
 		if err := link.SetPromisc(br); err != nil {
@@ -177,6 +191,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return fail(err)
 	}
 	vethCreated = true
+	if conf.VLAN != 0 {
+		// Before the container end comes up: no frame of the container
+		// is ever forwarded in another VLAN.
+		if err := link.SetAccessVLAN(br, veth, conf.VLAN); err != nil {
+			return fail(err)
+		}
+	}
 	if conf.HairpinMode {
 		if err := link.SetHairpin(hostVeth); err != nil {
 			return fail(err)
@@ -195,7 +216,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	if conf.IsGateway {
-		if err := link.AddGatewayAddrs(br, plan.gatewayAddrs, conf.ForceAddress); err != nil {
+		if err := link.AddGatewayAddrs(gwLink, plan.gatewayAddrs, conf.ForceAddress); err != nil {
 			return err
 		}
 		if plan.has4 {
@@ -229,7 +250,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if conf.IPMasq || conf.IPMasq6 {
 		masqAddrs = plan.allAddrs
 		masqSet = true
-		if err := link.SetupMasquerade(conf.Bridge, plan.addrs, conf.IPMasq, conf.IPMasq6); err != nil {
+		if err := link.SetupMasquerade(masqIface(conf), plan.addrs, conf.IPMasq, conf.IPMasq6); err != nil {
 			return err
 		}
 	}
@@ -238,6 +259,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 		bridgeIfaceIdx:    {Name: conf.Bridge, Mac: br.HardwareAddr.String()},
 		hostVethIfaceIdx:  {Name: hostVeth, Mac: hostMAC.String()},
 		containerIfaceIdx: {Name: args.IfName, Mac: containerMAC.String(), Sandbox: args.Netns},
+	}
+	if vlanIf != nil {
+		// As the reference bridge plugin: the gateway's interface last.
+		result.Interfaces = append(result.Interfaces, &current.Interface{Name: vlanIf.Name, Mac: vlanIf.HardwareAddr.String()})
 	}
 	for _, ip := range result.IPs {
 		ip.Interface = current.Int(containerIfaceIdx)
@@ -296,7 +321,7 @@ func deleteAttachment(conf *bridgeconf.NetConf, args *skel.CmdArgs) error {
 					addrs = append(addrs, p)
 				}
 			}
-			if err := link.TeardownMasquerade(conf.Bridge, addrs); err != nil {
+			if err := link.TeardownMasquerade(masqIface(conf), addrs); err != nil {
 				return err
 			}
 		}
@@ -337,13 +362,30 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if conf.VLAN != 0 && (br.VlanFiltering == nil || !*br.VlanFiltering) {
+		return fmt.Errorf("bridge %s: vlan_filtering is off, but the network has vlan %d", conf.Bridge, conf.VLAN)
+	}
 	if conf.IsGateway {
-		if err := link.CheckBridgeGateways(br, want.gatewayAddrs); err != nil {
+		gwLink := netlink.Link(br)
+		if vlanGateway(conf) {
+			vlanIf, err := link.CheckVLANGateway(br, conf.VLAN, link.VLANIfName(conf.Bridge, conf.VLAN))
+			if err != nil {
+				return err
+			}
+			gwLink = vlanIf
+		}
+		if err := link.CheckBridgeGateways(gwLink, want.gatewayAddrs); err != nil {
 			return err
 		}
 	}
-	if err := link.CheckHostVeth(link.HostVethName(args.ContainerID, args.IfName), br); err != nil {
+	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
+	if err := link.CheckHostVeth(hostVeth, br); err != nil {
 		return err
+	}
+	if conf.VLAN != 0 {
+		if err := link.CheckAccessVLAN(hostVeth, conf.VLAN); err != nil {
+			return err
+		}
 	}
 
 	netns, err := ns.GetNS(args.Netns)
@@ -378,6 +420,23 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	// Address reservations are IPAM's; veths die with their netns.
 	return ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.GC, delegate.GC)
+}
+
+// vlanGateway reports whether the gateways of the network live on a VLAN
+// interface of the bridge (link.VLANIfName) rather than on the bridge:
+// with a VLAN other than the bridge's default PVID, of which the bridge
+// itself is the untagged member (the gateways of VLAN 1 are on the bridge).
+func vlanGateway(conf *bridgeconf.NetConf) bool {
+	return conf.VLAN != 0 && conf.VLAN != link.DefaultPVID
+}
+
+// masqIface is the interface the containers' routed traffic enters the
+// host by: their traffic leaving by another one is masqueraded.
+func masqIface(conf *bridgeconf.NetConf) string {
+	if vlanGateway(conf) {
+		return link.VLANIfName(conf.Bridge, conf.VLAN)
+	}
+	return conf.Bridge
 }
 
 // ifnameMustBeFree fails with CNI error 4 when ifname already exists in netns.
