@@ -264,31 +264,51 @@ func joinAddrs(addrs []netip.Addr) string {
 	return strings.Join(s, ", ")
 }
 
-// Announce makes the kernel send an unsolicited neighbour advertisement for
-// every IPv6 address of ifname (ndisc_notify=1, set by ConfigureContainer)
-// and a gratuitous ARP for its IPv4 addresses (arp_notify=1), in the
-// namespace of the calling thread: it sets the interface's MAC to mac, its
-// current one, which raises NETDEV_CHANGEADDR (link-up alone does not
-// announce addresses that skipped DAD). Call it once the host end of the
-// veth forwards, or the bridge drops the announcement.
+// Announce sends, in the namespace of the calling thread, an unsolicited
+// neighbour advertisement for every usable IPv6 address of ifname
+// (link-local included) and a gratuitous ARP for each IPv4 one, so that
+// peers with a stale entry for an address learn the interface's MAC at
+// once: link-up alone does not announce addresses that skipped DAD. mac is
+// that MAC (nil: looked up with the interface). Call it once the host end
+// of the veth forwards, or the bridge drops the announcements. It looks the
+// interface up and calls AnnounceLink.
 func Announce(ifname string, mac net.HardwareAddr) error {
 	l, err := linkByName(ifname)
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", ifname, err)
 	}
-	if mac == nil {
-		mac = l.Attrs().HardwareAddr
-	}
 	return AnnounceLink(l, mac)
 }
 
-// AnnounceLink is Announce for a link already looked up (its index and
-// name are used), with its MAC mac: it saves the lookup.
+// AnnounceLink is Announce for a link already looked up (its index, name,
+// flags and, when mac is nil, MAC are used): it lists the addresses of l
+// (one dump) and announces those the kernel itself would on a MAC change
+// (ndisc_send_unsol_na, inetdev_send_gratuitous_arp): all but the
+// tentative ones, an optimistic address without the Override flag, except
+// secondary IPv4 addresses. A caller that knows its addresses should call
+// AnnounceAddrs (which documents how the announcements are sent, and why
+// not by the kernel): the dump costs more than the announcements.
 func AnnounceLink(l netlink.Link, mac net.HardwareAddr) error {
-	if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
-		return fmt.Errorf("announce the addresses of %s (set MAC %s): %w", l.Attrs().Name, mac, err)
+	have, err := addrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s to announce them: %w", l.Attrs().Name, err)
 	}
-	return nil
+	list := make([]announcement, 0, len(have))
+	for _, a := range have {
+		p, ok := PrefixFromIPNet(a.IPNet)
+		if !ok {
+			continue
+		}
+		optimistic := a.Flags&unix.IFA_F_OPTIMISTIC != 0
+		switch {
+		case a.Flags&unix.IFA_F_DADFAILED != 0, a.Flags&unix.IFA_F_TENTATIVE != 0 && !optimistic:
+			continue // the kernel would refuse it as a source
+		case a.Flags&unix.IFA_F_SECONDARY != 0 && p.Addr().Is4():
+			continue // the kernel's ARP for it would name the primary (see AnnounceAddrs)
+		}
+		list = append(list, announcement{addr: p.Addr(), override: !optimistic})
+	}
+	return announce(l, mac, list)
 }
 
 // CheckContainer verifies, in the network namespace of the calling thread,

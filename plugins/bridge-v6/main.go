@@ -243,7 +243,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := portUp.Wait(veth.Index, portUpTimeout); err != nil {
 		fmt.Fprintf(os.Stderr, "bridge-v6: %s: %v\n", hostVeth, err)
 	}
-	if err := netns.Do(func() error { return link.AnnounceLink(containerLink, containerMAC) }); err != nil {
+	if err := netns.Do(func() error { return link.AnnounceAddrs(containerLink, containerMAC, plan.addrs) }); err != nil {
 		return fmt.Errorf("in netns %s: %w", args.Netns, err)
 	}
 
