@@ -26,6 +26,13 @@ type VethSpec struct {
 // The host end is up and enslaved to the bridge; the container end is down,
 // so its sysctls can be set before it comes up.
 //
+// One RTM_NEWLINK does all of it and, on kernels since 6.2, echoes the new
+// host end, which gives its index; older kernels cost one RTM_GETLINK by
+// name more. One RTM_SETLINK by index then turns off the host end's IPv6
+// address generation (see newlink.go for why it cannot be part of the
+// creation). vishvananda/netlink's LinkAdd took four requests on four
+// sockets for the same.
+//
 // A host end left over by an earlier attachment with the same name (same
 // container ID and ifname, e.g. an ADD retried after a crash) is deleted
 // and the pair created again, so a retried ADD neither fails nor leaks.
@@ -33,55 +40,78 @@ type VethSpec struct {
 // On error nothing is left behind. The returned link is the host end, with
 // its index set.
 func CreateVeth(spec VethSpec) (*netlink.Veth, error) {
-	veth, err := addVeth(spec)
+	veth, err := addVeth(spec, true)
 	if errors.Is(err, unix.EEXIST) {
 		if _, lookupErr := linkByName(spec.HostName); lookupErr == nil {
 			if err := DeleteLinkByName(spec.HostName); err != nil {
 				return nil, fmt.Errorf("remove stale host veth %s: %w", spec.HostName, err)
 			}
-			veth, err = addVeth(spec)
+			veth, err = addVeth(spec, true)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create veth %s (container end %s): %w", spec.HostName, spec.ContainerName, err)
+		bridge := ""
+		if spec.BridgeIndex > 0 {
+			bridge = fmt.Sprintf(", port of bridge ifindex %d", spec.BridgeIndex)
+		}
+		return nil, fmt.Errorf("create veth %s (container end %s%s): %w", spec.HostName, spec.ContainerName, bridge, err)
 	}
 	return veth, nil
 }
 
-func addVeth(spec VethSpec) (*netlink.Veth, error) {
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = spec.HostName
-	attrs.HardwareAddr = spec.HostMAC
-	attrs.MTU = spec.MTU
-	attrs.Flags = net.FlagUp
-	attrs.MasterIndex = spec.BridgeIndex
-	veth := &netlink.Veth{
-		LinkAttrs:        attrs,
-		PeerName:         spec.ContainerName,
-		PeerHardwareAddr: spec.ContainerMAC,
-		PeerNamespace:    netlink.NsFd(spec.NetNSFd),
-		PeerMTU:          uint32(max(spec.MTU, 0)),
-	}
-	// LinkAdd creates the pair, then looks up the index and sets the master
-	// in separate calls: if a later step fails the pair exists and must go.
-	err := netlink.LinkAdd(veth)
-	if err == nil && veth.Index == 0 {
-		err = fmt.Errorf("index of new veth %s unknown", spec.HostName)
-	}
+// addVeth creates the pair of spec and turns off IPv6 address generation on
+// its host end. Without echo it takes the path of kernels before 6.2, which
+// send no echo of a new link: tests use that to cover it.
+func addVeth(spec VethSpec, echo bool) (*netlink.Veth, error) {
+	c, err := openRtnl()
 	if err != nil {
-		if !errors.Is(err, unix.EEXIST) {
-			_ = DeleteLinkByName(spec.HostName)
+		return nil, err
+	}
+	defer c.close()
+
+	index, err := c.newVeth(spec, echo)
+	if err != nil {
+		// A kernel error leaves nothing: the kernel unregisters the pair
+		// if a step after registration fails (rtnl_newlink_create →
+		// out_unregister). Any other error lost the answer, and the pair
+		// may exist; a host end of that name can only be this
+		// attachment's.
+		var kerr *rtnlError
+		if !errors.As(err, &kerr) {
+			_ = DeleteLinkByName(spec.HostName) // on a socket of its own
 		}
 		return nil, err
 	}
+	if index == 0 {
+		if index, err = c.linkIndex(spec.HostName); err != nil {
+			_ = DeleteLinkByName(spec.HostName)
+			return nil, fmt.Errorf("look up new host veth %s: %w", spec.HostName, err)
+		}
+	}
+
 	// The host end is a bridge port and needs no IPv6 address of its own.
 	// Without one it sends no DAD probe or MLD report when the container
 	// end comes up: on a bridge with N ports every such multicast reaches
 	// all N, which makes each ADD slower as the node fills. Set before the
 	// carrier comes up (the container end is still down), so no link-local
-	// address is ever formed. An old kernel without the knob keeps one.
-	_ = netlink.LinkSetIP6AddrGenMode(veth, 1 /* IN6_ADDR_GEN_MODE_NONE */)
-	return veth, nil
+	// address is ever formed. Best effort, as before: a kernel without IPv6
+	// or without the knob keeps one.
+	_ = c.setAddrGenMode(index, in6AddrGenModeNone)
+
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = spec.HostName
+	attrs.Index = index
+	attrs.HardwareAddr = spec.HostMAC
+	attrs.MTU = spec.MTU
+	attrs.Flags = net.FlagUp
+	attrs.MasterIndex = spec.BridgeIndex
+	return &netlink.Veth{
+		LinkAttrs:        attrs,
+		PeerName:         spec.ContainerName,
+		PeerHardwareAddr: spec.ContainerMAC,
+		PeerNamespace:    netlink.NsFd(spec.NetNSFd),
+		PeerMTU:          uint32(max(spec.MTU, 0)),
+	}, nil
 }
 
 // DeleteLinkByName deletes the link called name in the namespace of the
