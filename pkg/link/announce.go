@@ -152,10 +152,25 @@ func sendNAs(ifindex int, ifname string, mac net.HardwareAddr, list []announceme
 
 	dst := &unix.SockaddrInet6{Addr: allNodes, ZoneId: uint32(ifindex)}
 	var errs []error
+	mrouteAdded := false
 	for _, a := range list {
 		msg := unsolicitedNA(a.addr, mac, a.override)
 		oob := unix.PktInfo6(&unix.Inet6Pktinfo{Addr: a.addr.As16(), Ifindex: uint32(ifindex)})
-		if _, err := unix.SendmsgN(fd, msg[:], oob, dst, 0); err != nil {
+		_, err := unix.SendmsgN(fd, msg[:], oob, dst, 0)
+		if errors.Is(err, unix.ENETUNREACH) && !mrouteAdded {
+			// Right after link-up the interface may not have its
+			// multicast route yet: the kernel adds it when linkwatch
+			// reports the carrier, which can come after the host end of
+			// the veth already forwards. Add the very route the kernel
+			// would (addrconf_add_mroute) and send again.
+			mrouteAdded = true
+			if rerr := addMulticastRoute(ifindex); rerr != nil {
+				err = fmt.Errorf("%w (and adding the multicast route: %w)", err, rerr)
+			} else {
+				_, err = unix.SendmsgN(fd, msg[:], oob, dst, 0)
+			}
+		}
+		if err != nil {
 			hint := ""
 			if errors.Is(err, unix.EINVAL) {
 				// ip6_datagram_send_ctl refuses the source.
@@ -165,6 +180,24 @@ func sendNAs(ifindex int, ifname string, mac net.HardwareAddr, list []announceme
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// addMulticastRoute adds the route addrconf_add_mroute gives every IPv6
+// interface: multicast ff00::/8 out of it, table local, metric 256, proto
+// kernel. One the kernel added meanwhile is fine.
+func addMulticastRoute(ifindex int) error {
+	r := &netlink.Route{
+		LinkIndex: ifindex,
+		Dst:       &net.IPNet{IP: net.ParseIP("ff00::"), Mask: net.CIDRMask(8, 128)},
+		Table:     unix.RT_TABLE_LOCAL,
+		Type:      unix.RTN_MULTICAST,
+		Protocol:  unix.RTPROT_KERNEL,
+		Priority:  256,
+	}
+	if err := netlink.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	return nil
 }
 
 // unsolicitedNA returns the ICMPv6 message of an unsolicited neighbour

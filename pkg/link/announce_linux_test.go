@@ -776,3 +776,50 @@ func BenchmarkAnnounce(b *testing.B) {
 		})
 	}
 }
+
+// TestAnnounceBeforeMulticastRoute covers the moment right after link-up:
+// the kernel adds the interface's multicast route (ff00::/8, table local)
+// only when linkwatch reports the carrier, which may come after the host
+// end of the veth is already forwarding. Without that route (and without a
+// default route) a send to ff02::1 fails with ENETUNREACH.
+func TestAnnounceBeforeMulticastRoute(t *testing.T) {
+	lab := newAnnounceLab(t, announceCtrAddrs, announcePeerAddrs)
+	capture := lab.capture(t)
+	linktest.Do(t, lab.ctr, func() error {
+		mroute := &netlink.Route{LinkIndex: lab.ctrIndex, Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_MULTICAST,
+			Dst: &net.IPNet{IP: net.ParseIP("ff00::"), Mask: net.CIDRMask(8, 128)}, Priority: 256}
+		if err := netlink.RouteDel(mroute); err != nil {
+			return fmt.Errorf("remove the multicast route of %s: %w", lab.ctrName, err)
+		}
+		if err := AnnounceAddrs(lab.ctrLink, lab.mac, announceCtrAddrs); err != nil {
+			return err
+		}
+		// The route put back is the kernel's own: one, proto kernel.
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{LinkIndex: lab.ctrIndex, Table: unix.RT_TABLE_LOCAL},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, r := range routes {
+			if r.Dst != nil && r.Dst.String() == "ff00::/8" {
+				n++
+				if r.Protocol != unix.RTPROT_KERNEL || r.Type != unix.RTN_MULTICAST || r.Priority != 256 {
+					t.Errorf("multicast route %s: protocol %d type %d metric %d, want the kernel's", r, r.Protocol, r.Type, r.Priority)
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d ff00::/8 routes on %s after the announcement, want 1", n, lab.ctrName)
+		}
+		return nil
+	})
+	want := []netip.Addr{netip.MustParseAddr("2001:db8:a::2"), netip.MustParseAddr("2001:db8:b::2")}
+	frames := capture.frames(t, lab.peerIndex, 5*time.Second, func(f [][]byte) bool {
+		nas, _ := decode(f)
+		return containsAll(naTargets(nas), want)
+	})
+	if nas, _ := decode(frames); !containsAll(naTargets(nas), want) {
+		t.Errorf("NAs for %v, want one for each of %v", naTargets(nas), want)
+	}
+}
