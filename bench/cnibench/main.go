@@ -135,6 +135,9 @@ func run(ctx context.Context, r *benchutil.Run) error {
 		scens = append(scens, &scenario{title: "IPv6 /64, libcni, sequential", tag: "l6", n: m, par: 1, libcni: true})
 	}
 	for si, sc := range scens {
+		if w := benchutil.Settle(ctx, 30*time.Second); w > time.Second {
+			fmt.Printf("  (waited %v for the kernel to finish removing the last scenario's namespaces)\n", w.Round(100*time.Millisecond))
+		}
 		sc.res = map[string]*batch{}
 		var ds []driver
 		var tags []string
@@ -180,6 +183,7 @@ func run(ctx context.Context, r *benchutil.Run) error {
 	}
 
 	// The floor.
+	benchutil.Settle(ctx, 30*time.Second)
 	fl, err := measureFloor(ctx, r, ipamd, m)
 	if err != nil {
 		return err
