@@ -65,19 +65,29 @@ func reuseBridge(l netlink.Link, mtu int) (*netlink.Bridge, error) {
 	if !ok {
 		return nil, fmt.Errorf("link %s already exists and is a %s, not a bridge", name, l.Type())
 	}
-	if mtu != 0 && br.MTU != mtu {
-		if err := netlink.LinkSetMTU(br, mtu); err != nil {
-			return nil, fmt.Errorf("set MTU %d on bridge %s: %w", mtu, name, err)
-		}
-		br.MTU = mtu
-	}
-	if br.Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(br); err != nil {
-			return nil, fmt.Errorf("set bridge %s up: %w", name, err)
-		}
-		br.Flags |= net.FlagUp
+	if err := mtuAndUp(br, "bridge", mtu); err != nil {
+		return nil, err
 	}
 	return br, nil
+}
+
+// mtuAndUp brings l (a kind, for errors) to MTU mtu (0: as it is) and up,
+// and updates its attributes to match.
+func mtuAndUp(l netlink.Link, kind string, mtu int) error {
+	a := l.Attrs()
+	if mtu != 0 && a.MTU != mtu {
+		if err := netlink.LinkSetMTU(l, mtu); err != nil {
+			return fmt.Errorf("set MTU %d on %s %s: %w", mtu, kind, a.Name, err)
+		}
+		a.MTU = mtu
+	}
+	if a.Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fmt.Errorf("set %s %s up: %w", kind, a.Name, err)
+		}
+		a.Flags |= net.FlagUp
+	}
+	return nil
 }
 
 // AddGatewayAddrs puts each gateway address (gateway IP with the block's

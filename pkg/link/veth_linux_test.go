@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
+
+	"github.com/v6cni/v6cni/pkg/link/linktest"
 	"golang.org/x/sys/unix"
 )
 
@@ -410,16 +411,6 @@ func threadCPUTime() time.Duration {
 // benchmark ends; it fails without root.
 func benchNS(b *testing.B) ns.NetNS {
 	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Fatal("this benchmark needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces; run it with sudo")
-	}
-	netns, err := testutils.NewNS()
-	if err != nil {
-		b.Fatalf("create netns: %v", err)
-	}
-	b.Cleanup(func() {
-		_ = netns.Close()
-		_ = testutils.UnmountNS(netns)
-	})
-	return netns
+	linktest.RequireRoot(b)
+	return linktest.NewNS(b)
 }

@@ -228,17 +228,8 @@ func EnsureVLANGateway(br *netlink.Bridge, vid int, ifname string, mtu int) (*ne
 			return nil, fmt.Errorf("VLAN interface %s: %w", ifname, err)
 		}
 	}
-	if mtu != 0 && v.MTU != mtu {
-		if err := netlink.LinkSetMTU(v, mtu); err != nil {
-			return nil, fmt.Errorf("set MTU %d on VLAN interface %s: %w", mtu, ifname, err)
-		}
-		v.MTU = mtu
-	}
-	if v.Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(v); err != nil {
-			return nil, fmt.Errorf("set VLAN interface %s up: %w", ifname, err)
-		}
-		v.Flags |= net.FlagUp
+	if err := mtuAndUp(v, "VLAN interface", mtu); err != nil {
+		return nil, err
 	}
 	return v, nil
 }
