@@ -71,7 +71,7 @@ func ConfigureContainer(ifname string, addrs []netip.Prefix, routes []Route) (ne
 // namespace of the calling thread (call it from ns.NetNS.Do): sysctls while
 // it is still down, each address (with its prefix length, e.g.
 // 2001:db8:cafe:3::2/64) with IFA_F_NODAD unless opts.DAD, lo and ifname
-// up, the DAD wait when opts.DAD, then the routes (after the addresses and
+// up, ndisc_notify/arp_notify (see enableNotify), the DAD wait when opts.DAD, then the routes (after the addresses and
 // link-up, so their gateways are on-link). It returns the interface.
 func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route, opts ContainerOptions) (netlink.Link, error) {
 	l, err := linkByName(ifname)
@@ -88,7 +88,9 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 		}
 	}
 	has6 = has6 || len(opts.Await) > 0
-	if err := prepareContainerIface(ifname, has6, has4, opts); err != nil {
+	s := openSysctls()
+	defer s.close()
+	if err := prepareContainerIface(s, ifname, has6, opts); err != nil {
 		return nil, err
 	}
 
@@ -120,6 +122,9 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return nil, fmt.Errorf("set %s up: %w", ifname, err)
+	}
+	if err := enableNotify(s, ifname, has6, has4); err != nil {
+		return nil, err
 	}
 
 	if len(opts.Await) > 0 {

@@ -237,18 +237,16 @@ func checkContainerSysctls(ifname string, addrs []netip.Prefix, opts ContainerOp
 	return nil
 }
 
-// prepareContainerIface sets the sysctls of the container interface before
-// it goes up: no RAs (they would race the routes this plugin adds) unless
-// opts.AcceptRA (then accept_ra=1, and with opts.Autoconf SLAAC with EUI-64
-// interface IDs: autoconf=1, addr_gen_mode=0), no DAD
-// (IPAM guarantees uniqueness; also skips the link-local address's DAD),
-// IPv6 on, and an unsolicited neighbour advertisement (ndisc_notify) when it
-// comes up so the bridge and the gateway learn the new MAC at once. With
-// ipv4, arp_notify does the same for IPv4.
+// prepareContainerIface sets, through s, the sysctls of the container
+// interface before it goes up: no RAs (they would race the routes this
+// plugin adds) unless opts.AcceptRA (then accept_ra=1, and with
+// opts.Autoconf SLAAC with EUI-64 interface IDs: autoconf=1,
+// addr_gen_mode=0), no DAD (IPAM guarantees uniqueness; also skips the
+// link-local address's DAD), IPv6 on.
 //
 // Without IPv6 in the kernel (ipv6.disable=1) the IPv6 keys are missing; that
 // only matters when the attachment has IPv6 addresses.
-func prepareContainerIface(ifname string, ipv6, ipv4 bool, opts ContainerOptions) error {
+func prepareContainerIface(s *sysctls, ifname string, ipv6 bool, opts ContainerOptions) error {
 	acceptDAD, acceptRA, autoconf := "0", "0", "0"
 	if opts.DAD {
 		acceptDAD = "1"
@@ -263,13 +261,10 @@ func prepareContainerIface(ifname string, ipv6, ipv4 bool, opts ContainerOptions
 		{"accept_ra", acceptRA},
 		{"accept_dad", acceptDAD},
 		{"disable_ipv6", "0"},
-		{"ndisc_notify", "1"},
 	}
 	if opts.AcceptRA {
 		settings = append(settings, [2]string{"autoconf", autoconf}, [2]string{"addr_gen_mode", "0"})
 	}
-	s := openSysctls()
-	defer s.close()
 	for _, kv := range settings {
 		// A new interface has the defaults, which differ from these: write
 		// without reading first. disable_ipv6 is read first: it is
@@ -287,8 +282,26 @@ func prepareContainerIface(ifname string, ipv6, ipv4 bool, opts ContainerOptions
 			return fmt.Errorf("set sysctl %s=%s: %w", key, kv[1], err)
 		}
 	}
+	return nil
+}
+
+// enableNotify sets, through s, ndisc_notify=1 (with ipv6) and
+// arp_notify=1 (with ipv4) on the container interface, so the kernel
+// announces the interface's addresses when its MAC changes later. Set
+// once the interface is up, not before: recent kernels also announce at
+// link-up when they are set, and that announcement, made before the bridge
+// forwards the port, would be lost or duplicate the one the plugin sends
+// once it does (AnnounceAddrs) — a flood of every port of the bridge for
+// nothing.
+func enableNotify(s *sysctls, ifname string, ipv6, ipv4 bool) error {
+	var keys []string
+	if ipv6 {
+		keys = append(keys, "net/ipv6/conf/"+ifname+"/ndisc_notify")
+	}
 	if ipv4 {
-		key := "net/ipv4/conf/" + ifname + "/arp_notify"
+		keys = append(keys, "net/ipv4/conf/"+ifname+"/arp_notify")
+	}
+	for _, key := range keys {
 		if err := s.write(key, "1"); err != nil {
 			return fmt.Errorf("set sysctl %s=1: %w", key, err)
 		}
