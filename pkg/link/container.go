@@ -56,6 +56,9 @@ type ContainerOptions struct {
 	// checks they are present.
 	Await        []netip.Addr
 	AwaitTimeout time.Duration
+	// Index is the interface's index when the caller knows it (the
+	// ParentIndex CreateVeth returns): it spares a lookup by name.
+	Index int
 }
 
 // DefaultAwaitTimeout bounds the wait for ContainerOptions.Await.
@@ -74,9 +77,12 @@ func ConfigureContainer(ifname string, addrs []netip.Prefix, routes []Route) (ne
 // up, ndisc_notify/arp_notify (see enableNotify), the DAD wait when opts.DAD, then the routes (after the addresses and
 // link-up, so their gateways are on-link). It returns the interface.
 func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route, opts ContainerOptions) (netlink.Link, error) {
-	l, err := linkByName(ifname)
-	if err != nil {
-		return nil, fmt.Errorf("look up %s: %w", ifname, err)
+	var l netlink.Link = &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: opts.Index, Name: ifname}}
+	if opts.Index <= 0 {
+		var err error
+		if l, err = linkByName(ifname); err != nil {
+			return nil, fmt.Errorf("look up %s: %w", ifname, err)
+		}
 	}
 
 	var has4, has6 bool

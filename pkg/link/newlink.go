@@ -197,6 +197,23 @@ func linkMsgIndex(data []byte) (index int, name string, ok bool) {
 	return index, name, index > 0
 }
 
+// linkMsgPeer returns the IFLA_LINK of an RTM_NEWLINK payload: for a veth
+// end, the index of its peer in the peer's namespace (0 when absent).
+func linkMsgPeer(data []byte) int {
+	if len(data) < unix.SizeofIfInfomsg {
+		return 0
+	}
+	var peer int
+	walkAttrs(data[unix.SizeofIfInfomsg:], func(typ uint16, v []byte) bool {
+		if typ == unix.IFLA_LINK && len(v) >= 4 {
+			peer = int(int32(nl.NativeEndian().Uint32(v[:4])))
+			return false
+		}
+		return true
+	})
+	return peer
+}
+
 // vethRequest builds the one RTM_NEWLINK that creates the pair of spec
 // with all of it: the host end named, with its MAC and MTU, up and enslaved
 // to the bridge (the kernel does IFLA_MASTER at creation, after the echo:
@@ -257,42 +274,42 @@ func vethRequest(spec VethSpec, echo bool) *nl.NetlinkRequest {
 }
 
 // newVeth creates the pair of spec (see vethRequest) and returns the host
-// end's index, 0 when the kernel sent no echo (before 6.2). On a kernel
-// error nothing was created, or the kernel removed it again.
-func (c *rtnlConn) newVeth(spec VethSpec, echo bool) (int, error) {
-	var index int
-	err := c.do(vethRequest(spec, echo), func(typ uint16, data []byte) {
+// end's index and its peer's (the container end's, in its namespace), 0
+// when the kernel sent no echo (before 6.2). On a kernel error nothing was
+// created, or the kernel removed it again.
+func (c *rtnlConn) newVeth(spec VethSpec, echo bool) (index, peer int, err error) {
+	err = c.do(vethRequest(spec, echo), func(typ uint16, data []byte) {
 		if typ != unix.RTM_NEWLINK {
 			return
 		}
 		if i, name, ok := linkMsgIndex(data); ok && name == spec.HostName {
-			index = i
+			index, peer = i, linkMsgPeer(data)
 		}
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return index, nil
+	return index, peer, nil
 }
 
-// linkIndex looks up the index of the link called name (RTM_GETLINK).
-func (c *rtnlConn) linkIndex(name string) (int, error) {
+// linkIndex looks up the index of the link called name (RTM_GETLINK), and
+// its IFLA_LINK (a veth's peer).
+func (c *rtnlConn) linkIndex(name string) (index, peer int, err error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
-	var index int
-	err := c.do(req, func(typ uint16, data []byte) {
+	err = c.do(req, func(typ uint16, data []byte) {
 		if typ != unix.RTM_NEWLINK {
 			return
 		}
 		if i, n, ok := linkMsgIndex(data); ok && n == name {
-			index = i
+			index, peer = i, linkMsgPeer(data)
 		}
 	})
 	if err == nil && index == 0 {
 		err = fmt.Errorf("no link %s in the kernel's answer", name)
 	}
-	return index, err
+	return index, peer, err
 }
 
 // setAddrGenMode sets the IPv6 address generation mode of the link index

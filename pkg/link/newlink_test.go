@@ -195,4 +195,14 @@ func TestLinkMsgIndex(t *testing.T) {
 	if _, _, ok := linkMsgIndex(payload[:8]); ok {
 		t.Error("linkMsgIndex of a short message: ok")
 	}
+	if peer := linkMsgPeer(payload); peer != 0 {
+		t.Errorf("linkMsgPeer without IFLA_LINK = %d, want 0", peer)
+	}
+	withLink := append(bytes.Clone(payload), nl.NewRtAttr(unix.IFLA_LINK, nl.Uint32Attr(7)).Serialize()...)
+	if peer := linkMsgPeer(withLink); peer != 7 {
+		t.Errorf("linkMsgPeer = %d, want 7", peer)
+	}
+	if peer := linkMsgPeer(withLink[:8]); peer != 0 {
+		t.Errorf("linkMsgPeer of a short message = %d, want 0", peer)
+	}
 }

@@ -38,7 +38,9 @@ type VethSpec struct {
 // and the pair created again, so a retried ADD neither fails nor leaks.
 //
 // On error nothing is left behind. The returned link is the host end, with
-// its index set.
+// its index set, and ParentIndex the container end's index in its
+// namespace (the kernel's IFLA_LINK of a veth), for
+// ContainerOptions.Index.
 func CreateVeth(spec VethSpec) (*netlink.Veth, error) {
 	veth, err := addVeth(spec, true)
 	if errors.Is(err, unix.EEXIST) {
@@ -69,7 +71,7 @@ func addVeth(spec VethSpec, echo bool) (*netlink.Veth, error) {
 	}
 	defer c.close()
 
-	index, err := c.newVeth(spec, echo)
+	index, peer, err := c.newVeth(spec, echo)
 	if err != nil {
 		// A kernel error leaves nothing: the kernel unregisters the pair
 		// if a step after registration fails (rtnl_newlink_create →
@@ -83,7 +85,7 @@ func addVeth(spec VethSpec, echo bool) (*netlink.Veth, error) {
 		return nil, err
 	}
 	if index == 0 {
-		if index, err = c.linkIndex(spec.HostName); err != nil {
+		if index, peer, err = c.linkIndex(spec.HostName); err != nil {
 			_ = DeleteLinkByName(spec.HostName)
 			return nil, fmt.Errorf("look up new host veth %s: %w", spec.HostName, err)
 		}
@@ -105,6 +107,7 @@ func addVeth(spec VethSpec, echo bool) (*netlink.Veth, error) {
 	attrs.MTU = spec.MTU
 	attrs.Flags = net.FlagUp
 	attrs.MasterIndex = spec.BridgeIndex
+	attrs.ParentIndex = peer
 	return &netlink.Veth{
 		LinkAttrs:        attrs,
 		PeerName:         spec.ContainerName,

@@ -72,7 +72,7 @@ func testCreateVeth(t *testing.T, create func(VethSpec) (*netlink.Veth, error), 
 	}
 
 	var spec VethSpec
-	var hostTxQLen int
+	var hostTxQLen, parent int
 	in(t, host, func() error {
 		br, err := EnsureBridge(brName, wantMTU)
 		if err != nil {
@@ -83,6 +83,7 @@ func testCreateVeth(t *testing.T, create func(VethSpec) (*netlink.Veth, error), 
 		if err != nil {
 			return err
 		}
+		parent = veth.ParentIndex
 		l, err := linkByName(spec.HostName)
 		if err != nil {
 			return err
@@ -125,6 +126,9 @@ func testCreateVeth(t *testing.T, create func(VethSpec) (*netlink.Veth, error), 
 			return err
 		}
 		a := l.Attrs()
+		if parent != a.Index {
+			t.Errorf("returned ParentIndex %d, container end %s has index %d", parent, a.Name, a.Index)
+		}
 		if withMACsAndMTU && a.HardwareAddr.String() != spec.ContainerMAC.String() {
 			t.Errorf("container end MAC = %s, want %s", a.HardwareAddr, spec.ContainerMAC)
 		}

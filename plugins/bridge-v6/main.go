@@ -229,7 +229,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	var containerLink netlink.Link
 	if err := netns.Do(func() error {
 		var err error
-		containerLink, err = link.ConfigureContainerWith(args.IfName, plan.addrs, plan.routes, containerOptions(conf, plan))
+		opts := containerOptions(conf, plan)
+		opts.Index = veth.ParentIndex
+		containerLink, err = link.ConfigureContainerWith(args.IfName, plan.addrs, plan.routes, opts)
 		return err
 	}); err != nil {
 		return fmt.Errorf("configure %s in netns %s: %w", args.IfName, args.Netns, err)
