@@ -248,7 +248,7 @@ func kvmUsable() bool {
 func buildGuestBinary(ctx context.Context, out string) error {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("vmtest: build the guest's test binary: the go tool is not in PATH: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, goTool, "test", "-c", "-vet=off", "-ldflags=-s -w", "-o", out, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
