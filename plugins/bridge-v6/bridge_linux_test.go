@@ -131,6 +131,25 @@ func (e *testEnv) inHost(t *testing.T, f func() error) error {
 	return e.host.Do(func(ns.NetNS) error { return f() })
 }
 
+// noAttachmentLeft fails t if the host veth of containerID or eth0 in the
+// container is still there: what a failed ADD must not leave (after is
+// what failed, for the message).
+func (e *testEnv) noAttachmentLeft(t *testing.T, containerID, after string) {
+	t.Helper()
+	_ = e.inHost(t, func() error {
+		if ok, _ := link.LinkExists(link.HostVethName(containerID, "eth0")); ok {
+			t.Errorf("host veth left after %s", after)
+		}
+		return nil
+	})
+	_ = e.cont.Do(func(ns.NetNS) error {
+		if ok, _ := link.LinkExists("eth0"); ok {
+			t.Errorf("eth0 left in the container after %s", after)
+		}
+		return nil
+	})
+}
+
 func cniCode(t *testing.T, err error) uint {
 	t.Helper()
 	var cniErr *types.Error
@@ -331,18 +350,7 @@ func TestAddFailureRollsBack(t *testing.T) {
 	if calls := e.ipamCalls(t); !strings.Contains(calls, "ADD "+containerID) || !strings.Contains(calls, "DEL "+containerID) {
 		t.Errorf("IPAM calls %q: want ADD then DEL", calls)
 	}
-	_ = e.inHost(t, func() error {
-		if ok, _ := link.LinkExists(link.HostVethName(containerID, "eth0")); ok {
-			t.Error("host veth left after a failed ADD")
-		}
-		return nil
-	})
-	_ = e.cont.Do(func(ns.NetNS) error {
-		if ok, _ := link.LinkExists("eth0"); ok {
-			t.Error("eth0 left in the container after a failed ADD")
-		}
-		return nil
-	})
+	e.noAttachmentLeft(t, containerID, "a failed ADD")
 }
 
 func TestAddIPAMFailure(t *testing.T) {
@@ -361,18 +369,7 @@ func TestAddIPAMFailure(t *testing.T) {
 	}
 	// The veth is made while IPAM runs: a refused ADD must remove it, and
 	// must not release what IPAM never allocated.
-	_ = e.inHost(t, func() error {
-		if ok, _ := link.LinkExists(link.HostVethName("feed", "eth0")); ok {
-			t.Error("host veth left after IPAM refused the ADD")
-		}
-		return nil
-	})
-	_ = e.cont.Do(func(ns.NetNS) error {
-		if ok, _ := link.LinkExists("eth0"); ok {
-			t.Error("eth0 left in the container after IPAM refused the ADD")
-		}
-		return nil
-	})
+	e.noAttachmentLeft(t, "feed", "IPAM refused the ADD")
 	if calls := e.ipamCalls(t); strings.Contains(calls, "DEL") {
 		t.Errorf("IPAM calls %q: DEL after a failed IPAM ADD", calls)
 	}

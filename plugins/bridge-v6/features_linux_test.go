@@ -292,18 +292,7 @@ func TestDAD(t *testing.T) {
 		if calls := e.ipamCalls(t); !strings.Contains(calls, "DEL dad2") {
 			t.Errorf("IPAM DEL not called after DAD failure: %q", calls)
 		}
-		_ = e.inHost(t, func() error {
-			if ok, _ := link.LinkExists(link.HostVethName("dad2", "eth0")); ok {
-				t.Error("host veth left after a DAD failure")
-			}
-			return nil
-		})
-		_ = e.cont.Do(func(ns.NetNS) error {
-			if ok, _ := link.LinkExists("eth0"); ok {
-				t.Error("eth0 left in the container after a DAD failure")
-			}
-			return nil
-		})
+		e.noAttachmentLeft(t, "dad2", "a DAD failure")
 	})
 }
 
