@@ -1,76 +1,35 @@
 package link
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-)
 
-// requireRoot fails (never skips) the test when it cannot create network
-// namespaces: a skipped test would hide that the kernel work is untested.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("these tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces; run them with sudo")
-	}
-}
+	"github.com/v6cni/v6cni/pkg/link/linktest"
+)
 
 // newNS creates a network namespace removed when the test ends. Every test
 // does its "host" work in one of these too, so the real host is never
 // touched.
-func newNS(t *testing.T) ns.NetNS {
+func newNS(t testing.TB) ns.NetNS {
 	t.Helper()
-	requireRoot(t)
-	netns, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("create netns: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = netns.Close()
-		_ = testutils.UnmountNS(netns)
-	})
-	return netns
-}
-
-// uniqueName returns prefix plus random hex, at most 15 bytes.
-func uniqueName(t *testing.T, prefix string) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := prefix + hex.EncodeToString(b)
-	if len(name) > 15 {
-		name = name[:15]
-	}
-	return name
-}
-
-// in runs f in netns and fails the test on error.
-func in(t *testing.T, netns ns.NetNS, f func() error) {
-	t.Helper()
-	if err := netns.Do(func(ns.NetNS) error { return f() }); err != nil {
-		t.Fatal(err)
-	}
+	linktest.RequireRoot(t)
+	return linktest.NewNS(t)
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func TestEnsureBridgeConcurrent(t *testing.T) {
 	host := newNS(t)
-	name := uniqueName(t, "v6tbr")
+	name := linktest.Name("v6tbr")
 
 	const racers = 8
 	var wg sync.WaitGroup
@@ -97,7 +56,7 @@ func TestEnsureBridgeConcurrent(t *testing.T) {
 		}
 	}
 
-	in(t, host, func() error {
+	linktest.Do(t, host, func() error {
 		// Reuse: same bridge, MTU changed to the new config.
 		br, err := EnsureBridge(name, 9000)
 		if err != nil {
@@ -129,7 +88,7 @@ func TestEnsureBridgeConcurrent(t *testing.T) {
 		}
 
 		// A link of that name that is not a bridge is refused, by name.
-		notBridge := uniqueName(t, "v6tdm")
+		notBridge := linktest.Name("v6tdm")
 		if err := addVethPair(notBridge); err != nil {
 			return err
 		}
@@ -137,7 +96,7 @@ func TestEnsureBridgeConcurrent(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), notBridge) || !strings.Contains(err.Error(), "not a bridge") {
 			t.Errorf("EnsureBridge on a veth: err = %v, want one naming %s and 'not a bridge'", err, notBridge)
 		}
-		if _, err := BridgeByName(uniqueName(t, "v6tno")); err == nil || !strings.Contains(err.Error(), "not found") {
+		if _, err := BridgeByName(linktest.Name("v6tno")); err == nil || !strings.Contains(err.Error(), "not found") {
 			t.Errorf("BridgeByName of a missing bridge: err = %v", err)
 		}
 		return nil
@@ -147,11 +106,11 @@ func TestEnsureBridgeConcurrent(t *testing.T) {
 func TestGatewayAddrsNoDAD(t *testing.T) {
 	host := newNS(t)
 	cont := newNS(t)
-	brName := uniqueName(t, "v6tbr")
+	brName := linktest.Name("v6tbr")
 	gw6 := mustPrefix("2001:db8:77::1/64")
 	gw4 := mustPrefix("10.99.0.1/24")
 
-	in(t, host, func() error {
+	linktest.Do(t, host, func() error {
 		br, err := EnsureBridge(brName, 0)
 		if err != nil {
 			return err
@@ -167,7 +126,7 @@ func TestGatewayAddrsNoDAD(t *testing.T) {
 		// A port with carrier gives the bridge carrier: only then does the
 		// kernel start (and, with NODAD, at once finish) address setup.
 		_, err = CreateVeth(VethSpec{
-			HostName: uniqueName(t, "v6tv"), ContainerName: "eth0",
+			HostName: linktest.Name("v6tv"), ContainerName: "eth0",
 			BridgeIndex: br.Index, NetNSFd: int(cont.Fd()),
 		})
 		if err != nil {
@@ -175,7 +134,7 @@ func TestGatewayAddrsNoDAD(t *testing.T) {
 		}
 		return nil
 	})
-	in(t, cont, func() error {
+	linktest.Do(t, cont, func() error {
 		l, err := linkByName("eth0")
 		if err != nil {
 			return err
@@ -183,7 +142,7 @@ func TestGatewayAddrsNoDAD(t *testing.T) {
 		return netlink.LinkSetUp(l)
 	})
 
-	in(t, host, func() error {
+	linktest.Do(t, host, func() error {
 		br, err := BridgeByName(brName)
 		if err != nil {
 			return err
@@ -237,7 +196,7 @@ func TestGatewayAddrsNoDAD(t *testing.T) {
 func TestCreateVethInNetNS(t *testing.T) {
 	host := newNS(t)
 	cont := newNS(t)
-	brName := uniqueName(t, "v6tbr")
+	brName := linktest.Name("v6tbr")
 	const containerID, ifname = "4f1a5c2b9d0e", "eth0"
 	spec := VethSpec{
 		HostName:      HostVethName(containerID, ifname),
@@ -249,7 +208,7 @@ func TestCreateVethInNetNS(t *testing.T) {
 	}
 
 	var brIndex int
-	in(t, host, func() error {
+	linktest.Do(t, host, func() error {
 		br, err := EnsureBridge(brName, 1400)
 		if err != nil {
 			return err
@@ -285,7 +244,7 @@ func TestCreateVethInNetNS(t *testing.T) {
 		return CheckHostVeth(spec.HostName, br)
 	})
 
-	in(t, cont, func() error {
+	linktest.Do(t, cont, func() error {
 		l, err := linkByName(ifname)
 		if err != nil {
 			return err
@@ -302,7 +261,7 @@ func TestCreateVethInNetNS(t *testing.T) {
 		return nil
 	})
 
-	in(t, host, func() error {
+	linktest.Do(t, host, func() error {
 		// A retried ADD finds the stale pair and replaces it.
 		if _, err := CreateVeth(spec); err != nil {
 			return err
@@ -329,7 +288,7 @@ func TestCreateVethInNetNS(t *testing.T) {
 		}
 		return nil
 	})
-	in(t, cont, func() error {
+	linktest.Do(t, cont, func() error {
 		if ok, err := LinkExists(ifname); err != nil || ok {
 			t.Errorf("container end still exists after deleting the host end (err %v)", err)
 		}
@@ -349,7 +308,7 @@ func mustIndex(t *testing.T, name string) int {
 func TestConfigureAndCheckContainer(t *testing.T) {
 	host := newNS(t)
 	cont := newNS(t)
-	brName := uniqueName(t, "v6tbr")
+	brName := linktest.Name("v6tbr")
 	addrs := []netip.Prefix{mustPrefix("2001:db8:77::2/64"), mustPrefix("10.99.0.2/24")}
 	routes := []Route{
 		{Dst: mustPrefix("::/0"), GW: netip.MustParseAddr("2001:db8:77::1")},
@@ -359,19 +318,19 @@ func TestConfigureAndCheckContainer(t *testing.T) {
 	}
 	mac := ContainerMAC("testnet", "cid", "eth0")
 
-	in(t, host, func() error {
+	linktest.Do(t, host, func() error {
 		br, err := EnsureBridge(brName, 0)
 		if err != nil {
 			return err
 		}
 		_, err = CreateVeth(VethSpec{
-			HostName: uniqueName(t, "v6tv"), ContainerName: "eth0", ContainerMAC: mac,
+			HostName: linktest.Name("v6tv"), ContainerName: "eth0", ContainerMAC: mac,
 			BridgeIndex: br.Index, NetNSFd: int(cont.Fd()),
 		})
 		return err
 	})
 
-	in(t, cont, func() error {
+	linktest.Do(t, cont, func() error {
 		l, err := ConfigureContainer("eth0", addrs, routes)
 		if err != nil {
 			return err
@@ -445,9 +404,9 @@ func TestConfigureAndCheckContainer(t *testing.T) {
 
 func TestEnableForwardingKeepsRAs(t *testing.T) {
 	host := newNS(t)
-	in(t, host, func() error {
-		brName := uniqueName(t, "v6tbr")
-		uplink := uniqueName(t, "v6tup")
+	linktest.Do(t, host, func() error {
+		brName := linktest.Name("v6tbr")
+		uplink := linktest.Name("v6tup")
 		if err := addVethPair(uplink); err != nil {
 			return err
 		}
@@ -497,8 +456,8 @@ func TestEnableForwardingKeepsRAs(t *testing.T) {
 
 func TestDeleteLinkByNameMissing(t *testing.T) {
 	host := newNS(t)
-	in(t, host, func() error {
-		if err := DeleteLinkByName(uniqueName(t, "v6tno")); err != nil {
+	linktest.Do(t, host, func() error {
+		if err := DeleteLinkByName(linktest.Name("v6tno")); err != nil {
 			t.Errorf("DeleteLinkByName of a missing link: %v", err)
 		}
 		return nil
@@ -514,7 +473,7 @@ func addVethPair(name string) error {
 
 func TestSysctlsRelativeAndAbsolute(t *testing.T) {
 	host := newNS(t)
-	in(t, host, func() error {
+	linktest.Do(t, host, func() error {
 		s := openSysctls()
 		defer s.close()
 		// Below a family directory: opened relative to it, and the

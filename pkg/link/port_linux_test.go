@@ -209,8 +209,8 @@ func TestOperUpWatch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			netns := newNS(t)
-			in(t, netns, func() error {
-				p, err := newOperUpPair(uniqueName(t, "op"))
+			linktest.Do(t, netns, func() error {
+				p, err := newOperUpPair(linktest.Name("op"))
 				if err != nil {
 					return err
 				}

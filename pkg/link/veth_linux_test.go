@@ -14,8 +14,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 
-	"github.com/v6cni/v6cni/pkg/link/linktest"
 	"golang.org/x/sys/unix"
+
+	"github.com/v6cni/v6cni/pkg/link/linktest"
 )
 
 // vethCreators are the two ways addVeth learns the host end's index: from
@@ -33,7 +34,7 @@ var vethCreators = []struct {
 // vethTestSpec is the spec of an attachment of cont to the bridge of index
 // brIndex, with its MACs and MTU given when withMACsAndMTU.
 func vethTestSpec(t *testing.T, cont ns.NetNS, brIndex int, withMACsAndMTU bool) VethSpec {
-	cid := uniqueName(t, "cid")
+	cid := linktest.Name("cid")
 	spec := VethSpec{
 		HostName:      HostVethName(cid, "eth0"),
 		ContainerName: "eth0",
@@ -65,7 +66,7 @@ func TestCreateVethOneRequest(t *testing.T) {
 func testCreateVeth(t *testing.T, create func(VethSpec) (*netlink.Veth, error), withMACsAndMTU bool) {
 	host := newNS(t)
 	cont := newNS(t)
-	brName := uniqueName(t, "v6tbr")
+	brName := linktest.Name("v6tbr")
 	wantMTU := 1500 // the kernel's default for both a veth and a bridge
 	if withMACsAndMTU {
 		wantMTU = 1400
@@ -73,7 +74,7 @@ func testCreateVeth(t *testing.T, create func(VethSpec) (*netlink.Veth, error), 
 
 	var spec VethSpec
 	var hostTxQLen, parent int
-	in(t, host, func() error {
+	linktest.Do(t, host, func() error {
 		br, err := EnsureBridge(brName, wantMTU)
 		if err != nil {
 			return err
@@ -120,7 +121,7 @@ func testCreateVeth(t *testing.T, create func(VethSpec) (*netlink.Veth, error), 
 		return nil
 	})
 
-	in(t, cont, func() error {
+	linktest.Do(t, cont, func() error {
 		l, err := linkByName(spec.ContainerName)
 		if err != nil {
 			return err
@@ -148,7 +149,7 @@ func testCreateVeth(t *testing.T, create func(VethSpec) (*netlink.Veth, error), 
 		return netlink.LinkSetUp(l)
 	})
 
-	in(t, host, func() error {
+	linktest.Do(t, host, func() error {
 		l, err := waitOperUp(spec.HostName)
 		if err != nil {
 			return err
@@ -164,7 +165,7 @@ func testCreateVeth(t *testing.T, create func(VethSpec) (*netlink.Veth, error), 
 	})
 	// Control: the same check sees the container end's link-local, which
 	// its default addr_gen_mode forms.
-	in(t, cont, func() error {
+	linktest.Do(t, cont, func() error {
 		l, err := waitOperUp(spec.ContainerName)
 		if err != nil {
 			return err
@@ -199,8 +200,8 @@ func waitOperUp(name string) (netlink.Link, error) {
 func TestCreateVethReplacesStaleHostEnd(t *testing.T) {
 	host := newNS(t)
 	cont := newNS(t)
-	in(t, host, func() error {
-		br, err := EnsureBridge(uniqueName(t, "v6tbr"), 0)
+	linktest.Do(t, host, func() error {
+		br, err := EnsureBridge(linktest.Name("v6tbr"), 0)
 		if err != nil {
 			return err
 		}
@@ -265,7 +266,7 @@ func TestCreateVethErrorsLeaveNothing(t *testing.T) {
 			{
 				name: "container end name taken in the container",
 				mangle: func(t *testing.T, spec *VethSpec, cont ns.NetNS) {
-					in(t, cont, func() error { return addVethPair(spec.ContainerName) })
+					linktest.Do(t, cont, func() error { return addVethPair(spec.ContainerName) })
 				},
 				errno: unix.EEXIST,
 			},
@@ -274,8 +275,8 @@ func TestCreateVethErrorsLeaveNothing(t *testing.T) {
 				host := newNS(t)
 				cont := newNS(t)
 				var spec VethSpec
-				in(t, host, func() error {
-					br, err := EnsureBridge(uniqueName(t, "v6tbr"), 0)
+				linktest.Do(t, host, func() error {
+					br, err := EnsureBridge(linktest.Name("v6tbr"), 0)
 					if err != nil {
 						return err
 					}
@@ -293,7 +294,7 @@ func TestCreateVethErrorsLeaveNothing(t *testing.T) {
 					}
 					return nil
 				})
-				in(t, cont, func() error {
+				linktest.Do(t, cont, func() error {
 					links, err := netlink.LinkList()
 					if err != nil {
 						return err
@@ -360,8 +361,8 @@ func BenchmarkCreateVeth(b *testing.B) {
 		{"one-request-getlink", func(spec VethSpec) (*netlink.Veth, error) { return addVeth(spec, false) }},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
-			host := benchNS(b)
-			cont := benchNS(b)
+			host := newNS(b)
+			cont := newNS(b)
 			id := make([]byte, 4)
 			_, _ = rand.Read(id)
 			cid := hex.EncodeToString(id)
@@ -409,12 +410,4 @@ func threadCPUTime() time.Duration {
 		panic(err)
 	}
 	return time.Duration(ts.Nano())
-}
-
-// benchNS is newNS for benchmarks: a network namespace removed when the
-// benchmark ends; it fails without root.
-func benchNS(b *testing.B) ns.NetNS {
-	b.Helper()
-	linktest.RequireRoot(b)
-	return linktest.NewNS(b)
 }

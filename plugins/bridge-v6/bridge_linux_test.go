@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/v6cni/v6cni/pkg/link"
+	"github.com/v6cni/v6cni/pkg/link/linktest"
 )
 
 // fakeIPAM is a stand-in IPAM plugin: it logs every call and answers ADD
@@ -61,32 +62,12 @@ type testEnv struct {
 	log        string
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("these tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces; run them with sudo")
-	}
-}
-
-func newNS(t *testing.T) ns.NetNS {
-	t.Helper()
-	netns, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("create netns: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = netns.Close()
-		_ = testutils.UnmountNS(netns)
-	})
-	return netns
-}
-
 // setup makes a "host" netns (the plugin's host side runs there, so the
 // real host is never touched), a container netns and the fake IPAM on PATH
 // (testutils passes PATH as CNI_PATH).
 func setup(t *testing.T) *testEnv {
 	t.Helper()
-	requireRoot(t)
+	linktest.RequireRoot(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "fake-ipam"), []byte(fakeIPAM), 0o755); err != nil {
 		t.Fatal(err)
@@ -96,8 +77,8 @@ func setup(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	env := &testEnv{
-		host:   newNS(t),
-		cont:   newNS(t),
+		host:   linktest.NewNS(t),
+		cont:   linktest.NewNS(t),
 		bridge: fmt.Sprintf("v6tb%d", os.Getpid()%100000),
 		log:    filepath.Join(dir, "ipam.log"),
 	}

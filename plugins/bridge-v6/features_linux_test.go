@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/v6cni/v6cni/pkg/link"
+	"github.com/v6cni/v6cni/pkg/link/linktest"
 	"github.com/v6cni/v6cni/pkg/macaddr"
 )
 
@@ -259,7 +260,7 @@ func TestDAD(t *testing.T) {
 	t.Run("duplicate fails and rolls back", func(t *testing.T) {
 		e := setup(t)
 		// Another node on the bridge already has the address.
-		other := newNS(t)
+		other := linktest.NewNS(t)
 		if err := e.inHost(t, func() error {
 			br, err := link.EnsureBridge(e.bridge, 0)
 			if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/v6cni/v6cni/pkg/link"
+	"github.com/v6cni/v6cni/pkg/link/linktest"
 )
 
 // execPlugin runs the real binary as a runtime does (config on stdin,
@@ -135,7 +136,7 @@ func TestConcurrentAddsOnNewBridge(t *testing.T) {
 	const n = 20
 	netns := make([]ns.NetNS, n)
 	for i := range n {
-		netns[i] = newNS(t)
+		netns[i] = linktest.NewNS(t)
 	}
 	run := func(command string) {
 		t.Helper()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/v6cni/v6cni/internal/vmtest"
 	"github.com/v6cni/v6cni/pkg/link"
+	"github.com/v6cni/v6cni/pkg/link/linktest"
 	"github.com/v6cni/v6cni/pkg/macaddr"
 )
 
@@ -40,7 +41,7 @@ const (
 // with Debian's kernel runs this test (the project's own machines lack
 // 802.1Q).
 func TestVLAN(t *testing.T) {
-	requireRoot(t)
+	linktest.RequireRoot(t)
 	if !vmtest.InGuest() && !vlanFilteringSupported(t) {
 		t.Log("this kernel has no VLAN filtering bridges: running TestVLAN in a vmtest guest")
 		vmtest.Run(t, vmtest.Config{Run: "^TestVLAN$", Modules: vlanModules})
@@ -58,7 +59,7 @@ func TestVLAN(t *testing.T) {
 func vlanFilteringSupported(t *testing.T) bool {
 	t.Helper()
 	var supported bool
-	if err := newNS(t).Do(func(ns.NetNS) error {
+	if err := linktest.NewNS(t).Do(func(ns.NetNS) error {
 		err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "v6probe0"}, VlanFiltering: new(true)})
 		switch {
 		case errors.Is(err, unix.EOPNOTSUPP):
@@ -101,7 +102,7 @@ func (e *testEnv) vlanAttachment(t *testing.T, ver, id, bridge, extra, addr, gw 
 	}
 	return &vlanAttachment{
 		id:    id,
-		netns: newNS(t),
+		netns: linktest.NewNS(t),
 		conf: fmt.Appendf(nil, `{"cniVersion":%q,"name":"v6vlan","type":"bridge-v6","bridge":%q%s,"ipam":{"type":%q,"addresses":[{"address":%q%s}]}}`,
 			ver, bridge, extra, staticIPAMName, addr, gwJSON),
 	}
