@@ -115,7 +115,7 @@ func TestGatewayAddrsNoDAD(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := PrepareBridge(brName, false, false); err != nil {
+		if err := PrepareBridge(brName, false); err != nil {
 			return err
 		}
 		for range 2 { // idempotent: the second ADD on a bridge finds them there
@@ -402,7 +402,7 @@ func TestConfigureAndCheckContainer(t *testing.T) {
 	})
 }
 
-func TestEnableForwardingKeepsRAs(t *testing.T) {
+func TestPrepareBridgeForwardingKeepsRAs(t *testing.T) {
 	host := newNS(t)
 	linktest.Do(t, host, func() error {
 		brName := linktest.Name("v6tbr")
@@ -413,7 +413,7 @@ func TestEnableForwardingKeepsRAs(t *testing.T) {
 		if _, err := EnsureBridge(brName, 0); err != nil {
 			return err
 		}
-		if err := PrepareBridge(brName, false, false); err != nil {
+		if err := PrepareBridge(brName, false); err != nil {
 			return err
 		}
 		for key, v := range map[string]string{
@@ -425,7 +425,10 @@ func TestEnableForwardingKeepsRAs(t *testing.T) {
 				return err
 			}
 		}
-		if err := EnableForwarding(true); err != nil {
+		if err := PrepareBridge(brName, true); err != nil {
+			return err
+		}
+		if err := EnableIPv4Forwarding(); err != nil {
 			return err
 		}
 		for key, want := range map[string]string{
@@ -444,7 +447,7 @@ func TestEnableForwardingKeepsRAs(t *testing.T) {
 		if _, err := sysctl.Sysctl("net/ipv6/conf/"+uplink+"/accept_ra", "1"); err != nil {
 			return err
 		}
-		if err := EnableForwarding(false); err != nil {
+		if err := PrepareBridge(brName, true); err != nil {
 			return err
 		}
 		if got, _ := sysctl.Sysctl("net/ipv6/conf/" + uplink + "/accept_ra"); got != "1" {

@@ -119,9 +119,13 @@ func (s *sysctls) set(name, value string) error {
 // from accepting router advertisements (accept_ra=0): it is the containers'
 // router, and an RA a container sends must never install a route on the
 // host. With forward (the bridge is the containers' gateway) it then turns
-// forwarding on, as EnableForwarding(ipv4) does, which would otherwise turn
-// the bridge's accept_ra 1 into 2.
-func PrepareBridge(bridge string, forward, ipv4 bool) error {
+// IPv6 forwarding on. When forwarding is still off, every interface with
+// accept_ra=1 is first moved to accept_ra=2: with forwarding on,
+// accept_ra=1 means "ignore RAs", and a host that learns its default route
+// by RA would lose it when the route expires. (The bridge's own accept_ra
+// is 0 by then.) IPv4 forwarding is EnableIPv4Forwarding, for dual-stack
+// networks only.
+func PrepareBridge(bridge string, forward bool) error {
 	s := openSysctls()
 	defer s.close()
 	if err := s.set("net/ipv6/conf/"+bridge+"/accept_ra", "0"); err != nil {
@@ -133,18 +137,18 @@ func PrepareBridge(bridge string, forward, ipv4 bool) error {
 	if !forward {
 		return nil
 	}
-	return s.enableForwarding(ipv4)
-}
-
-// EnableForwarding turns IPv6 forwarding on (and IPv4 forwarding when ipv4
-// is true). When IPv6 forwarding is still off it first moves every interface
-// with accept_ra=1 to accept_ra=2: with forwarding on, accept_ra=1 means
-// "ignore RAs", and a host that learns its default route by RA would lose it
-// when the route expires.
-func EnableForwarding(ipv4 bool) error {
-	s := openSysctls()
-	defer s.close()
-	return s.enableForwarding(ipv4)
+	const all = "net/ipv6/conf/all/forwarding"
+	cur, err := s.read(all)
+	if err != nil {
+		return fmt.Errorf("read sysctl %s: %w", all, err)
+	}
+	if cur != "0" {
+		return nil
+	}
+	if err := s.keepAcceptingRAs(); err != nil {
+		return err
+	}
+	return s.set(all, "1")
 }
 
 // EnableIPv4Forwarding turns IPv4 forwarding on (net.ipv4.ip_forward).
@@ -152,26 +156,6 @@ func EnableIPv4Forwarding() error {
 	s := openSysctls()
 	defer s.close()
 	return s.set("net/ipv4/ip_forward", "1")
-}
-
-func (s *sysctls) enableForwarding(ipv4 bool) error {
-	const all = "net/ipv6/conf/all/forwarding"
-	cur, err := s.read(all)
-	if err != nil {
-		return fmt.Errorf("read sysctl %s: %w", all, err)
-	}
-	if cur == "0" {
-		if err := s.keepAcceptingRAs(); err != nil {
-			return err
-		}
-		if err := s.set(all, "1"); err != nil {
-			return err
-		}
-	}
-	if ipv4 {
-		return s.set("net/ipv4/ip_forward", "1")
-	}
-	return nil
 }
 
 // keepAcceptingRAs sets accept_ra=2 on every interface that has accept_ra=1.

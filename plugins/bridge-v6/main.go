@@ -139,7 +139,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return fail(err)
 	}
 	// IPv4 forwarding waits for the addresses: only dual-stack needs it.
-	if err := link.PrepareBridge(conf.Bridge, conf.IsGateway, false); err != nil {
+	if err := link.PrepareBridge(conf.Bridge, conf.IsGateway); err != nil {
 		return fail(err)
 	}
 	// The gateways of a VLAN live on the bridge's VLAN interface.
@@ -204,10 +204,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}
 
-	if r := awaitIPAM(); r.err != nil {
-		return r.err
+	reply := awaitIPAM()
+	if reply.err != nil {
+		return reply.err
 	}
-	result, err := current.NewResultFromResult(ipam.result)
+	result, err := current.NewResultFromResult(reply.result)
 	if err != nil {
 		return fmt.Errorf("convert result of IPAM plugin %s: %w", conf.IPAM.Type, err)
 	}
@@ -226,26 +227,25 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}
 
-	var containerLink netlink.Link
 	if err := netns.Do(func() error {
-		var err error
 		opts := containerOptions(conf, plan)
 		opts.Index = veth.ParentIndex
-		containerLink, err = link.ConfigureContainerWith(args.IfName, plan.addrs, plan.routes, opts)
-		return err
+		containerLink, err := link.ConfigureContainerWith(args.IfName, plan.addrs, plan.routes, opts)
+		if err != nil {
+			return fmt.Errorf("configure %s: %w", args.IfName, err)
+		}
+		// Once the bridge forwards the port (the container's first
+		// packets are not dropped, its first neighbour solicitation for
+		// the gateway gets through), announce the addresses so peers with
+		// a stale entry for them learn the new MAC at once. The watch's
+		// socket is the host's, whatever thread reads it. A port that
+		// takes too long only delays the announcement's usefulness: ADD
+		// does not fail for it.
+		if err := portUp.Wait(veth.Index, portUpTimeout); err != nil {
+			fmt.Fprintf(os.Stderr, "bridge-v6: %s: %v\n", hostVeth, err)
+		}
+		return link.AnnounceAddrs(containerLink, containerMAC, plan.addrs)
 	}); err != nil {
-		return fmt.Errorf("configure %s in netns %s: %w", args.IfName, args.Netns, err)
-	}
-
-	// Once the bridge forwards the port (the container's first packets are
-	// not dropped, its first neighbour solicitation for the gateway gets
-	// through), announce the addresses so peers with a stale entry for them
-	// learn the new MAC at once. A port that takes too long only delays the
-	// announcement's usefulness: ADD does not fail for it.
-	if err := portUp.Wait(veth.Index, portUpTimeout); err != nil {
-		fmt.Fprintf(os.Stderr, "bridge-v6: %s: %v\n", hostVeth, err)
-	}
-	if err := netns.Do(func() error { return link.AnnounceAddrs(containerLink, containerMAC, plan.addrs) }); err != nil {
 		return fmt.Errorf("in netns %s: %w", args.Netns, err)
 	}
 
