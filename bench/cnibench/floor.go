@@ -170,7 +170,7 @@ func floorNetlink(ctx context.Context, r *benchutil.Run, b *bareNetlink, tag str
 	}()
 	bt := &batch{add: make(benchutil.Durs, n), del: make(benchutil.Durs, n)}
 	var err error
-	bt.addWall, err = parallel(ctx, n, par, func(i int) error {
+	bt.addWall, err = benchutil.Parallel(ctx, n, par, func(i int) error {
 		d, err := b.add(ctx, cs[i], i)
 		bt.add[i] = d
 		return err
@@ -178,7 +178,7 @@ func floorNetlink(ctx context.Context, r *benchutil.Run, b *bareNetlink, tag str
 	if err != nil {
 		return nil, fmt.Errorf("bare netlink ADD: %w", err)
 	}
-	bt.delWall, err = parallel(ctx, n, par, func(i int) error {
+	bt.delWall, err = benchutil.Parallel(ctx, n, par, func(i int) error {
 		d, err := b.del(cs[i])
 		bt.del[i] = d
 		return err

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -285,7 +284,7 @@ func runBatch(ctx context.Context, r *benchutil.Run, d driver, tag string, n, pa
 	b := &batch{add: make(benchutil.Durs, n), del: make(benchutil.Durs, n)}
 	added := make([]bool, n)
 	var err error
-	b.addWall, err = parallel(ctx, n, par, func(i int) error {
+	b.addWall, err = benchutil.Parallel(ctx, n, par, func(i int) error {
 		t, err := d.add(ctx, cs[i])
 		b.add[i] = t
 		if err == nil {
@@ -304,7 +303,7 @@ func runBatch(ctx context.Context, r *benchutil.Run, d driver, tag string, n, pa
 		}
 		return nil, fmt.Errorf("%s ADD: %w", tag, err)
 	}
-	b.delWall, err = parallel(ctx, n, par, func(i int) error {
+	b.delWall, err = benchutil.Parallel(ctx, n, par, func(i int) error {
 		t, err := d.del(ctx, cs[i])
 		b.del[i] = t
 		return err
@@ -313,40 +312,6 @@ func runBatch(ctx context.Context, r *benchutil.Run, d driver, tag string, n, pa
 		return nil, fmt.Errorf("%s DEL: %w", tag, err)
 	}
 	return b, nil
-}
-
-// parallel runs f(0..n-1), par at a time, in index order of start; it stops
-// starting new calls at the first error or when ctx ends.
-func parallel(ctx context.Context, n, par int, f func(i int) error) (time.Duration, error) {
-	var next atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var failed atomic.Bool
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := 0; w < min(par, n); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || failed.Load() || ctx.Err() != nil {
-					return
-				}
-				if err := f(i); err != nil {
-					once.Do(func() { firstErr = err })
-					failed.Store(true)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	el := time.Since(start)
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = ctx.Err()
-	}
-	return el, firstErr
 }
 
 // runPairSeq runs the sequential scenario of two stacks interleaved

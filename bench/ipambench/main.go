@@ -23,7 +23,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -176,45 +175,19 @@ func run(ctx context.Context, r *benchutil.Run) error {
 	return nil
 }
 
-// measure runs n calls of f, par at a time.
+// measure runs n calls of f, par at a time, each bounded by the plugins'
+// timeout.
 func measure(ctx context.Context, n, par int, f func(context.Context) (time.Duration, error)) (*sample, error) {
 	s := &sample{lat: make(benchutil.Durs, n)}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	start := time.Now()
-	for w := 0; w < min(par, n); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				cctx, cancel := context.WithTimeout(ctx, ipamapi.DefaultTimeout)
-				d, err := f(cctx)
-				cancel()
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					next.Store(int64(n))
-					return
-				}
-				s.lat[i] = d
-			}
-		}()
-	}
-	wg.Wait()
-	s.wall = time.Since(start)
-	if first == nil {
-		first = ctx.Err()
-	}
-	return s, first
+	var err error
+	s.wall, err = benchutil.Parallel(ctx, n, par, func(i int) error {
+		cctx, cancel := context.WithTimeout(ctx, ipamapi.DefaultTimeout)
+		defer cancel()
+		d, err := f(cctx)
+		s.lat[i] = d
+		return err
+	})
+	return s, err
 }
 
 func report(levels []*level, total int) {
