@@ -17,18 +17,26 @@ import (
 
 // GC releases this node's attachments of the network that are not in valid,
 // and keeps going past errors, returning them all.
-func (a *Allocator) GC(ctx context.Context, network string, valid []store.AttachmentID) (released []store.Handle, err error) {
+func (a *Allocator) GC(ctx context.Context, network string, valid []store.AttachmentID) ([]store.Handle, error) {
 	keep := make(map[store.AttachmentID]bool, len(valid))
 	for _, id := range valid {
 		keep[store.AttachmentID{Network: network, ContainerID: id.ContainerID, IfName: id.IfName}] = true
 	}
+	return a.releaseWhere(ctx, network, func(h store.Handle) bool { return !keep[h.AttachmentID] })
+}
+
+// releaseWhere releases this node's attachments of network (all networks
+// if "") for which stale holds, as a DEL would, and keeps going past
+// errors, returning them all.
+func (a *Allocator) releaseWhere(ctx context.Context, network string, stale func(store.Handle) bool) ([]store.Handle, error) {
 	handles, err := a.store.Handles(ctx, network)
 	if err != nil {
 		return nil, err
 	}
+	var released []store.Handle
 	var errs []error
 	for _, h := range handles {
-		if h.Node != a.node || keep[h.AttachmentID] {
+		if h.Node != a.node || !stale(h) {
 			continue
 		}
 		if _, err := a.Del(ctx, h.AttachmentID, 0); err != nil {
@@ -130,21 +138,7 @@ func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration)
 // reboot) and that are older than grace. It touches nothing it cannot prove
 // stale: an attachment without a recorded netns is kept.
 func (a *Allocator) Reclaim(ctx context.Context, grace time.Duration, netnsExists func(string) bool) ([]store.Handle, error) {
-	handles, err := a.store.Handles(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	var released []store.Handle
-	var errs []error
-	for _, h := range handles {
-		if h.Node != a.node || h.Netns == "" || time.Since(h.Created) < grace || netnsExists(h.Netns) {
-			continue
-		}
-		if _, err := a.Del(ctx, h.AttachmentID, 0); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		released = append(released, h)
-	}
-	return released, errors.Join(errs...)
+	return a.releaseWhere(ctx, "", func(h store.Handle) bool {
+		return h.Netns != "" && time.Since(h.Created) >= grace && !netnsExists(h.Netns)
+	})
 }
