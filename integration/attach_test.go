@@ -64,6 +64,29 @@ func requireLeased(t *testing.T, d *ipamd, c *container, r *current.Result) {
 	}
 }
 
+// requireReach fails unless the containers reach each other's and their
+// own gateway's address of family index i of their results.
+func requireReach(t *testing.T, c1 *container, r1 *current.Result, c2 *container, r2 *current.Result, i int) {
+	t.Helper()
+	requirePing(t, c1.NS, r2.IPs[i].Address.IP)
+	requirePing(t, c2.NS, r1.IPs[i].Address.IP)
+	requirePing(t, c1.NS, r1.IPs[i].Gateway)
+	requirePing(t, c2.NS, r2.IPs[i].Gateway)
+}
+
+// delAllThenNoLeases DELs every container (fatal on error; when, e.g.
+// " after restart", is added to the message) and then requires ipamd to
+// hold no lease.
+func delAllThenNoLeases(t *testing.T, d *ipamd, when string, cs ...*container) {
+	t.Helper()
+	for _, c := range cs {
+		if err := c.del(t); err != nil {
+			t.Fatalf("DEL %s%s: %v", c.ID, when, err)
+		}
+	}
+	d.requireNoLeases(t)
+}
+
 // TestIPv6Only attaches two containers to an IPv6-only network: both get an
 // address of the same /64 block and reach each other and the gateway at once.
 func TestIPv6Only(t *testing.T) {
@@ -87,17 +110,8 @@ func TestIPv6Only(t *testing.T) {
 		requireLeased(t, d, c1, r1)
 		requireLeased(t, d, c2, r2)
 
-		requirePing(t, c1.NS, r2.IPs[0].Address.IP)
-		requirePing(t, c2.NS, r1.IPs[0].Address.IP)
-		requirePing(t, c1.NS, r1.IPs[0].Gateway)
-		requirePing(t, c2.NS, r2.IPs[0].Gateway)
-
-		for _, c := range []*container{c1, c2} {
-			if err := c.del(t); err != nil {
-				t.Fatalf("DEL %s: %v", c.ID, err)
-			}
-		}
-		d.requireNoLeases(t)
+		requireReach(t, c1, r1, c2, r2, 0)
+		delAllThenNoLeases(t, d, "", c1, c2)
 	})
 }
 
@@ -123,18 +137,9 @@ func TestDualStack(t *testing.T) {
 		requireLeased(t, d, c2, r2)
 
 		for i := range r1.IPs {
-			requirePing(t, c1.NS, r2.IPs[i].Address.IP)
-			requirePing(t, c2.NS, r1.IPs[i].Address.IP)
-			requirePing(t, c1.NS, r1.IPs[i].Gateway)
-			requirePing(t, c2.NS, r2.IPs[i].Gateway)
+			requireReach(t, c1, r1, c2, r2, i)
 		}
-
-		for _, c := range []*container{c1, c2} {
-			if err := c.del(t); err != nil {
-				t.Fatalf("DEL %s: %v", c.ID, err)
-			}
-		}
-		d.requireNoLeases(t)
+		delAllThenNoLeases(t, d, "", c1, c2)
 	})
 }
 
@@ -289,11 +294,6 @@ func TestIpamdRestartKeepsState(t *testing.T) {
 		}
 		requirePing(t, c1.NS, r1.IPs[0].Gateway)
 
-		for _, c := range []*container{c1, c2} {
-			if err := c.del(t); err != nil {
-				t.Fatalf("DEL %s after restart: %v", c.ID, err)
-			}
-		}
-		d.requireNoLeases(t)
+		delAllThenNoLeases(t, d, " after restart", c1, c2)
 	})
 }
