@@ -180,38 +180,37 @@ func walkAttrs(b []byte, f func(typ uint16, value []byte) bool) {
 	}
 }
 
-// linkMsgIndex returns the index and name of the link an RTM_NEWLINK
-// message (its payload) describes.
-func linkMsgIndex(data []byte) (index int, name string, ok bool) {
-	if len(data) < unix.SizeofIfInfomsg {
-		return 0, "", false
-	}
-	index = int(int32(nl.NativeEndian().Uint32(data[4:8]))) // ifinfomsg.ifi_index
-	walkAttrs(data[unix.SizeofIfInfomsg:], func(typ uint16, v []byte) bool {
-		if typ == unix.IFLA_IFNAME {
-			name = unix.ByteSliceToString(v)
-			return false
-		}
-		return true
-	})
-	return index, name, index > 0
+// linkMsg is what this package reads of an RTM_NEWLINK or RTM_DELLINK
+// payload.
+type linkMsg struct {
+	index     int
+	name      string
+	peer      int   // IFLA_LINK: for a veth end, its peer's index in the peer's namespace
+	operState uint8 // IFLA_OPERSTATE; IF_OPER_UNKNOWN (0) without it
 }
 
-// linkMsgPeer returns the IFLA_LINK of an RTM_NEWLINK payload: for a veth
-// end, the index of its peer in the peer's namespace (0 when absent).
-func linkMsgPeer(data []byte) int {
+// parseLinkMsg reads the ifinfomsg and the attributes of linkMsg from an
+// RTM_NEWLINK or RTM_DELLINK payload, in one walk; a truncated attribute
+// is not read past. ok is false when the payload is too short for an
+// ifinfomsg.
+func parseLinkMsg(data []byte) (m linkMsg, ok bool) {
 	if len(data) < unix.SizeofIfInfomsg {
-		return 0
+		return m, false
 	}
-	var peer int
+	native := nl.NativeEndian()
+	m.index = int(int32(native.Uint32(data[4:8]))) // ifinfomsg.ifi_index
 	walkAttrs(data[unix.SizeofIfInfomsg:], func(typ uint16, v []byte) bool {
-		if typ == unix.IFLA_LINK && len(v) >= 4 {
-			peer = int(int32(nl.NativeEndian().Uint32(v[:4])))
-			return false
+		switch {
+		case typ == unix.IFLA_IFNAME:
+			m.name = unix.ByteSliceToString(v)
+		case typ == unix.IFLA_LINK && len(v) >= 4:
+			m.peer = int(int32(native.Uint32(v[:4])))
+		case typ == unix.IFLA_OPERSTATE && len(v) > 0:
+			m.operState = v[0]
 		}
 		return true
 	})
-	return peer
+	return m, true
 }
 
 // vethRequest builds the one RTM_NEWLINK that creates the pair of spec
@@ -282,8 +281,8 @@ func (c *rtnlConn) newVeth(spec VethSpec, echo bool) (index, peer int, err error
 		if typ != unix.RTM_NEWLINK {
 			return
 		}
-		if i, name, ok := linkMsgIndex(data); ok && name == spec.HostName {
-			index, peer = i, linkMsgPeer(data)
+		if m, ok := parseLinkMsg(data); ok && m.index > 0 && m.name == spec.HostName {
+			index, peer = m.index, m.peer
 		}
 	})
 	if err != nil {
@@ -302,8 +301,8 @@ func (c *rtnlConn) linkIndex(name string) (index, peer int, err error) {
 		if typ != unix.RTM_NEWLINK {
 			return
 		}
-		if i, n, ok := linkMsgIndex(data); ok && n == name {
-			index, peer = i, linkMsgPeer(data)
+		if m, ok := parseLinkMsg(data); ok && m.index > 0 && m.name == name {
+			index, peer = m.index, m.peer
 		}
 	})
 	if err == nil && index == 0 {

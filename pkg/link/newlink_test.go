@@ -177,7 +177,7 @@ func TestAckError(t *testing.T) {
 	}
 }
 
-func TestLinkMsgIndex(t *testing.T) {
+func TestParseLinkMsg(t *testing.T) {
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = 9
 	payload := bytes.Join([][]byte{
@@ -185,24 +185,24 @@ func TestLinkMsgIndex(t *testing.T) {
 		nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(1500)).Serialize(),
 		nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("v6c0123456789ab")).Serialize(),
 	}, nil)
-	if index, name, ok := linkMsgIndex(payload); !ok || index != 9 || name != "v6c0123456789ab" {
-		t.Errorf("linkMsgIndex = %d, %q, %v; want 9, v6c0123456789ab, true", index, name, ok)
+	m, ok := parseLinkMsg(payload)
+	if !ok || m.index != 9 || m.name != "v6c0123456789ab" {
+		t.Errorf("parseLinkMsg = %+v, %v; want index 9, name v6c0123456789ab, true", m, ok)
 	}
 	// A truncated last attribute is not read past.
-	if _, name, ok := linkMsgIndex(payload[:len(payload)-4]); !ok || name != "" {
-		t.Errorf("linkMsgIndex of a truncated message: name %q, ok %v", name, ok)
+	if m, ok := parseLinkMsg(payload[:len(payload)-4]); !ok || m.name != "" {
+		t.Errorf("parseLinkMsg of a truncated message: name %q, ok %v", m.name, ok)
 	}
-	if _, _, ok := linkMsgIndex(payload[:8]); ok {
-		t.Error("linkMsgIndex of a short message: ok")
+	if _, ok := parseLinkMsg(payload[:8]); ok {
+		t.Error("parseLinkMsg of a short message: ok")
 	}
-	if peer := linkMsgPeer(payload); peer != 0 {
-		t.Errorf("linkMsgPeer without IFLA_LINK = %d, want 0", peer)
+	if m.peer != 0 || m.operState != 0 {
+		t.Errorf("parseLinkMsg without IFLA_LINK and IFLA_OPERSTATE = %+v, want peer 0, operState 0", m)
 	}
-	withLink := append(bytes.Clone(payload), nl.NewRtAttr(unix.IFLA_LINK, nl.Uint32Attr(7)).Serialize()...)
-	if peer := linkMsgPeer(withLink); peer != 7 {
-		t.Errorf("linkMsgPeer = %d, want 7", peer)
-	}
-	if peer := linkMsgPeer(withLink[:8]); peer != 0 {
-		t.Errorf("linkMsgPeer of a short message = %d, want 0", peer)
+	withMore := append(bytes.Clone(payload),
+		append(nl.NewRtAttr(unix.IFLA_LINK, nl.Uint32Attr(7)).Serialize(),
+			nl.NewRtAttr(unix.IFLA_OPERSTATE, []byte{6}).Serialize()...)...)
+	if m, ok := parseLinkMsg(withMore); !ok || m.peer != 7 || m.operState != 6 || m.name != "v6c0123456789ab" {
+		t.Errorf("parseLinkMsg = %+v, %v; want peer 7, operState 6 and the name", m, ok)
 	}
 }

@@ -213,11 +213,11 @@ func (w *OperUpWatch) scan(b []byte, index int) (up, complete bool, err error) {
 		data := b[unix.SizeofNlMsghdr:h.Len]
 		switch h.Type {
 		case unix.RTM_NEWLINK:
-			if i, state, ok := linkMsgOperState(data); ok && i == index && state == ifOperUp {
+			if m, ok := parseLinkMsg(data); ok && m.index == index && m.operState == ifOperUp {
 				return true, true, nil
 			}
 		case unix.RTM_DELLINK:
-			if i, _, ok := linkMsgOperState(data); ok && i == index {
+			if m, ok := parseLinkMsg(data); ok && m.index == index {
 				return false, true, fmt.Errorf("link %d removed while waiting for it to be up", index)
 			}
 		case unix.NLMSG_ERROR:
@@ -230,26 +230,6 @@ func (w *OperUpWatch) scan(b []byte, index int) (up, complete bool, err error) {
 		b = b[min(nlmAlign(int(h.Len)), len(b)):]
 	}
 	return false, len(b) == 0, nil
-}
-
-// linkMsgOperState returns the index and IFLA_OPERSTATE of the link an
-// RTM_NEWLINK or RTM_DELLINK message (its payload) describes; state is
-// IF_OPER_UNKNOWN (0) without the attribute.
-func linkMsgOperState(data []byte) (index int, state uint8, ok bool) {
-	if len(data) < unix.SizeofIfInfomsg {
-		return 0, 0, false
-	}
-	index = int(int32(nl.NativeEndian().Uint32(data[4:8]))) // ifinfomsg.ifi_index
-	walkAttrs(data[unix.SizeofIfInfomsg:], func(typ uint16, v []byte) bool {
-		if typ == unix.IFLA_OPERSTATE {
-			if len(v) > 0 {
-				state = v[0]
-			}
-			return false
-		}
-		return true
-	})
-	return index, state, true
 }
 
 // Close ends the subscription. It may be called more than once.
