@@ -58,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return gc(args, stdout, stderr)
 	case "release":
 		return release(args, stdout, stderr)
+	case "check":
+		return check(args, stdout, stderr)
 	case "bgp":
 		return bgpCmd(args, stdout, stderr)
 	case "pd":
@@ -82,6 +84,7 @@ const usage = `usage:
   ipamd state               every network, block and address
   ipamd gc [--grace D]      release attachments whose netns is gone
   ipamd release --network N --container ID [--ifname IF]
+  ipamd check               check the cluster's state (exit 1 on a problem)
   ipamd bgp                 BGP sessions and announced prefixes
   ipamd pd [release]        the DHCPv6-PD binding (release: give it back)
   ipamd version             print the version

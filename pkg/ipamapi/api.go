@@ -73,7 +73,28 @@ const (
 	PathLeases  = "/v1/leases"
 	PathReclaim = "/v1/admin/gc"
 	PathRelease = "/v1/admin/release"
+	PathConsist = "/v1/admin/check"
 )
+
+// Consistency is the outcome of `ipamd check`: every broken invariant of
+// the cluster's key space, read at one etcd revision.
+type Consistency struct {
+	Revision int64 `json:"revision"`
+	// Counts of what was checked.
+	Blocks   int `json:"blocks"`
+	Addrs    int `json:"addrs"`
+	Handles  int `json:"handles"`
+	Stickies int `json:"stickies"`
+	// Problems is empty when the state is consistent.
+	Problems []Problem `json:"problems"`
+}
+
+// Problem is one broken invariant (see store.Check for the kinds).
+type Problem struct {
+	Kind string `json:"kind"`
+	Key  string `json:"key"`
+	Msg  string `json:"msg"`
+}
 
 // Health is ipamd's own view of whether it can serve.
 type Health struct {

@@ -217,3 +217,9 @@ func DecodeError(status int, body []byte) *types.Error {
 // DefaultTimeout bounds one plugin call to ipamd: long enough for an etcd
 // leader election, short enough that a runtime sees code 11 and retries.
 const DefaultTimeout = 10 * time.Second
+
+// Consistency checks the invariants of the whole key space (all nodes).
+func (c *Client) Consistency(ctx context.Context) (*Consistency, error) {
+	var r Consistency
+	return &r, c.call(ctx, PathConsist, struct{}{}, &r)
+}

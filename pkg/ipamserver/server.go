@@ -83,6 +83,7 @@ func New(alloc *allocator.Allocator, st *store.Store, log *slog.Logger) *Server 
 	mux.HandleFunc("POST "+ipamapi.PathLeases, s.handleAdmin(s.leases))
 	mux.HandleFunc("POST "+ipamapi.PathReclaim, s.handleAdmin(s.reclaim))
 	mux.HandleFunc("POST "+ipamapi.PathRelease, s.handleAdmin(s.release))
+	mux.HandleFunc("POST "+ipamapi.PathConsist, s.handleAdmin(s.consistency))
 	mux.HandleFunc("POST "+ipamapi.PathBGP, s.handleAdmin(s.bgp))
 	mux.HandleFunc("POST "+ipamapi.PathPD, s.handleAdmin(s.pd))
 	mux.HandleFunc("POST "+ipamapi.PathPDRelease, s.handleAdmin(s.pdRelease))
@@ -461,6 +462,21 @@ func (s *Server) leases(ctx context.Context, req *ipamapi.AdminRequest) (any, er
 	out := make([]ipamapi.Lease, 0, len(hs))
 	for _, h := range hs {
 		out = append(out, lease(h))
+	}
+	return out, nil
+}
+
+func (s *Server) consistency(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) {
+	snap, err := s.store.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := ipamapi.Consistency{
+		Revision: snap.Revision, Blocks: len(snap.Blocks), Addrs: len(snap.Addrs),
+		Handles: len(snap.Handles), Stickies: len(snap.Stickies), Problems: []ipamapi.Problem{},
+	}
+	for _, p := range store.Check(snap) {
+		out.Problems = append(out.Problems, ipamapi.Problem{Kind: p.Kind, Key: p.Key, Msg: p.Msg})
 	}
 	return out, nil
 }

@@ -1,0 +1,229 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// This file: the consistency check of the whole key space. It is what
+// `ipamd check`, the randomized model test and the fault scenarios assert:
+// every invariant the transactions are meant to keep, checked on one
+// snapshot (one read at one revision).
+
+// Snapshot is every record under Prefix at one revision.
+type Snapshot struct {
+	Revision int64
+	Pools    []Pool
+	Blocks   []Block
+	// Addrs maps each taken address to its holder.
+	Addrs    map[netip.Addr]AttachmentID
+	Handles  []Handle
+	Stickies []Sticky
+	Nodes    []Node
+	// Undecodable lists keys whose value could not be decoded.
+	Undecodable []string
+}
+
+// Snapshot reads the whole key space in one request, so the records it
+// returns are consistent with each other.
+func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
+	resp, err := s.cli.Get(ctx, Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", Prefix, err)
+	}
+	snap := &Snapshot{Revision: resp.Header.Revision, Addrs: make(map[netip.Addr]AttachmentID)}
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		var err error
+		switch {
+		case strings.HasPrefix(key, poolsPrefix):
+			err = appendJSON(&snap.Pools, kv.Value)
+		case strings.HasPrefix(key, blocksPrefix):
+			err = appendJSON(&snap.Blocks, kv.Value)
+		case strings.HasPrefix(key, handlesPrefix):
+			err = appendJSON(&snap.Handles, kv.Value)
+		case strings.HasPrefix(key, stickyPrefix):
+			err = appendJSON(&snap.Stickies, kv.Value)
+		case strings.HasPrefix(key, nodesPrefix):
+			err = appendJSON(&snap.Nodes, kv.Value)
+		case strings.HasPrefix(key, addrsPrefix):
+			var a netip.Addr
+			if a, err = parseAddrKey(key); err == nil {
+				var id AttachmentID
+				if err = json.Unmarshal(kv.Value, &id); err == nil {
+					snap.Addrs[a] = id
+				}
+			}
+		}
+		if err != nil {
+			snap.Undecodable = append(snap.Undecodable, key)
+		}
+	}
+	return snap, nil
+}
+
+func appendJSON[T any](out *[]T, val []byte) error {
+	var v T
+	if err := json.Unmarshal(val, &v); err != nil {
+		return err
+	}
+	*out = append(*out, v)
+	return nil
+}
+
+// Problem is one broken invariant of the key space.
+type Problem struct {
+	// Kind is a stable word for the invariant: "undecodable", "dangling-addr",
+	// "addr-not-held", "addr-twice", "block-overlap", "addr-outside-block",
+	// "addr-wrong-node", "block-no-pool".
+	Kind string `json:"kind"`
+	// Key names the record the problem is about.
+	Key string `json:"key"`
+	Msg string `json:"msg"`
+}
+
+func (p Problem) String() string { return p.Kind + " " + p.Key + ": " + p.Msg }
+
+// Check lists every broken invariant of snap, sorted:
+//
+//   - every address key is held by an attachment whose handle (or a sticky
+//     record whose holder) lists that address;
+//   - every address a live (not lost) handle or a sticky record lists is
+//     held by it, and no address is listed by two of them;
+//   - no two blocks overlap, and each belongs to a registered pool (pd
+//     blocks excepted: their pool is the node's delegated prefix);
+//   - every held address lies in a block owned by its attachment's node.
+func Check(snap *Snapshot) []Problem {
+	var out []Problem
+	add := func(kind, key, format string, args ...any) {
+		out = append(out, Problem{Kind: kind, Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	for _, k := range snap.Undecodable {
+		add("undecodable", k, "value is not valid JSON of its record")
+	}
+
+	// Who lists each address: handles and sticky records.
+	type lister struct {
+		id   AttachmentID
+		node string
+	}
+	listed := make(map[netip.Addr][]lister)
+	for _, h := range snap.Handles {
+		if h.Lost {
+			// A lost handle keeps its IPs for CHECK's message; they are
+			// released (MarkLost), not held.
+			continue
+		}
+		for _, ip := range h.IPs {
+			a := ip.Address.Addr()
+			listed[a] = append(listed[a], lister{h.AttachmentID, h.Node})
+		}
+	}
+	for _, st := range snap.Stickies {
+		for _, ip := range st.IPs {
+			a := ip.Address.Addr()
+			listed[a] = append(listed[a], lister{st.holder(), st.Node})
+		}
+	}
+
+	for a, ls := range listed {
+		if len(ls) > 1 {
+			ids := make([]string, len(ls))
+			for i, l := range ls {
+				ids[i] = l.id.String()
+			}
+			slices.Sort(ids)
+			add("addr-twice", AddrKey(a), "listed by %d attachments: %s", len(ls), strings.Join(ids, ", "))
+		}
+		holder, ok := snap.Addrs[a]
+		if !ok {
+			for _, l := range ls {
+				add("addr-not-held", AddrKey(a), "%s lists it, but no address key holds it", l.id)
+			}
+			continue
+		}
+		if !slices.ContainsFunc(ls, func(l lister) bool { return l.id == holder }) {
+			add("addr-not-held", AddrKey(a), "held by %s, but listed by %s", holder, ls[0].id)
+		}
+	}
+	for a, holder := range snap.Addrs {
+		if _, ok := listed[a]; !ok {
+			add("dangling-addr", AddrKey(a), "held by %s, which has no handle or sticky record listing it", holder)
+		}
+	}
+
+	// Blocks: no overlap, a pool for each, each address inside one owned by
+	// its attachment's node.
+	blocks := slices.Clone(snap.Blocks)
+	slices.SortFunc(blocks, func(x, y Block) int {
+		if c := x.CIDR.Addr().Compare(y.CIDR.Addr()); c != 0 {
+			return c
+		}
+		return x.CIDR.Bits() - y.CIDR.Bits()
+	})
+	for i := 1; i < len(blocks); i++ {
+		// Sorted by first address: an overlap shows between neighbours or
+		// a wide block and any later one it contains.
+		for j := i - 1; j >= 0 && blocks[j].CIDR.Overlaps(blocks[i].CIDR); j-- {
+			add("block-overlap", BlockKey(blocks[i].CIDR), "overlaps block %s (node %s)", blocks[j].CIDR, blocks[j].Node)
+		}
+	}
+	pools := make(map[string]bool, len(snap.Pools))
+	for _, p := range snap.Pools {
+		pools[p.Network] = true
+	}
+	for _, b := range blocks {
+		if b.Source != "pd" && !pools[b.Network] {
+			add("block-no-pool", BlockKey(b.CIDR), "network %q has no registered pool", b.Network)
+		}
+	}
+	for a, ls := range listed {
+		i := blockOf(blocks, a)
+		if i < 0 {
+			add("addr-outside-block", AddrKey(a), "listed by %s, in no claimed block", ls[0].id)
+			continue
+		}
+		for _, l := range ls {
+			if l.node != "" && l.node != blocks[i].Node {
+				add("addr-wrong-node", AddrKey(a), "attachment %s is on node %s, block %s is node %s's",
+					l.id, l.node, blocks[i].CIDR, blocks[i].Node)
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y Problem) int {
+		if c := strings.Compare(x.Kind, y.Kind); c != 0 {
+			return c
+		}
+		if c := strings.Compare(x.Key, y.Key); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Msg, y.Msg)
+	})
+	return out
+}
+
+// blockOf is the index of the block of sorted that holds a, or -1: the last
+// block starting at or before a (blocks are few per node, addresses many).
+func blockOf(sorted []Block, a netip.Addr) int {
+	i, _ := slices.BinarySearchFunc(sorted, a, func(b Block, a netip.Addr) int {
+		if b.CIDR.Addr().Compare(a) <= 0 {
+			return -1
+		}
+		return 1
+	})
+	for j := i - 1; j >= 0; j-- {
+		if sorted[j].CIDR.Contains(a) {
+			return j
+		}
+		if !sorted[j].CIDR.Overlaps(sorted[i-1].CIDR) {
+			break
+		}
+	}
+	return -1
+}
