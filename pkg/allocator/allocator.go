@@ -16,7 +16,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -41,7 +40,7 @@ type Allocator struct {
 	// mu serialises allocations on this node: one etcd round trip each, so
 	// this costs far less than the kernel work of an attachment, and it keeps
 	// the cursor logic simple and the cache exact.
-	mu sync.Mutex
+	mu nodeLock
 	// pools caches the definitions this ipamd has seen registered, and
 	// poolSizes the number of addresses of each (for metrics).
 	pools     map[string]string
@@ -67,6 +66,7 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 		communities: make(map[string][]string),
 		blocks:      make(map[netip.Prefix]*block),
 		changed:     make(chan struct{}, 1),
+		mu:          newNodeLock(),
 	}
 	all, err := st.Blocks(ctx)
 	if err != nil {
@@ -238,7 +238,9 @@ func resultOrNil(h *store.Handle, conf *ipamconf.NetConf) *current.Result {
 // reserveAll picks one address per range set and marks them used in the
 // cache, so concurrent ADDs pick others while this one commits.
 func (a *Allocator) reserveAll(ctx context.Context, req *Request) ([]store.IP, error) {
-	a.mu.Lock()
+	if err := a.mu.LockCtx(ctx); err != nil {
+		return nil, err
+	}
 	defer a.mu.Unlock()
 	conf := req.Conf
 	if err := a.ensurePool(ctx, conf); err != nil {
@@ -423,7 +425,9 @@ func (a *Allocator) Status(ctx context.Context, conf *ipamconf.NetConf) error {
 	if err := a.store.Ping(ctx); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("etcd unavailable: %v", err), "")
 	}
-	a.mu.Lock()
+	if err := a.mu.LockCtx(ctx); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
+	}
 	defer a.mu.Unlock()
 	if conf.IPAM.PD != nil {
 		lost, err := a.lostIn(ctx, conf.Name)
@@ -475,19 +479,13 @@ func (a *Allocator) hasRoom(ctx context.Context, network string, set ipamconf.Ra
 			}
 		}
 	}
-	all, err := a.store.Blocks(ctx)
+	claimed, err := a.claimedBlocks(ctx)
 	if err != nil {
 		return false, err
 	}
-	claimed := make(map[netip.Prefix]bool, len(all))
-	for _, b := range all {
-		claimed[b.CIDR] = true
-	}
 	for _, r := range set {
-		for cand, ok := ipmath.FirstBlock(r.Subnet, r.BlockSize), true; ok; cand, ok = ipmath.NextBlock(cand, r.Subnet) {
-			if !claimed[cand] && !fullyExcluded(r, cand) {
-				return true, nil
-			}
+		if _, ok := firstUnclaimed(r, claimed); ok {
+			return true, nil
 		}
 	}
 	return false, nil

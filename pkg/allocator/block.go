@@ -99,17 +99,17 @@ func sourceOf(r ipamconf.Range) string {
 
 // claimBlock claims the first unclaimed block of range r for this node.
 func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.Range) (*block, error) {
-	all, err := a.store.Blocks(ctx)
+	claimed, err := a.claimedBlocks(ctx)
 	if err != nil {
 		return nil, err
 	}
-	claimed := make(map[netip.Prefix]bool, len(all))
-	for _, b := range all {
-		claimed[b.CIDR] = true
-	}
-	for cand, ok := ipmath.FirstBlock(r.Subnet, r.BlockSize), true; ok; cand, ok = ipmath.NextBlock(cand, r.Subnet) {
-		if claimed[cand] || fullyExcluded(r, cand) {
+	for cand, ok := r.FirstUsableBlock(); ok; cand, ok = nextUsableBlock(r, cand) {
+		if claimed[cand] {
 			continue
+		}
+		// A lost race costs an etcd round trip: stop at the deadline.
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("claim a block of %s: %w", r.Subnet, err)
 		}
 		b := store.Block{
 			CIDR: cand, Node: a.node, Network: network, Subnet: r.Subnet,
@@ -129,6 +129,40 @@ func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.R
 		return nb, nil
 	}
 	return nil, errRangeFull
+}
+
+// claimedBlocks is the set of blocks claimed by any node.
+func (a *Allocator) claimedBlocks(ctx context.Context) (map[netip.Prefix]bool, error) {
+	all, err := a.store.Blocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	claimed := make(map[netip.Prefix]bool, len(all))
+	for _, b := range all {
+		claimed[b.CIDR] = true
+	}
+	return claimed, nil
+}
+
+// firstUnclaimed is the first usable block of r no node has claimed. The
+// search takes a step per claimed block and per run of exclusions: both
+// are few, whatever the size of the range.
+func firstUnclaimed(r ipamconf.Range, claimed map[netip.Prefix]bool) (netip.Prefix, bool) {
+	cand, ok := r.FirstUsableBlock()
+	for ok && claimed[cand] {
+		cand, ok = nextUsableBlock(r, cand)
+	}
+	return cand, ok
+}
+
+// nextUsableBlock is the first block after b with an address a container
+// may get.
+func nextUsableBlock(r ipamconf.Range, b netip.Prefix) (netip.Prefix, bool) {
+	next, ok := ipmath.NextBlock(b, r.Subnet)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	return r.UsableBlock(next)
 }
 
 func (a *Allocator) loadUsed(ctx context.Context, b *block) error {
@@ -157,23 +191,13 @@ func (b *block) free(r ipamconf.Range, c netip.Addr) bool {
 	if _, taken := b.used[c]; taken {
 		return false
 	}
-	_, excluded := r.Excluded(c)
+	_, excluded := r.ExcludedThrough(c)
 	return !excluded
 }
 
 // maxStableTries bounds the rehashes of stable addressing before it falls
 // back to the sequential search.
 const maxStableTries = 16
-
-// fullyExcluded reports whether every address of block b is excluded.
-func fullyExcluded(r ipamconf.Range, b netip.Prefix) bool {
-	for _, e := range r.Exclude {
-		if e.Bits() <= b.Bits() && e.Contains(b.Addr()) {
-			return true
-		}
-	}
-	return false
-}
 
 // freeIn finds a free address of b (of range r) for the request, by the
 // network's addressing mode.
@@ -224,11 +248,10 @@ func (b *block) nextSequential(r ipamconf.Range) (netip.Addr, bool, error) {
 		}
 		return c.Next()
 	}
-	// Each step visits a new address or jumps an excluded prefix: past this
-	// many steps every address has been seen.
+	// Each step visits a new address or jumps a run of exclusions: past
+	// this many steps every address has been seen.
 	for range len(b.used) + 2*len(r.Exclude) + 2 {
-		if e, ok := r.Excluded(c); ok {
-			end := ipmath.Last(e)
+		if end, ok := r.ExcludedThrough(c); ok {
 			if !b.CIDR.Contains(end) || end.Compare(last) >= 0 {
 				c = first
 			} else {

@@ -46,6 +46,8 @@ type Range struct {
 	// cluster-wide ranges of the config) or SourcePD (the node's delegated
 	// prefix, filled in by ipamd at request time).
 	Source string `json:"-"`
+	// excl are the exclusions merged into runs (exclude.go).
+	excl []span
 }
 
 // Block sources.
@@ -61,7 +63,7 @@ type PD struct {
 }
 
 // Excluded reports whether a is in one of the range's excluded prefixes, and
-// which.
+// which (for messages; searches use ExcludedThrough).
 func (r Range) Excluded(a netip.Addr) (netip.Prefix, bool) {
 	for _, e := range r.Exclude {
 		if e.Contains(a) {
@@ -231,6 +233,11 @@ func Parse(data []byte) (*NetConf, error) {
 					return nil, invalid("%s.exclude[%d]: %s is not inside the subnet %s", field, k, e, r.Subnet)
 				}
 				r.Exclude = append(r.Exclude, e)
+			}
+			r.excl = mergeExcludes(r.Exclude)
+			if _, ok := r.FirstUsableBlock(); !ok {
+				return nil, invalid("%s.exclude: excludes every address a container could get in %s (blockSize %d)",
+					field, r.Subnet, r.BlockSize)
 			}
 			if len(set) > 0 && set.Is6() != r.Subnet.Addr().Is6() {
 				return nil, invalid("%s.subnet: %s mixes address families with %s in the same range set; put IPv4 and IPv6 in separate range sets",

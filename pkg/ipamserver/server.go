@@ -556,8 +556,10 @@ func toCNIError(err error) *types.Error {
 		return te
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
+		// The deadline can pass in etcd or while waiting behind other
+		// requests for the node's lock: the error says which.
 		return types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("etcd unavailable: no answer within %s", EtcdTimeout), err.Error())
+			fmt.Sprintf("no answer within %s: %v", EtcdTimeout, err), "")
 	}
 	return types.NewError(types.ErrTryAgainLater, "etcd: "+err.Error(), "")
 }
