@@ -182,7 +182,10 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 	}
 	if conf.IPAM.Sticky && h.Pod != "" && len(req.Args.IPs) == 0 {
 		if existing, err := a.store.Handle(ctx, id); err != nil || existing != nil {
-			return resultOrNil(existing, conf), err
+			if err != nil {
+				return nil, err
+			}
+			return a.repeated(existing, conf)
 		}
 		if res, ok, err := a.unstick(ctx, h, conf); err != nil || ok {
 			return res, err
@@ -194,7 +197,7 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 			// Nothing to pick (no prefix, pool full, address in use) can
 			// still be a repeated ADD: its answer stands.
 			if existing, herr := a.store.Handle(ctx, id); herr == nil && existing != nil {
-				return Result(existing, conf), nil
+				return a.repeated(existing, conf)
 			}
 			return nil, err
 		}
@@ -213,7 +216,7 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 			if gerr != nil || existing == nil {
 				return nil, fmt.Errorf("%w (and reading it back: %v)", err, gerr)
 			}
-			return Result(existing, conf), nil
+			return a.repeated(existing, conf)
 		case errors.As(err, &taken) && slices.Contains(req.Args.IPs, taken.Addr):
 			return nil, types.NewError(types.ErrTryAgainLater,
 				fmt.Sprintf("requested address %s is in use", taken.Addr), "")
@@ -228,11 +231,25 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 	}
 }
 
-func resultOrNil(h *store.Handle, conf *ipamconf.NetConf) *current.Result {
-	if h == nil {
-		return nil
+// repeated answers an ADD whose attachment already has a handle: the stored
+// addresses, if the attachment is this node's. Another node's attachment
+// with the same network, container ID and interface (two nodes see the
+// same container ID) has addresses of that node's blocks, which this node
+// cannot route: the ADD fails instead of sharing them.
+func (a *Allocator) repeated(h *store.Handle, conf *ipamconf.NetConf) (*current.Result, error) {
+	if h.Node != a.node {
+		return nil, foreignError(h, a.node)
 	}
-	return Result(h, conf)
+	return Result(h, conf), nil
+}
+
+// foreignError is the CNI error for an attachment of another node: code 7,
+// the call's identity (network, container ID, interface) conflicts with an
+// attachment the cluster already has, and retrying cannot help.
+func foreignError(h *store.Handle, node string) error {
+	return types.NewError(types.ErrInvalidNetworkConfig,
+		fmt.Sprintf("attachment %s belongs to node %s, not to this node %s", h.AttachmentID, h.Node, node),
+		"two nodes use the same container ID on one network; delete the container on the other node or use a unique ID")
 }
 
 // reserveAll picks one address per range set and marks them used in the
@@ -376,9 +393,24 @@ func (a *Allocator) Del(ctx context.Context, id store.AttachmentID, keep time.Du
 	if err != nil || h == nil {
 		return nil, err
 	}
+	if h.Node != a.node {
+		// Another node's live attachment with the same ID: DEL stays
+		// idempotent for the runtime, but it is not this node's to free.
+		a.log.Warn("DEL of another node's attachment: left alone", "attachment", id, "owner", h.Node, "node", a.node)
+		return nil, nil
+	}
 	if keep > 0 && h.Pod != "" {
-		if _, err := a.store.Stick(ctx, *h, time.Now().Add(keep).UTC()); err != nil {
+		_, replaced, err := a.store.Stick(ctx, *h, time.Now().Add(keep).UTC())
+		if errors.Is(err, store.ErrGone) {
+			return nil, nil
+		}
+		if err != nil {
 			return nil, err
+		}
+		if replaced != nil && replaced.Node == a.node {
+			a.mu.Lock()
+			a.forget(&store.Handle{IPs: replaced.IPs})
+			a.mu.Unlock()
 		}
 		return h, nil
 	}
@@ -400,6 +432,9 @@ func (a *Allocator) Check(ctx context.Context, id store.AttachmentID) error {
 	if h == nil {
 		return types.NewError(types.ErrUnknownContainer,
 			fmt.Sprintf("no addresses are allocated to %s", id), "")
+	}
+	if h.Node != a.node {
+		return foreignError(h, a.node)
 	}
 	if h.Lost {
 		return types.NewError(types.ErrUnknownContainer,

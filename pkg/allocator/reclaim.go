@@ -56,8 +56,19 @@ func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.
 		return nil, false, err
 	}
 	if st.Node != a.node || time.Now().After(st.Expires) || len(st.IPs) != len(conf.IPAM.Ranges) {
-		// Another node's blocks cannot serve here; an expired record is
-		// the reclaimer's.
+		// The pod came back but cannot use the record: its addresses are
+		// in another node's blocks (blocks are per node), expired, or do
+		// not fit the ranges. The pod gets new addresses, so the old ones
+		// are released now rather than held for a pod that is back.
+		if err := a.store.ReleaseSticky(ctx, *st); err != nil && !errors.Is(err, store.ErrExists) {
+			return nil, false, err
+		}
+		if st.Node == a.node {
+			a.mu.Lock()
+			a.forget(&store.Handle{IPs: st.IPs})
+			a.mu.Unlock()
+		}
+		a.log.Info("sticky addresses released: not usable here", "pod", h.Pod, "network", h.Network, "recordNode", st.Node, "node", a.node)
 		return nil, false, nil
 	}
 	h.IPs = st.IPs
