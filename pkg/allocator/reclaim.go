@@ -3,6 +3,7 @@ package allocator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -98,7 +99,11 @@ func (a *Allocator) ExpireSticky(ctx context.Context) ([]store.Sticky, error) {
 		if st.Node != a.node || time.Now().Before(st.Expires) {
 			continue
 		}
-		if err := a.store.ReleaseSticky(ctx, st); err != nil {
+		if err := a.store.ReleaseSticky(ctx, st); errors.Is(err, store.ErrExists) {
+			// Replaced since read: its replacement released these
+			// addresses, and the new record is not expired.
+			continue
+		} else if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -111,7 +116,14 @@ func (a *Allocator) ExpireSticky(ctx context.Context) ([]store.Sticky, error) {
 // ReleaseEmptyBlocks gives back to the pool the blocks of this node that
 // have been empty for grace, keeping the lowest block of each network and
 // range (the node will need one again soon; the gateway stays stable).
-func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration) ([]store.Block, error) {
+//
+// unconfigure (if not nil) removes what the node configured for a block
+// (its gateway address on the bridge) and runs before the block is
+// released, under the node lock: an ADD cannot re-claim the block until
+// both are done, so its container's gateway, which bridge-v6 adds on ADD,
+// is never removed after it was (re)added. A block whose unconfigure fails
+// is kept for the next round.
+func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration, unconfigure func(netip.Prefix) error) ([]store.Block, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	type key struct {
@@ -132,7 +144,15 @@ func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration)
 			b.emptySince.IsZero() || time.Since(b.emptySince) < grace {
 			continue
 		}
+		if unconfigure != nil {
+			if err := unconfigure(cidr); err != nil {
+				errs = append(errs, fmt.Errorf("release block %s: %w", cidr, err))
+				continue
+			}
+		}
 		if err := a.store.ReleaseBlock(ctx, cidr); err != nil {
+			// Still this node's: the next ADD in it puts the gateway
+			// back (bridge-v6 adds it on every ADD).
 			errs = append(errs, err)
 			continue
 		}
