@@ -54,6 +54,11 @@ type Allocator struct {
 	pd PDSource
 	// changed gets a token whenever the node's set of blocks changes.
 	changed chan struct{}
+	// kept are the addresses of this node's blocks that this ipamd kept
+	// for sticky records. Another node can release such a record (the pod
+	// came back there); ExpireSticky then finds the addresses free in etcd
+	// and lets the cache forget them, or they would never be picked again.
+	kept map[netip.Addr]store.IP
 }
 
 // New returns an allocator for node and loads the node's blocks.
@@ -67,6 +72,7 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 		communities: make(map[string][]string),
 		blocks:      make(map[netip.Prefix]*block),
 		changed:     make(chan struct{}, 1),
+		kept:        make(map[netip.Addr]store.IP),
 	}
 	all, err := st.Blocks(ctx)
 	if err != nil {
@@ -407,11 +413,15 @@ func (a *Allocator) Del(ctx context.Context, id store.AttachmentID, keep time.Du
 		if err != nil {
 			return nil, err
 		}
+		a.mu.Lock()
 		if replaced != nil && replaced.Node == a.node {
-			a.mu.Lock()
 			a.forget(&store.Handle{IPs: replaced.IPs})
-			a.mu.Unlock()
+			a.unkeep(replaced.IPs)
 		}
+		for _, ip := range h.IPs {
+			a.kept[ip.Address.Addr()] = ip
+		}
+		a.mu.Unlock()
 		return h, nil
 	}
 	if err := a.store.Release(ctx, *h); err != nil {

@@ -95,6 +95,18 @@ func TestStickyNeverLeaks(t *testing.T) {
 			t.Errorf("node1's address %s still held by %s after the pod moved", onA, h)
 		}
 		noLeaks(t, st)
+		// node1 learns it at its next sticky round: the address is free
+		// for node1's containers again (its cache no longer holds it).
+		if _, err := a.ExpireSticky(ctx); err != nil {
+			t.Fatal(err)
+		}
+		reuse := Request{ID: id("stk", "other"), Conf: c, Args: ipamconf.Args{IPs: []netip.Addr{netip.MustParsePrefix(onA).Addr()}}}
+		if _, err := a.Add(ctx, reuse); err != nil {
+			t.Errorf("node1 cannot give its freed address %s again: %v", onA, err)
+		}
+		if _, err := a.Del(ctx, reuse.ID, 0); err != nil {
+			t.Fatal(err)
+		}
 		// And kept again on node2, then back on node1: still one record.
 		keep(t, b, "sb-2")
 		again := add(t, a, "sb-3")

@@ -67,6 +67,7 @@ func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.
 		if st.Node == a.node {
 			a.mu.Lock()
 			a.forget(&store.Handle{IPs: st.IPs})
+			a.unkeep(st.IPs)
 			a.mu.Unlock()
 		}
 		a.log.Info("sticky addresses released: not usable here", "pod", h.Pod, "network", h.Network, "recordNode", st.Node, "node", a.node)
@@ -80,6 +81,9 @@ func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.
 	if err != nil {
 		return nil, false, err
 	}
+	a.mu.Lock()
+	a.unkeep(st.IPs)
+	a.mu.Unlock()
 	a.log.Info("sticky addresses reused", "pod", h.Pod, "network", h.Network, "container", h.ContainerID)
 	return Result(&h, conf), true, nil
 }
@@ -108,9 +112,48 @@ func (a *Allocator) ExpireSticky(ctx context.Context) ([]store.Sticky, error) {
 			continue
 		}
 		a.forget(&store.Handle{IPs: st.IPs})
+		a.unkeep(st.IPs)
 		expired = append(expired, st)
 	}
+	if err := a.forgetReleasedKept(ctx, all); err != nil {
+		errs = append(errs, err)
+	}
 	return expired, errors.Join(errs...)
+}
+
+// unkeep drops addresses from a.kept; a.mu is held.
+func (a *Allocator) unkeep(ips []store.IP) {
+	for _, ip := range ips {
+		delete(a.kept, ip.Address.Addr())
+	}
+}
+
+// forgetReleasedKept lets the cache forget kept addresses that no sticky
+// record lists any more and that etcd no longer holds: another node
+// released (or replaced) their record. Safe against double use: while an
+// address is in the cache no ADD on this node picks it, so one free in
+// etcd is not in flight here. a.mu is held.
+func (a *Allocator) forgetReleasedKept(ctx context.Context, records []store.Sticky) error {
+	listed := map[netip.Addr]bool{}
+	for _, st := range records {
+		for _, ip := range st.IPs {
+			listed[ip.Address.Addr()] = true
+		}
+	}
+	for addr, ip := range a.kept {
+		if listed[addr] {
+			continue
+		}
+		held, err := a.store.AddrsIn(ctx, netip.PrefixFrom(addr, addr.BitLen()))
+		if err != nil {
+			return err
+		}
+		if _, ok := held[addr]; !ok {
+			a.forget(&store.Handle{IPs: []store.IP{ip}})
+			delete(a.kept, addr)
+		}
+	}
+	return nil
 }
 
 // ReleaseEmptyBlocks gives back to the pool the blocks of this node that
