@@ -34,6 +34,8 @@ type delegation struct {
 	retrying bool
 	// retryEvery is the pause between drop attempts (0: dropRetry).
 	retryEvery time.Duration
+	// stop ends the retries (ipamd stopping); nil: never.
+	stop <-chan struct{}
 
 	// dropMu serialises drops: the one of a binding change and the retries.
 	dropMu sync.Mutex
@@ -102,7 +104,7 @@ func startPD(ctx context.Context, cfg dhcp6pd.Config, st *store.Store, node stri
 	if cfg.IAID == 0 {
 		cfg.IAID = dhcp6pd.IAIDFromName(cfg.Interface)
 	}
-	d := &delegation{iface: cfg.Interface, alloc: alloc, log: log, valid: map[netip.Prefix]bool{}}
+	d := &delegation{iface: cfg.Interface, alloc: alloc, log: log, valid: map[netip.Prefix]bool{}, stop: ctx.Done()}
 	cfg.Persister = etcdPersister{st: st, node: node, iaid: cfg.IAID}
 	cfg.Logger = log.With("component", "pd", "interface", cfg.Interface)
 	cfg.OnChange = d.changed
@@ -225,7 +227,11 @@ func (d *delegation) retryDrops() {
 	d.mu.Unlock()
 	go func() {
 		for {
-			time.Sleep(every)
+			select {
+			case <-d.stop:
+				return
+			case <-time.After(every):
+			}
 			remaining := d.dropExpired()
 			d.mu.Lock()
 			if !remaining && len(d.expired) == 0 {
