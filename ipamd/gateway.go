@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/v6cni/v6cni/pkg/allocator"
 	"github.com/v6cni/v6cni/pkg/ipmath"
+	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // removeGateway deletes the gateway address of a released block from
@@ -40,4 +45,24 @@ func removeGateway(block netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// afterBlocksReleased, if set (tests), runs when releaseEmptyBlocks has
+// released the blocks: where an ADD can re-claim one of them.
+var afterBlocksReleased func()
+
+// releaseEmptyBlocks gives back the node's blocks empty for grace, with
+// their gateway addresses, and returns them.
+func releaseEmptyBlocks(ctx context.Context, alloc *allocator.Allocator, grace time.Duration, log *slog.Logger) []store.Block {
+	// The gateway goes before the block, under the allocator's lock: an
+	// ADD re-claiming the block after that re-adds it, and nothing removes
+	// it again.
+	blocks, err := alloc.ReleaseEmptyBlocks(ctx, grace, removeGateway)
+	if err != nil && ctx.Err() == nil {
+		log.Warn("release of empty blocks", "error", err)
+	}
+	if afterBlocksReleased != nil {
+		afterBlocksReleased()
+	}
+	return blocks
 }

@@ -28,7 +28,23 @@ type delegation struct {
 	mu     sync.Mutex
 	valid  map[netip.Prefix]bool // prefixes held at the last change
 	runErr error                 // why the client stopped, if it did
+	// expired are prefixes no longer valid whose blocks are not all gone
+	// yet (etcd failed during the drop): retried until they are.
+	expired  map[netip.Prefix]bool
+	retrying bool
+	// retryEvery is the pause between drop attempts (0: dropRetry).
+	retryEvery time.Duration
+	// stop ends the retries (ipamd stopping); nil: never.
+	stop <-chan struct{}
+
+	// dropMu serialises drops: the one of a binding change and the retries.
+	dropMu sync.Mutex
 }
+
+// dropRetry is how often the drop of an expired prefix's blocks is retried
+// after a failure (etcd unreachable): the blocks stay claimed and announced
+// until it succeeds.
+const dropRetry = 2 * time.Second
 
 // Err is why the PD client stopped (port 546 taken, no such interface), so
 // pd-ipam's errors and STATUS can say it.
@@ -88,7 +104,7 @@ func startPD(ctx context.Context, cfg dhcp6pd.Config, st *store.Store, node stri
 	if cfg.IAID == 0 {
 		cfg.IAID = dhcp6pd.IAIDFromName(cfg.Interface)
 	}
-	d := &delegation{iface: cfg.Interface, alloc: alloc, log: log, valid: map[netip.Prefix]bool{}}
+	d := &delegation{iface: cfg.Interface, alloc: alloc, log: log, valid: map[netip.Prefix]bool{}, stop: ctx.Done()}
 	cfg.Persister = etcdPersister{st: st, node: node, iaid: cfg.IAID}
 	cfg.Logger = log.With("component", "pd", "interface", cfg.Interface)
 	cfg.OnChange = d.changed
@@ -143,21 +159,89 @@ func (d *delegation) changed(b dhcp6pd.Binding) {
 		}
 	}
 	d.valid = valid
-	d.mu.Unlock()
+	if d.expired == nil {
+		d.expired = map[netip.Prefix]bool{}
+	}
 	for _, p := range gone {
+		d.expired[p] = true
+	}
+	for p := range valid {
+		// Delegated again: its remaining blocks are usable, and new
+		// blocks claimed in it must not be dropped by a late retry.
+		delete(d.expired, p)
+	}
+	d.mu.Unlock()
+	if d.dropExpired() {
+		d.retryDrops()
+	}
+}
+
+// dropExpired tries once to drop the blocks of every expired prefix and
+// reports whether some remain. Only blocks actually released lose their
+// gateway (and, through the allocator, their announcement); a prefix is
+// forgotten only when its drop succeeded entirely.
+func (d *delegation) dropExpired() (remaining bool) {
+	d.dropMu.Lock()
+	defer d.dropMu.Unlock()
+	d.mu.Lock()
+	var todo []netip.Prefix
+	for p := range d.expired {
+		todo = append(todo, p)
+	}
+	d.mu.Unlock()
+	for _, p := range todo {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		dropped, err := d.alloc.DropPrefix(ctx, p)
 		cancel()
-		if err != nil {
-			d.log.Error("pd: drop the blocks of an expired prefix", "prefix", p, "error", err)
-		}
 		for _, blk := range dropped {
 			if err := removeGateway(blk.CIDR); err != nil {
 				d.log.Warn("pd: remove gateway", "block", blk.CIDR, "error", err)
 			}
 		}
+		if err != nil {
+			d.log.Error("pd: drop the blocks of an expired prefix (will retry)", "prefix", p, "dropped", len(dropped), "error", err)
+			remaining = true
+			continue
+		}
+		d.mu.Lock()
+		delete(d.expired, p)
+		d.mu.Unlock()
 		d.log.Warn("pd: prefix gone", "prefix", p, "interface", d.iface, "blocks", len(dropped))
 	}
+	return remaining
+}
+
+// retryDrops starts (once) the retries of dropExpired until nothing
+// remains.
+func (d *delegation) retryDrops() {
+	d.mu.Lock()
+	if d.retrying {
+		d.mu.Unlock()
+		return
+	}
+	d.retrying = true
+	every := d.retryEvery
+	if every <= 0 {
+		every = dropRetry
+	}
+	d.mu.Unlock()
+	go func() {
+		for {
+			select {
+			case <-d.stop:
+				return
+			case <-time.After(every):
+			}
+			remaining := d.dropExpired()
+			d.mu.Lock()
+			if !remaining && len(d.expired) == 0 {
+				d.retrying = false
+				d.mu.Unlock()
+				return
+			}
+			d.mu.Unlock()
+		}
+	}()
 }
 
 // state is `ipamd pd`'s view.

@@ -230,16 +230,8 @@ func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics
 			log.Info("sticky addresses expired", "network", st.Network, "pod", st.Pod, "ifname", st.IfName)
 		}
 		rctx, cancel = context.WithTimeout(ctx, time.Minute)
-		blocks, err := alloc.ReleaseEmptyBlocks(rctx, blockGrace)
+		releaseEmptyBlocks(rctx, alloc, blockGrace, log)
 		cancel()
-		if err != nil && ctx.Err() == nil {
-			log.Warn("release of empty blocks", "error", err)
-		}
-		for _, b := range blocks {
-			if err := removeGateway(b.CIDR); err != nil {
-				log.Warn("released block", "block", b.CIDR, "error", err)
-			}
-		}
 		// Router advertisements follow the attachments that remain.
 		rctx, cancel = context.WithTimeout(ctx, time.Minute)
 		if err := sync(rctx); err != nil && ctx.Err() == nil {

@@ -53,6 +53,11 @@ type Allocator struct {
 	pd PDSource
 	// changed gets a token whenever the node's set of blocks changes.
 	changed chan struct{}
+	// kept are the addresses of this node's blocks that this ipamd kept
+	// for sticky records. Another node can release such a record (the pod
+	// came back there); ExpireSticky then finds the addresses free in etcd
+	// and lets the cache forget them, or they would never be picked again.
+	kept map[netip.Addr]store.IP
 }
 
 // New returns an allocator for node and loads the node's blocks.
@@ -67,6 +72,7 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 		blocks:      make(map[netip.Prefix]*block),
 		changed:     make(chan struct{}, 1),
 		mu:          newNodeLock(),
+		kept:        make(map[netip.Addr]store.IP),
 	}
 	all, err := st.Blocks(ctx)
 	if err != nil {
@@ -182,7 +188,10 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 	}
 	if conf.IPAM.Sticky && h.Pod != "" && len(req.Args.IPs) == 0 {
 		if existing, err := a.store.Handle(ctx, id); err != nil || existing != nil {
-			return resultOrNil(existing, conf), err
+			if err != nil {
+				return nil, err
+			}
+			return a.repeated(existing, conf)
 		}
 		if res, ok, err := a.unstick(ctx, h, conf); err != nil || ok {
 			return res, err
@@ -194,7 +203,7 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 			// Nothing to pick (no prefix, pool full, address in use) can
 			// still be a repeated ADD: its answer stands.
 			if existing, herr := a.store.Handle(ctx, id); herr == nil && existing != nil {
-				return Result(existing, conf), nil
+				return a.repeated(existing, conf)
 			}
 			return nil, err
 		}
@@ -213,7 +222,7 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 			if gerr != nil || existing == nil {
 				return nil, fmt.Errorf("%w (and reading it back: %v)", err, gerr)
 			}
-			return Result(existing, conf), nil
+			return a.repeated(existing, conf)
 		case errors.As(err, &taken) && slices.Contains(req.Args.IPs, taken.Addr):
 			return nil, types.NewError(types.ErrTryAgainLater,
 				fmt.Sprintf("requested address %s is in use", taken.Addr), "")
@@ -228,11 +237,25 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 	}
 }
 
-func resultOrNil(h *store.Handle, conf *ipamconf.NetConf) *current.Result {
-	if h == nil {
-		return nil
+// repeated answers an ADD whose attachment already has a handle: the stored
+// addresses, if the attachment is this node's. Another node's attachment
+// with the same network, container ID and interface (two nodes see the
+// same container ID) has addresses of that node's blocks, which this node
+// cannot route: the ADD fails instead of sharing them.
+func (a *Allocator) repeated(h *store.Handle, conf *ipamconf.NetConf) (*current.Result, error) {
+	if h.Node != a.node {
+		return nil, foreignError(h, a.node)
 	}
-	return Result(h, conf)
+	return Result(h, conf), nil
+}
+
+// foreignError is the CNI error for an attachment of another node: code 7,
+// the call's identity (network, container ID, interface) conflicts with an
+// attachment the cluster already has, and retrying cannot help.
+func foreignError(h *store.Handle, node string) error {
+	return types.NewError(types.ErrInvalidNetworkConfig,
+		fmt.Sprintf("attachment %s belongs to node %s, not to this node %s", h.AttachmentID, h.Node, node),
+		"two nodes use the same container ID on one network; delete the container on the other node or use a unique ID")
 }
 
 // reserveAll picks one address per range set and marks them used in the
@@ -378,10 +401,29 @@ func (a *Allocator) Del(ctx context.Context, id store.AttachmentID, keep time.Du
 	if err != nil || h == nil {
 		return nil, err
 	}
+	if h.Node != a.node {
+		// Another node's live attachment with the same ID: DEL stays
+		// idempotent for the runtime, but it is not this node's to free.
+		a.log.Warn("DEL of another node's attachment: left alone", "attachment", id, "owner", h.Node, "node", a.node)
+		return nil, nil
+	}
 	if keep > 0 && h.Pod != "" {
-		if _, err := a.store.Stick(ctx, *h, time.Now().Add(keep).UTC()); err != nil {
+		_, replaced, err := a.store.Stick(ctx, *h, time.Now().Add(keep).UTC())
+		if errors.Is(err, store.ErrGone) {
+			return nil, nil
+		}
+		if err != nil {
 			return nil, err
 		}
+		a.mu.Lock()
+		if replaced != nil && replaced.Node == a.node {
+			a.forget(&store.Handle{IPs: replaced.IPs})
+			a.unkeep(replaced.IPs)
+		}
+		for _, ip := range h.IPs {
+			a.kept[ip.Address.Addr()] = ip
+		}
+		a.mu.Unlock()
 		return h, nil
 	}
 	if err := a.store.Release(ctx, *h); err != nil {
@@ -402,6 +444,9 @@ func (a *Allocator) Check(ctx context.Context, id store.AttachmentID) error {
 	if h == nil {
 		return types.NewError(types.ErrUnknownContainer,
 			fmt.Sprintf("no addresses are allocated to %s", id), "")
+	}
+	if h.Node != a.node {
+		return foreignError(h, a.node)
 	}
 	if h.Lost {
 		return types.NewError(types.ErrUnknownContainer,

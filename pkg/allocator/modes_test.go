@@ -145,7 +145,7 @@ func TestReleaseEmptyBlocks(t *testing.T) {
 	for _, cid := range []string{"c1", "c2", "c3"} {
 		mustAdd(t, a, id("rb", cid), c)
 	}
-	if rel, err := a.ReleaseEmptyBlocks(ctx, 0); err != nil || len(rel) != 0 {
+	if rel, err := a.ReleaseEmptyBlocks(ctx, 0, nil); err != nil || len(rel) != 0 {
 		t.Fatalf("released %v, %v while all blocks are in use", rel, err)
 	}
 	for _, cid := range []string{"c1", "c2"} {
@@ -153,10 +153,10 @@ func TestReleaseEmptyBlocks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if rel, err := a.ReleaseEmptyBlocks(ctx, time.Hour); err != nil || len(rel) != 0 {
+	if rel, err := a.ReleaseEmptyBlocks(ctx, time.Hour, nil); err != nil || len(rel) != 0 {
 		t.Fatalf("released %v, %v within the grace time", rel, err)
 	}
-	rel, err := a.ReleaseEmptyBlocks(ctx, 0)
+	rel, err := a.ReleaseEmptyBlocks(ctx, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

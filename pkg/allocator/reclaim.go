@@ -3,6 +3,7 @@ package allocator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -56,8 +57,20 @@ func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.
 		return nil, false, err
 	}
 	if st.Node != a.node || time.Now().After(st.Expires) || len(st.IPs) != len(conf.IPAM.Ranges) {
-		// Another node's blocks cannot serve here; an expired record is
-		// the reclaimer's.
+		// The pod came back but cannot use the record: its addresses are
+		// in another node's blocks (blocks are per node), expired, or do
+		// not fit the ranges. The pod gets new addresses, so the old ones
+		// are released now rather than held for a pod that is back.
+		if err := a.store.ReleaseSticky(ctx, *st); err != nil && !errors.Is(err, store.ErrExists) {
+			return nil, false, err
+		}
+		if st.Node == a.node {
+			a.mu.Lock()
+			a.forget(&store.Handle{IPs: st.IPs})
+			a.unkeep(st.IPs)
+			a.mu.Unlock()
+		}
+		a.log.Info("sticky addresses released: not usable here", "pod", h.Pod, "network", h.Network, "recordNode", st.Node, "node", a.node)
 		return nil, false, nil
 	}
 	h.IPs = st.IPs
@@ -68,6 +81,9 @@ func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.
 	if err != nil {
 		return nil, false, err
 	}
+	a.mu.Lock()
+	a.unkeep(st.IPs)
+	a.mu.Unlock()
 	a.log.Info("sticky addresses reused", "pod", h.Pod, "network", h.Network, "container", h.ContainerID)
 	return Result(&h, conf), true, nil
 }
@@ -87,20 +103,70 @@ func (a *Allocator) ExpireSticky(ctx context.Context) ([]store.Sticky, error) {
 		if st.Node != a.node || time.Now().Before(st.Expires) {
 			continue
 		}
-		if err := a.store.ReleaseSticky(ctx, st); err != nil {
+		if err := a.store.ReleaseSticky(ctx, st); errors.Is(err, store.ErrExists) {
+			// Replaced since read: its replacement released these
+			// addresses, and the new record is not expired.
+			continue
+		} else if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		a.forget(&store.Handle{IPs: st.IPs})
+		a.unkeep(st.IPs)
 		expired = append(expired, st)
 	}
+	if err := a.forgetReleasedKept(ctx, all); err != nil {
+		errs = append(errs, err)
+	}
 	return expired, errors.Join(errs...)
+}
+
+// unkeep drops addresses from a.kept; a.mu is held.
+func (a *Allocator) unkeep(ips []store.IP) {
+	for _, ip := range ips {
+		delete(a.kept, ip.Address.Addr())
+	}
+}
+
+// forgetReleasedKept lets the cache forget kept addresses that no sticky
+// record lists any more and that etcd no longer holds: another node
+// released (or replaced) their record. Safe against double use: while an
+// address is in the cache no ADD on this node picks it, so one free in
+// etcd is not in flight here. a.mu is held.
+func (a *Allocator) forgetReleasedKept(ctx context.Context, records []store.Sticky) error {
+	listed := map[netip.Addr]bool{}
+	for _, st := range records {
+		for _, ip := range st.IPs {
+			listed[ip.Address.Addr()] = true
+		}
+	}
+	for addr, ip := range a.kept {
+		if listed[addr] {
+			continue
+		}
+		held, err := a.store.AddrsIn(ctx, netip.PrefixFrom(addr, addr.BitLen()))
+		if err != nil {
+			return err
+		}
+		if _, ok := held[addr]; !ok {
+			a.forget(&store.Handle{IPs: []store.IP{ip}})
+			delete(a.kept, addr)
+		}
+	}
+	return nil
 }
 
 // ReleaseEmptyBlocks gives back to the pool the blocks of this node that
 // have been empty for grace, keeping the lowest block of each network and
 // range (the node will need one again soon; the gateway stays stable).
-func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration) ([]store.Block, error) {
+//
+// unconfigure (if not nil) removes what the node configured for a block
+// (its gateway address on the bridge) and runs before the block is
+// released, under the node lock: an ADD cannot re-claim the block until
+// both are done, so its container's gateway, which bridge-v6 adds on ADD,
+// is never removed after it was (re)added. A block whose unconfigure fails
+// is kept for the next round.
+func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration, unconfigure func(netip.Prefix) error) ([]store.Block, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	type key struct {
@@ -121,7 +187,15 @@ func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration)
 			b.emptySince.IsZero() || time.Since(b.emptySince) < grace {
 			continue
 		}
+		if unconfigure != nil {
+			if err := unconfigure(cidr); err != nil {
+				errs = append(errs, fmt.Errorf("release block %s: %w", cidr, err))
+				continue
+			}
+		}
 		if err := a.store.ReleaseBlock(ctx, cidr); err != nil {
+			// Still this node's: the next ADD in it puts the gateway
+			// back (bridge-v6 adds it on every ADD).
 			errs = append(errs, err)
 			continue
 		}

@@ -13,37 +13,62 @@ import (
 // attachments that lost their delegated prefix, and the settings of the
 // router advertisements and DHCPv6 of self-configuring networks.
 
+// markLostHook, if set (tests), runs between MarkLost's read of the handle
+// and its transaction: the window a concurrent DEL can fall into.
+var markLostHook func()
+
 // MarkLost marks an attachment lost and releases its addresses in block, in
 // one transaction; the handle stays so CHECK and STATUS can say so, until
-// DEL.
+// DEL. The write is a compare-and-swap on the handle's revision: a DEL (or
+// any change) between the read and the write makes it read again, and a
+// handle that is gone stays gone.
 func (s *Store) MarkLost(ctx context.Context, id AttachmentID, block netip.Prefix) error {
-	h, err := s.Handle(ctx, id)
-	if err != nil || h == nil {
-		return err
-	}
-	h.Lost = true
-	val, err := json.Marshal(h)
-	if err != nil {
-		return err
-	}
 	idval, err := json.Marshal(id)
 	if err != nil {
 		return err
 	}
-	ops := []clientv3.Op{clientv3.OpPut(HandleKey(id), string(val))}
-	for _, ip := range h.IPs {
-		if !block.Contains(ip.Address.Addr()) {
-			continue
+	hkey := HandleKey(id)
+	for try := 0; try < maxStickTries; try++ {
+		resp, err := s.cli.Get(ctx, hkey)
+		if err != nil {
+			return fmt.Errorf("mark %s lost: read handle: %w", id, err)
 		}
-		k := AddrKey(ip.Address.Addr())
-		ops = append(ops, clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", string(idval))},
-			[]clientv3.Op{clientv3.OpDelete(k)}, nil))
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		var h Handle
+		if err := json.Unmarshal(resp.Kvs[0].Value, &h); err != nil {
+			return fmt.Errorf("mark %s lost: decode handle: %w", id, err)
+		}
+		h.Lost = true
+		val, err := json.Marshal(h)
+		if err != nil {
+			return err
+		}
+		ops := []clientv3.Op{clientv3.OpPut(hkey, string(val))}
+		for _, ip := range h.IPs {
+			if !block.Contains(ip.Address.Addr()) {
+				continue
+			}
+			k := AddrKey(ip.Address.Addr())
+			ops = append(ops, clientv3.OpTxn(
+				[]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", string(idval))},
+				[]clientv3.Op{clientv3.OpDelete(k)}, nil))
+		}
+		if markLostHook != nil {
+			markLostHook()
+		}
+		txn, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(hkey), "=", resp.Kvs[0].ModRevision)).
+			Then(ops...).Commit()
+		if err != nil {
+			return fmt.Errorf("mark %s lost: %w", id, err)
+		}
+		if txn.Succeeded {
+			return nil
+		}
 	}
-	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-		return fmt.Errorf("mark %s lost: %w", id, err)
-	}
-	return nil
+	return fmt.Errorf("mark %s lost: the handle kept changing", id)
 }
 
 // PDKey is the key of a node's DHCPv6-PD binding for one IAID.
