@@ -133,6 +133,11 @@ func serve(args []string, stderr io.Writer) error {
 	srv := ipamserver.New(alloc, st, log)
 	srv.Version = version
 	srv.Metrics = ipammetrics.New(alloc)
+	// Metrics are how an operator notices trouble: a port that is taken
+	// fails the start (listened here, before serving), and a server that
+	// stops later stops ipamd (metricsErr, below) rather than leaving it
+	// running unwatched.
+	var metricsErr <-chan error
 	if *metricsAddr != "" {
 		ml, err := net.Listen("tcp", *metricsAddr)
 		if err != nil {
@@ -141,7 +146,13 @@ func serve(args []string, stderr io.Writer) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", srv.Metrics.Handler())
 		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go ms.Serve(ml)
+		merr := make(chan error, 1)
+		go func() {
+			if err := ms.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
+				merr <- fmt.Errorf("metrics server on --metrics-addr %s: %w", *metricsAddr, err)
+			}
+		}()
+		metricsErr = merr
 		defer ms.Close()
 		log.Info("metrics serving", "addr", ml.Addr().String())
 	}
@@ -189,6 +200,8 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("serve %s: %w", *socket, err)
 	case err := <-etcdErr:
 		return fmt.Errorf("embedded etcd: %w", err)
+	case err := <-metricsErr:
+		return err // main prints it and exits 1
 	}
 	shutCtx, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel2()

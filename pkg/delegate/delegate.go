@@ -100,7 +100,15 @@ func run(ctx context.Context, plugin, verb string, netconf []byte) ([]byte, erro
 			time.Sleep(time.Second)
 			continue
 		}
-		return nil, pluginError(plugin, verb, err, stdout.Bytes(), stderr.Bytes())
+		perr := pluginError(plugin, verb, err, stdout.Bytes(), stderr.Bytes())
+		if stdout.Len() > 0 && stderr.Len() > 0 {
+			// The error is made from stdout (the delegate's CNI
+			// error); what it said on stderr (its log line, a panic)
+			// goes to this plugin's stderr, which the runtime keeps,
+			// rather than nowhere.
+			_, _ = io.Copy(os.Stderr, &stderr)
+		}
+		return nil, perr
 	}
 }
 

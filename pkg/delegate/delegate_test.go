@@ -3,6 +3,7 @@ package delegate
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,5 +67,35 @@ esac`)
 	t.Setenv("CNI_PATH", "")
 	if _, err := Add(ctx, "good", conf); !errors.As(err, &te) || te.Code != types.ErrInvalidEnvironmentVariables {
 		t.Errorf("empty CNI_PATH = %v, want code 4", err)
+	}
+}
+
+// TestFailingDelegateStderrKept: a delegate that fails with a CNI error
+// on stdout also wrote why on stderr (v6cni's IPAM plugins write their
+// log line there): it reaches this process's stderr, which the runtime
+// keeps, instead of being dropped.
+func TestFailingDelegateStderrKept(t *testing.T) {
+	dir := t.TempDir()
+	script(t, dir, "cnierr", `cat >/dev/null; echo 'ipam-v6 DEL: etcd slow' >&2; echo '{"cniVersion":"1.0.0","code":11,"msg":"try again"}'; exit 1`)
+	t.Setenv("CNI_PATH", dir)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stderr
+	os.Stderr = w
+	err = Del(context.Background(), "cnierr", []byte(`{"cniVersion":"1.0.0","name":"n","type":"x"}`))
+	os.Stderr = saved
+	w.Close()
+	out, rerr := io.ReadAll(r)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != 11 {
+		t.Errorf("Del = %v, want the delegate's code 11", err)
+	}
+	if !strings.Contains(string(out), "ipam-v6 DEL: etcd slow") {
+		t.Errorf("stderr = %q, want the delegate's stderr", out)
 	}
 }

@@ -38,25 +38,45 @@ func Funcs(name string) skel.CNIFuncs {
 func logged(name, verb string, fn func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
 	return func(args *skel.CmdArgs) error {
 		err := fn(args)
-		if err == nil {
-			return nil
-		}
-		var lf struct {
-			Name    string `json:"name"`
-			LogFile string `json:"logFile"`
-		}
-		_ = json.Unmarshal(args.StdinData, &lf)
-		line := fmt.Sprintf("%s %s %s: network %q container %q ifname %q: %v\n",
-			time.Now().UTC().Format(time.RFC3339), name, verb, lf.Name, args.ContainerID, args.IfName, err)
-		fmt.Fprint(os.Stderr, line)
-		if lf.LogFile != "" {
-			if f, ferr := os.OpenFile(lf.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); ferr == nil {
-				f.WriteString(line)
-				f.Close()
-			}
+		if err != nil {
+			LogFailure(name, verb, args, err)
 		}
 		return err
 	}
+}
+
+// LogFailure writes the line an IPAM plugin named name writes when verb
+// fails: time, plugin, verb, network, container ID, ifname and error, on
+// stderr and appended to the file named by the config's top-level logFile,
+// if set. bridge-v6 calls it when it runs an IPAM verb in process, so the
+// file gets what the exec'd plugin would have written. A logFile that
+// cannot be written is said on stderr: the operator asked for that file.
+func LogFailure(name, verb string, args *skel.CmdArgs, err error) {
+	var lf struct {
+		Name    string `json:"name"`
+		LogFile string `json:"logFile"`
+	}
+	// Best effort: a config that is not JSON has its own error, logged
+	// here without a network name.
+	_ = json.Unmarshal(args.StdinData, &lf)
+	line := fmt.Sprintf("%s %s %s: network %q container %q ifname %q: %v\n",
+		time.Now().UTC().Format(time.RFC3339), name, verb, lf.Name, args.ContainerID, args.IfName, err)
+	fmt.Fprint(os.Stderr, line)
+	if lf.LogFile == "" {
+		return
+	}
+	if werr := appendLine(lf.LogFile, line); werr != nil {
+		fmt.Fprintf(os.Stderr, "%s %s: logFile: %v\n", name, verb, werr)
+	}
+}
+
+func appendLine(path, line string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(line)
+	return errors.Join(err, f.Close())
 }
 
 func cmdAdd(args *skel.CmdArgs) error {

@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
 	}
+	if ipamV6Dir != "" {
+		_ = os.RemoveAll(ipamV6Dir)
+	}
 	os.Exit(code)
 }
 

@@ -24,7 +24,8 @@ import (
 
 // fakeIPAM is a stand-in IPAM plugin: it logs every call and answers ADD
 // with the result in $FAKE_IPAM_RESULT (or an error when $FAKE_IPAM_FAIL is
-// set, or exits 1 for STATUS when $FAKE_IPAM_DOWN is set).
+// set, or exits 1 for STATUS when $FAKE_IPAM_DOWN is set, or fails DEL
+// when $FAKE_IPAM_DEL_FAIL is set).
 const fakeIPAM = `#!/bin/sh
 echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >> "$FAKE_IPAM_LOG"
 cat > /dev/null
@@ -35,6 +36,11 @@ ADD)
 		exit 1
 	fi
 	cat "$FAKE_IPAM_RESULT" ;;
+DEL)
+	if [ -n "$FAKE_IPAM_DEL_FAIL" ]; then
+		echo '{"cniVersion":"1.0.0","code":11,"msg":"fake ipam: DEL failed, lease kept"}'
+		exit 1
+	fi ;;
 STATUS)
 	if [ -n "$FAKE_IPAM_DOWN" ]; then
 		echo '{"cniVersion":"1.1.0","code":50,"msg":"fake ipam: ipamd down"}'

@@ -14,7 +14,8 @@ import (
 // request to ipamd itself — exactly what the plugin would send — instead
 // of exec'ing the plugin to send it: an exec of a Go binary costs 2–3 ms
 // here, a third of an ADD. Any other IPAM type is exec'd as the CNI spec
-// describes.
+// describes. A failed verb run in process is logged as the plugin would log
+// it (stderr, and the config's logFile): ipamplugin.LogFailure.
 var inProcessIPAM = map[string]bool{"ipam-v6": true, "pd-ipam": true}
 
 // ipamReply is the answer of the IPAM plugin's ADD.
@@ -32,9 +33,17 @@ func startIPAMAdd(ctx context.Context, typ string, args *skel.CmdArgs) (<-chan i
 	if inProcessIPAM[typ] {
 		own, err := ipamplugin.PrepareAdd(args)
 		if err != nil {
+			ipamplugin.LogFailure(typ, "ADD", args, err)
 			return nil, err
 		}
-		add = func(ctx context.Context) (types.Result, error) { return own(ctx) }
+		add = func(ctx context.Context) (types.Result, error) {
+			r, err := own(ctx)
+			if err != nil {
+				ipamplugin.LogFailure(typ, "ADD", args, err)
+				return nil, err
+			}
+			return r, nil
+		}
 	}
 	done := make(chan ipamReply, 1)
 	go func() {
@@ -44,12 +53,16 @@ func startIPAMAdd(ctx context.Context, typ string, args *skel.CmdArgs) (<-chan i
 	return done, nil
 }
 
-// ipamVerb runs a verb without a result (DEL, CHECK, STATUS, GC): in
+// ipamVerb runs verb, one without a result (DEL, CHECK, STATUS, GC): in
 // process for v6cni's own IPAM types, else by exec.
-func ipamVerb(ctx context.Context, typ string, args *skel.CmdArgs,
+func ipamVerb(ctx context.Context, typ, verb string, args *skel.CmdArgs,
 	own func(context.Context, *skel.CmdArgs) error, exec func(context.Context, string, []byte) error) error {
 	if inProcessIPAM[typ] {
-		return own(ctx, args)
+		err := own(ctx, args)
+		if err != nil {
+			ipamplugin.LogFailure(typ, verb, args, err)
+		}
+		return err
 	}
 	return exec(ctx, typ, args.StdinData)
 }

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -37,6 +38,9 @@ func init() {
 	runtime.LockOSThread()
 }
 
+// pluginType is the plugin's name, in its log lines.
+const pluginType = "bridge-v6"
+
 // buildVersion is set at build time (-ldflags "-X main.buildVersion=…";
 // "version" is the CNI package's name in this package's tests).
 var buildVersion = "dev"
@@ -48,7 +52,7 @@ func main() {
 		Check:  cmdCheck,
 		Status: cmdStatus,
 		GC:     cmdGC,
-	}, cniversion.All, "bridge-v6 "+buildVersion+": Linux bridge + veth, IPv6 first (v6cni)")
+	}, cniversion.All, pluginType+" "+buildVersion+": Linux bridge + veth, IPv6 first (v6cni)")
 }
 
 // portUpTimeout bounds the wait for the bridge to forward the host end of
@@ -62,7 +66,7 @@ const (
 	containerIfaceIdx = 2
 )
 
-func cmdAdd(args *skel.CmdArgs) error {
+func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	conf, err := bridgeconf.Parse(args.StdinData)
 	if err != nil {
 		return err
@@ -105,23 +109,34 @@ func cmdAdd(args *skel.CmdArgs) error {
 	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
 	success, vethCreated, masqSet, spoofSet := false, false, false, false
 	var masqAddrs []netip.Prefix
+	// A failed ADD leaves nothing behind. When undoing a step fails too,
+	// something is left (a veth, nftables elements, a lease): the error
+	// the runtime gets says so, with the ADD's own CNI code, and it is
+	// logged (stderr, the config's logFile).
 	defer func() {
 		if success {
 			return
 		}
+		var undo []error
 		// The bridge and its gateway addresses are shared: they stay.
 		if vethCreated {
-			_ = link.DeleteLinkByName(hostVeth)
+			undo = append(undo, link.DeleteLinkByName(hostVeth))
 		}
 		if masqSet {
-			_ = link.TeardownMasquerade(masqIface(conf), masqAddrs)
+			undo = append(undo, link.TeardownMasquerade(masqIface(conf), masqAddrs))
 		}
 		if spoofSet {
-			_ = link.TeardownMACSpoofCheck(hostVeth, containerMAC)
+			undo = append(undo, link.TeardownMACSpoofCheck(hostVeth, containerMAC))
 		}
 		// Released only if allocated: a refused IPAM ADD holds nothing.
 		if awaitIPAM().err == nil {
-			_ = ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Del, delegate.Del)
+			if err := ipamVerb(context.Background(), conf.IPAM.Type, "DEL", args, ipamplugin.Del, delegate.Del); err != nil {
+				undo = append(undo, fmt.Errorf("release the addresses (IPAM %s DEL): %w", conf.IPAM.Type, err))
+			}
+		}
+		if rb := joinErrors(undo...); rb != nil {
+			retErr = withAlso(retErr, "rollback failed", rb)
+			ipamplugin.LogFailure(pluginType, "ADD", args, retErr)
 		}
 	}()
 	// A kernel step that fails while IPAM is still running waits for its
@@ -271,8 +286,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	result.Routes = plan.resultRoutes
 
+	// A result the runtime cannot read is a failed ADD: roll back.
+	if err := types.PrintResult(result, conf.CNIVersion); err != nil {
+		return fmt.Errorf("print result: %w", err)
+	}
 	success = true
-	return types.PrintResult(result, conf.CNIVersion)
+	return nil
 }
 
 func cmdDel(args *skel.CmdArgs) error {
@@ -286,9 +305,15 @@ func cmdDel(args *skel.CmdArgs) error {
 	// reboots too), and the runtime retries DEL, which finds nothing left
 	// to delete in the kernel and releases IPAM again.
 	ipamDone := make(chan error, 1)
-	go func() { ipamDone <- ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Del, delegate.Del) }()
+	go func() {
+		ipamDone <- ipamVerb(context.Background(), conf.IPAM.Type, "DEL", args, ipamplugin.Del, delegate.Del)
+	}()
 	linkErr := deleteAttachment(conf, args)
 	if err := <-ipamDone; err != nil {
+		// With IPAM's code, and what was left in the kernel too.
+		if linkErr != nil {
+			return withAlso(err, "and in the kernel", linkErr)
+		}
 		return err
 	}
 	return linkErr
@@ -296,12 +321,12 @@ func cmdDel(args *skel.CmdArgs) error {
 
 // deleteAttachment removes the veth (by its deterministic host name, and
 // inside the netns if that still exists) and the per-attachment nftables
-// state.
+// state. Every step is tried even when one fails: each error is reported,
+// and a DEL the runtime retries has less left to do.
 func deleteAttachment(conf *bridgeconf.NetConf, args *skel.CmdArgs) error {
 	hostVeth := link.HostVethName(args.ContainerID, args.IfName)
-	if err := link.DeleteLinkByName(hostVeth); err != nil {
-		return err
-	}
+	var errs []error
+	errs = append(errs, link.DeleteLinkByName(hostVeth))
 	if conf.MACSpoofChk {
 		// The MAC is recomputed from the same input as ADD's; when that
 		// fails, the port alone is removed (it is then no longer checked).
@@ -309,36 +334,88 @@ func deleteAttachment(conf *bridgeconf.NetConf, args *skel.CmdArgs) error {
 		if err != nil {
 			mac = nil
 		}
-		if err := link.TeardownMACSpoofCheck(hostVeth, mac); err != nil {
-			return err
-		}
+		errs = append(errs, link.TeardownMACSpoofCheck(hostVeth, mac))
 	}
 	if (conf.IPMasq || conf.IPMasq6) && conf.PrevResult != nil {
 		// The addresses to stop masquerading are known only from
-		// prevResult (spec 0.4.0 and later send it on DEL).
-		if prev, err := current.NewResultFromResult(conf.PrevResult); err == nil {
+		// prevResult (spec 0.4.0 and later send it on DEL). One that
+		// cannot be read would leave them masqueraded: an error.
+		prev, err := current.NewResultFromResult(conf.PrevResult)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("convert prevResult to stop masquerading: %w", err))
+		} else {
 			var addrs []netip.Prefix
 			for _, ip := range prev.IPs {
 				if p, ok := link.PrefixFromIPNet(&ip.Address); ok {
 					addrs = append(addrs, p)
 				}
 			}
-			if err := link.TeardownMasquerade(masqIface(conf), addrs); err != nil {
-				return err
-			}
+			errs = append(errs, link.TeardownMasquerade(masqIface(conf), addrs))
 		}
 	}
-	if args.Netns == "" {
-		return nil
+	if args.Netns != "" {
+		err := ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+			return link.DeleteLinkByName(args.IfName)
+		})
+		if err != nil && !netnsGone(err) {
+			errs = append(errs, fmt.Errorf("delete %s in netns %s: %w", args.IfName, args.Netns, err))
+		}
 	}
-	err := ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
-		return link.DeleteLinkByName(args.IfName)
-	})
-	if err != nil && !netnsGone(err) {
-		return fmt.Errorf("delete %s in netns %s: %w", args.IfName, args.Netns, err)
-	}
-	return nil
+	return joinErrors(errs...)
 }
+
+// joinErrors joins the non-nil errs, their messages separated by "; " (a
+// CNI error message is one line); nil when there is none.
+func joinErrors(errs ...error) error {
+	var kept []error
+	for _, err := range errs {
+		if err != nil {
+			kept = append(kept, err)
+		}
+	}
+	switch len(kept) {
+	case 0:
+		return nil
+	case 1:
+		return kept[0]
+	}
+	return &joinedError{kept}
+}
+
+type joinedError struct{ errs []error }
+
+func (e *joinedError) Error() string {
+	msgs := make([]string, len(e.errs))
+	for i, err := range e.errs {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e *joinedError) Unwrap() []error { return e.errs }
+
+// withAlso is err, whose CNI code the runtime must get (0 for a plain
+// error: skel then answers 999), with what (a later failure, labelled)
+// added to its message. skel prints the message of the first *types.Error
+// in err's chain, so a coded err becomes a new *types.Error carrying both
+// messages; a plain one is wrapped so that only err is unwrapped: a CNI
+// error inside also (IPAM DEL's code 11) must not become the answer's code.
+func withAlso(err error, label string, also error) error {
+	var ce *types.Error
+	if errors.As(err, &ce) {
+		return &types.Error{Code: ce.Code, Msg: fmt.Sprintf("%s; %s: %v", ce.Msg, label, also), Details: ce.Details}
+	}
+	return &alsoError{err: err, label: label, also: also}
+}
+
+type alsoError struct {
+	err   error
+	label string
+	also  error
+}
+
+func (e *alsoError) Error() string { return fmt.Sprintf("%v; %s: %v", e.err, e.label, e.also) }
+func (e *alsoError) Unwrap() error { return e.err }
 
 func cmdCheck(args *skel.CmdArgs) error {
 	conf, err := bridgeconf.Parse(args.StdinData)
@@ -348,7 +425,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "required prevResult missing", "")
 	}
-	if err := ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Check, delegate.Check); err != nil {
+	if err := ipamVerb(context.Background(), conf.IPAM.Type, "CHECK", args, ipamplugin.Check, delegate.Check); err != nil {
 		return err
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
@@ -412,7 +489,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return err
 	}
 	// The bridge is created on demand: ADD works whenever IPAM can serve.
-	return ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.Status, delegate.Status)
+	return ipamVerb(context.Background(), conf.IPAM.Type, "STATUS", args, ipamplugin.Status, delegate.Status)
 }
 
 func cmdGC(args *skel.CmdArgs) error {
@@ -421,7 +498,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	// Address reservations are IPAM's; veths die with their netns.
-	return ipamVerb(context.Background(), conf.IPAM.Type, args, ipamplugin.GC, delegate.GC)
+	return ipamVerb(context.Background(), conf.IPAM.Type, "GC", args, ipamplugin.GC, delegate.GC)
 }
 
 // vlanGateway reports whether the gateways of the network live on a VLAN
