@@ -18,6 +18,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
 
 // DefaultBridge is the bridge used when the config names none.
@@ -199,12 +201,17 @@ func decode(data []byte, raw *rawConf) error {
 	}
 	err := json.Unmarshal(data, raw)
 	if err == nil {
-		return nil
+		// After Unmarshal, which bounds the nesting the walk must follow.
+		return ipamconf.CheckDocument("network config", data)
 	}
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) && typeErr.Field != "" {
-		return types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("%s: want %s, got JSON %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value), "")
+		// A value of the wrong JSON type fails to unmarshal: code 6, as
+		// ipam-v6 answers for its section. The embedded struct's name is
+		// no part of the config the author wrote.
+		field := strings.TrimPrefix(typeErr.Field, "PluginConf.")
+		return types.NewError(types.ErrDecodingFailure,
+			fmt.Sprintf("decode network config: %s: want %s, got JSON %s", field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value), "")
 	}
 	return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode network config: %v", err), "")
 }

@@ -5,12 +5,12 @@
 package ipamconf
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -169,6 +169,14 @@ type rawConf struct {
 
 // networkName is what libcni accepts as a network name; it also keeps etcd
 // keys built from it unambiguous.
+// Bounds of ipam.ranges. A container gets one address per range set (one
+// or two in practice); ipamd walks every range of a set to find a block.
+// Thousands would make each ADD claim thousands of blocks in etcd.
+const (
+	maxRangeSets    = 16
+	maxRangesPerSet = 256
+)
+
 var networkName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
 
 // Parse decodes and validates a network configuration as it arrives on an
@@ -176,12 +184,21 @@ var networkName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
 // input, 7 for an invalid configuration, each naming the field and value.
 func Parse(data []byte) (*NetConf, error) {
 	var raw rawConf
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&raw); err != nil {
+	if len(data) > MaxConfigSize {
+		return nil, CheckDocument("network config", data)
+	}
+	// Unmarshal, not a Decoder: it refuses trailing data after the object.
+	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, decodeError(err)
+	}
+	if err := CheckDocument("network config", data); err != nil {
+		return nil, err
 	}
 	if raw.Name == "" {
 		return nil, invalid("name: missing")
+	}
+	if len(raw.Name) > maxNameLen {
+		return nil, invalid("name: %q… is %d bytes, longer than %d", raw.Name[:32], len(raw.Name), maxNameLen)
 	}
 	if !networkName.MatchString(raw.Name) {
 		return nil, invalid("name: %q is not a valid network name (letters, digits, '_', '.', '-')", raw.Name)
@@ -212,9 +229,15 @@ func Parse(data []byte) (*NetConf, error) {
 	} else if len(raw.IPAM.Ranges) == 0 {
 		return nil, invalid(`ipam.ranges: missing: give at least one range set, e.g. [[{"subnet": "2001:db8::/48"}]]`)
 	}
+	if len(raw.IPAM.Ranges) > maxRangeSets {
+		return nil, invalid("ipam.ranges: %d range sets, more than %d (each gives every container one address)", len(raw.IPAM.Ranges), maxRangeSets)
+	}
 	for i, rawSet := range raw.IPAM.Ranges {
 		if len(rawSet) == 0 {
 			return nil, invalid("ipam.ranges[%d]: empty range set", i)
+		}
+		if len(rawSet) > maxRangesPerSet {
+			return nil, invalid("ipam.ranges[%d]: %d ranges, more than %d", i, len(rawSet), maxRangesPerSet)
 		}
 		var set RangeSet
 		for j, rr := range rawSet {
@@ -231,6 +254,11 @@ func Parse(data []byte) (*NetConf, error) {
 				}
 				if !r.Subnet.Contains(e.Addr()) || e.Bits() < r.Subnet.Bits() {
 					return nil, invalid("%s.exclude[%d]: %s is not inside the subnet %s", field, k, e, r.Subnet)
+				}
+				if e == r.Subnet {
+					// Nothing would be left to allocate: refuse it here rather
+					// than as "pool exhausted" (11) on every ADD.
+					return nil, invalid("%s.exclude[%d]: %s excludes the whole subnet", field, k, e)
 				}
 				r.Exclude = append(r.Exclude, e)
 			}
@@ -352,15 +380,25 @@ func parseRange(field, subnet string, blockSize *int) (Range, error) {
 }
 
 func checkOverlap(sets []RangeSet) error {
-	var all []Range
+	var all []netip.Prefix
 	for _, set := range sets {
-		all = append(all, set...)
+		for _, r := range set {
+			all = append(all, r.Subnet)
+		}
 	}
-	for i := range all {
-		for j := i + 1; j < len(all); j++ {
-			if all[i].Subnet.Overlaps(all[j].Subnet) {
-				return invalid("ipam.ranges: %s overlaps %s", all[i].Subnet, all[j].Subnet)
-			}
+	// Sorted by address (a containing prefix first), two prefixes overlap
+	// only if one contains the other, and then some neighbours overlap
+	// too: one pass over neighbours finds an overlap, in O(n log n) for
+	// a config with thousands of ranges instead of O(n²).
+	slices.SortFunc(all, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	for i := 1; i < len(all); i++ {
+		if all[i-1].Overlaps(all[i]) {
+			return invalid("ipam.ranges: %s overlaps %s", all[i-1], all[i])
 		}
 	}
 	return nil

@@ -2,7 +2,11 @@ package ipamserver
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 
@@ -40,4 +44,66 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzHandler drives ipamd's real request handler (Server.handle: body
+// limit, decode, config parsing, CNI error encoding) and ADD's input
+// parsing (addRequest), stopping short of the allocator. For every body
+// and verb: no panic, and the answer is 200 or a CNI error object with a
+// client-side code (1–7) naming what is wrong — never 11, which would make
+// a runtime retry input that cannot succeed.
+func FuzzHandler(f *testing.F) {
+	for _, s := range handlerSeeds {
+		f.Add(uint8(0), []byte(s))
+		f.Add(uint8(1), []byte(s))
+	}
+	srv := New(nil, nil, slog.New(slog.DiscardHandler))
+	paths := []string{ipamapi.PathAdd, ipamapi.PathDel, ipamapi.PathCheck, ipamapi.PathStatus, ipamapi.PathGC}
+	f.Fuzz(func(t *testing.T, verb uint8, body []byte) {
+		path := paths[int(verb)%len(paths)]
+		h := srv.handle(func(_ context.Context, c *call) (any, error) {
+			if path != ipamapi.PathAdd {
+				return nil, nil
+			}
+			_, err := addRequest(c)
+			if err != nil {
+				var te *types.Error
+				if !errors.As(err, &te) {
+					t.Fatalf("addRequest: %v (%T) is not a CNI error", err, err)
+				}
+			}
+			return nil, err
+		})
+		w := httptest.NewRecorder()
+		h(w, httptest.NewRequest("POST", path, bytes.NewReader(body)))
+		if w.Code == http.StatusOK {
+			return
+		}
+		var ce types.Error
+		if err := json.Unmarshal(w.Body.Bytes(), &ce); err != nil {
+			t.Fatalf("%s: status %d, body %q is not a CNI error: %v", path, w.Code, w.Body.Bytes(), err)
+		}
+		if ce.Code < 1 || ce.Code > 7 {
+			t.Fatalf("%s: code %d %q for bad input, want 1..7", path, ce.Code, ce.Msg)
+		}
+		if ce.Msg == "" {
+			t.Fatalf("%s: code %d without a message", path, ce.Code)
+		}
+	})
+}
+
+// handlerSeeds are request bodies from the integration corpus
+// (integration/badinput_corpus_test.go) and good ones to mutate.
+var handlerSeeds = []string{
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"cniVersion":"1.1.0","name":"n","ipam":{"type":"ipam-v6","ranges":[[{"subnet":"2001:db8::/48","blockSize":64}]]}}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","args":"IP=2001:db8::5;IgnoreUnknown=1","config":{"cniVersion":"1.1.0","name":"n","type":"bridge-v6","ipv6Mode":"slaac","runtimeConfig":{"ips":["2001:db8::9"],"mac":"02:00:00:00:00:01"},"ipam":{"type":"ipam-v6","addressing":"eui64","ranges":[[{"subnet":"2001:db8::/48"}],[{"subnet":"10.1.0.0/16"}]]}}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"cniVersion":"1.1.0","name":"n","ipam":{"type":"pd-ipam","subnetId":3,"routes":[{"dst":"::/0"}],"dns":{"nameservers":["2001:db8::53"]}}}}`,
+	`{"network":"n","containerID":"abc","containerID":"x","ifName":"eth0","config":{"name":"n"}}`,
+	`{"network":"n","containerID":"a\u0000b","ifName":"e\u0000","netns":"/run/netns/a\u0000","config":{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::/48"}]]}}}`,
+	`{"network":"n","containerID":"../../etc","ifName":"..","config":{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::1/48","blockSize":"64","exclude":"x"}]]}}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::/48","exclude":["2001:db8::/48"]}],[{"subnet":"2001:db8::/64"}]]}}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::/48","blockSize":120,"exclude":["2001:db8::/64"]}]]}}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","args":"garbage;=x","config":{"name":"n","args":{"cni":{"ips":["::zz"]}},"cni.dev/valid-attachments":"all","prevResult":"x","ipam":{"ranges":[[{"subnet":"fe80::/64"}]],"stickyGrace":"-5m","bgpCommunities":["65536:1"]}}}`,
+	`{"config":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`,
+	`{"network":5}`, `null`, `[]`, `"x"`, ``, `{"network":"n","config":{"name":"n","ipam":{}}}{}`,
 }

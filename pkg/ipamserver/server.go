@@ -20,6 +20,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -37,6 +38,10 @@ import (
 
 // maxRequest bounds a request body: a network config is a few KiB.
 const maxRequest = 1 << 20
+
+// maxContainerID bounds CNI_CONTAINERID, which the spec leaves unbounded:
+// runtimes use 64 hex digits, and it becomes part of etcd keys.
+const maxContainerID = 1024
 
 // EtcdTimeout bounds the etcd work of one request: a runtime must hear
 // "try again later" (code 11) within seconds when etcd is gone, not hang.
@@ -235,6 +240,9 @@ func decode(r *http.Request) (*call, error) {
 	if err := json.Unmarshal(body, &c.req); err != nil {
 		return c, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode request: %v", err), "")
 	}
+	if err := ipamconf.CheckDuplicateKeys("request", body); err != nil {
+		return c, err
+	}
 	if r.URL.Path == ipamapi.PathState {
 		return c, nil
 	}
@@ -253,33 +261,57 @@ func decode(r *http.Request) (*call, error) {
 	}
 	// Container ID and ifname become parts of etcd keys: hold them to the
 	// CNI spec's rules, as a plugin's skel does.
+	if n := len(c.req.ContainerID); n > maxContainerID {
+		return c, types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_CONTAINERID: containerID %q… is %d bytes, longer than %d", c.req.ContainerID[:16], n, maxContainerID), "")
+	}
 	if err := cniutils.ValidateContainerID(c.req.ContainerID); err != nil {
 		return c, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_CONTAINERID: "+err.Msg, err.Details)
 	}
 	if err := cniutils.ValidateInterfaceName(c.req.IfName); err != nil {
 		return c, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME: "+err.Msg, err.Details)
 	}
+	// ValidateInterfaceName lets NUL and other control characters through;
+	// the kernel would refuse such a name, and it must not reach a key.
+	if strings.ContainsFunc(c.req.IfName, unicode.IsControl) {
+		return c, types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_IFNAME: interface name %q contains a control character", c.req.IfName), "")
+	}
+	if strings.ContainsRune(c.req.Netns, 0) {
+		return c, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS: %q contains a NUL byte", c.req.Netns), "")
+	}
 	c.id = store.AttachmentID{Network: conf.Name, ContainerID: c.req.ContainerID, IfName: c.req.IfName}
 	return c, nil
 }
 
-func (s *Server) add(ctx context.Context, c *call) (any, error) {
-	start := time.Now()
+// addRequest is the input parsing of ADD beyond decode: requested
+// addresses (runtimeConfig, args, CNI_ARGS), bridge-v6's ipv6Mode and the
+// MAC. It touches no state.
+func addRequest(c *call) (allocator.Request, error) {
 	args, err := ipamconf.ParseArgs(c.req.Config, c.req.Args)
 	if err != nil {
-		return nil, err
+		return allocator.Request{}, err
 	}
 	req := allocator.Request{ID: c.id, Netns: c.req.Netns, Conf: c.conf, Args: args}
 	req.Bridge, req.Mode, err = selfConfiguring(c)
 	if err != nil {
-		return nil, err
+		return allocator.Request{}, err
 	}
 	if c.conf.IPAM.Addressing == ipamconf.EUI64 || req.Mode != "" {
 		// The MAC bridge-v6 gives the interface, by the same rules: the
 		// EUI-64 address must be the one the kernel would form from it.
 		if req.MAC, err = macaddr.ForAttachment(c.req.Config, c.req.Args, c.id.Network, c.id.ContainerID, c.id.IfName); err != nil {
-			return nil, err
+			return allocator.Request{}, err
 		}
+	}
+	return req, nil
+}
+
+func (s *Server) add(ctx context.Context, c *call) (any, error) {
+	start := time.Now()
+	req, err := addRequest(c)
+	if err != nil {
+		return nil, err
 	}
 	res, err := s.alloc.Add(ctx, req)
 	if err != nil {

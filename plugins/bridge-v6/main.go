@@ -75,7 +75,9 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 	// and netpoller hand-off per entry as with ns.NetNS.Do.
 	netns, err := link.OpenNetNS(args.Netns)
 	if err != nil {
-		return err
+		// The runtime handed a path that is not a netns: its environment
+		// is wrong (code 4), not the plugin (999).
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS: "+err.Error(), "")
 	}
 	defer netns.Close()
 
