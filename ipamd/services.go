@@ -14,6 +14,7 @@ import (
 	"github.com/v6cni/v6cni/pkg/allocator"
 	"github.com/v6cni/v6cni/pkg/bridgeconf"
 	"github.com/v6cni/v6cni/pkg/dhcp6server"
+	"github.com/v6cni/v6cni/pkg/link"
 	"github.com/v6cni/v6cni/pkg/ra"
 	"github.com/v6cni/v6cni/pkg/store"
 )
@@ -119,7 +120,11 @@ func (s *services) Sync(ctx context.Context) error {
 		if h.Node != s.node || h.Mode == "" || h.Bridge == "" || h.Lost {
 			continue
 		}
-		mac, _ := net.ParseMAC(h.MAC)
+		mac, err := net.ParseMAC(h.MAC)
+		if err != nil && h.Mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+			// Without its MAC the attachment gets no DHCPv6 address: say so.
+			s.log.Error("stateful DHCPv6 disabled for an attachment: stored MAC unparsable", "attachment", h.AttachmentID.String(), "mac", h.MAC, "error", err)
+		}
 		for _, ip := range h.IPs {
 			if ip.Address.Addr().Is6() {
 				want[h.AttachmentID] = true
@@ -190,7 +195,7 @@ func (s *services) configure(b *bridgeService) {
 	dhCfg := dhcp6server.Config{Interface: b.bridge, DNS: dns, Search: ns.Search}
 	if b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
 		bridge := b.bridge
-		dhCfg.Lookup = func(mac net.HardwareAddr) (netip.Addr, bool) { return s.lookup(bridge, mac) }
+		dhCfg.Lookup = func(from dhcp6server.Origin) (netip.Addr, bool) { return s.lookup(bridge, from) }
 	}
 	b.raCfg = raCfg
 	if b.ra != nil {
@@ -237,16 +242,19 @@ func (s *services) configure(b *bridgeService) {
 }
 
 // lookup is the DHCPv6 server's question: which address did IPAM record
-// for this client? Only what IPAM recorded is ever handed out.
-func (s *services) lookup(bridge string, mac net.HardwareAddr) (netip.Addr, bool) {
+// for the attachment behind this bridge port? The port is the attachment's
+// host veth (link.HostVethName of its container ID and interface), which
+// the container cannot choose; the frame's source must also be the MAC
+// IPAM recorded. Only what IPAM recorded is ever handed out.
+func (s *services) lookup(bridge string, from dhcp6server.Origin) (netip.Addr, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.bridges[bridge]
 	if b == nil {
 		return netip.Addr{}, false
 	}
-	for _, m := range b.members {
-		if m.mac.String() == mac.String() {
+	for id, m := range b.members {
+		if link.HostVethName(id.ContainerID, id.IfName) == from.Port && m.mac != nil && m.mac.String() == from.MAC.String() {
 			return m.addr, true
 		}
 	}
