@@ -34,6 +34,9 @@ type services struct {
 	mu      sync.Mutex
 	bridges map[string]*bridgeService
 	nets    map[string]store.NetService
+	// badMAC holds the bridge of each stateful attachment whose stored
+	// MAC does not parse: DHCPv6 cannot serve it (metric and log).
+	badMAC map[store.AttachmentID]string
 }
 
 // bridgeService is what runs on one bridge.
@@ -57,7 +60,7 @@ type svcMember struct {
 
 func newServices(root context.Context, st *store.Store, node string, log *slog.Logger) *services {
 	return &services{root: root, st: st, node: node, log: log,
-		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}}
+		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}, badMAC: map[store.AttachmentID]string{}}
 }
 
 // Attached records a new (or repeated) self-configuring attachment.
@@ -96,6 +99,7 @@ func (s *services) Attached(ctx context.Context, req allocator.Request, config [
 func (s *services) Detached(_ context.Context, h *store.Handle) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.badMAC, h.AttachmentID)
 	s.remove(h.Bridge, h.AttachmentID)
 	return nil
 }
@@ -116,6 +120,7 @@ func (s *services) Sync(ctx context.Context) error {
 		s.nets[ns.Network] = ns
 	}
 	want := map[store.AttachmentID]bool{}
+	clear(s.badMAC)
 	for _, h := range handles {
 		if h.Node != s.node || h.Mode == "" || h.Bridge == "" || h.Lost {
 			continue
@@ -124,6 +129,7 @@ func (s *services) Sync(ctx context.Context) error {
 		if err != nil && h.Mode == bridgeconf.IPv6ModeDHCPv6Stateful {
 			// Without its MAC the attachment gets no DHCPv6 address: say so.
 			s.log.Error("stateful DHCPv6 disabled for an attachment: stored MAC unparsable", "attachment", h.AttachmentID.String(), "mac", h.MAC, "error", err)
+			s.badMAC[h.AttachmentID] = h.Bridge
 		}
 		for _, ip := range h.IPs {
 			if ip.Address.Addr().Is6() {
@@ -140,6 +146,18 @@ func (s *services) Sync(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// unservable is, per bridge, the number of stateful attachments DHCPv6
+// cannot serve (for the metric v6cni_ipamd_dhcpv6_unservable_attachments).
+func (s *services) unservable() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for _, bridge := range s.badMAC {
+		out[bridge]++
+	}
+	return out
 }
 
 // add (s.mu held) adds a member and starts or updates the bridge's servers.

@@ -220,3 +220,25 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(poolDesc, prometheus.GaugeValue, p.Size, p.Network)
 	}
 }
+
+// SetServices makes the metrics report the bridges' RA/DHCPv6 service:
+// src gives, per bridge, the number of its self-configuring attachments
+// the DHCPv6 server cannot serve (their stored MAC does not parse).
+func (m *Metrics) SetServices(src func() map[string]int) {
+	m.reg.MustRegister(&serviceGauges{src: src})
+}
+
+var unservableDesc = prometheus.NewDesc(namespace+"_dhcpv6_unservable_attachments",
+	"Self-configuring attachments on the bridge that stateful DHCPv6 cannot serve (stored MAC unparsable).", []string{"bridge"}, nil)
+
+type serviceGauges struct {
+	src func() map[string]int
+}
+
+func (g *serviceGauges) Describe(ch chan<- *prometheus.Desc) { ch <- unservableDesc }
+
+func (g *serviceGauges) Collect(ch chan<- prometheus.Metric) {
+	for bridge, n := range g.src() {
+		ch <- prometheus.MustNewConstMetric(unservableDesc, prometheus.GaugeValue, float64(n), bridge)
+	}
+}
