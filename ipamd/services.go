@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/v6cni/v6cni/pkg/allocator"
@@ -46,6 +49,7 @@ type bridgeService struct {
 	members      map[store.AttachmentID]svcMember
 	raCfg        ra.Config
 	ra           *ra.Server
+	startErr     error // the servers could not be created (configuration)
 	dhcp         *dhcp6server.Server
 	cancel       context.CancelFunc
 	done         sync.WaitGroup
@@ -148,6 +152,45 @@ func (s *services) Sync(ctx context.Context) error {
 	return nil
 }
 
+// Status is what STATUS says about the network's bridges: CNI code 51
+// (limited connectivity: IPAM serves ADDs, but the containers on the
+// bridge cannot configure themselves) while a bridge's RA or DHCPv6
+// server is not serving (the servers keep retrying), or a stateful
+// attachment's stored MAC does not parse.
+func (s *services) Status(network string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var problems []string
+	for _, b := range s.bridges {
+		if b.network != network {
+			continue
+		}
+		if b.startErr != nil {
+			problems = append(problems, fmt.Sprintf("bridge %s: %v", b.bridge, b.startErr))
+		}
+		if b.ra != nil {
+			if err := b.ra.Err(); err != nil {
+				problems = append(problems, fmt.Sprintf("bridge %s: router advertisements not served: %v", b.bridge, err))
+			}
+		}
+		if b.dhcp != nil {
+			if err := b.dhcp.Err(); err != nil {
+				problems = append(problems, fmt.Sprintf("bridge %s: DHCPv6 not served: %v", b.bridge, err))
+			}
+		}
+	}
+	for id, bridge := range s.badMAC {
+		if id.Network == network {
+			problems = append(problems, fmt.Sprintf("bridge %s: attachment %s: stored MAC unparsable, no DHCPv6 address", bridge, id))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	slices.Sort(problems)
+	return types.NewError(types.ErrLimitedConnectivity, "containers cannot configure themselves", strings.Join(problems, "; "))
+}
+
 // unservable is, per bridge, the number of stateful attachments DHCPv6
 // cannot serve (for the metric v6cni_ipamd_dhcpv6_unservable_attachments).
 func (s *services) unservable() map[string]int {
@@ -229,9 +272,11 @@ func (s *services) configure(b *bridgeService) {
 	}
 	srv, err := ra.New(raCfg, s.log.With("component", "ra", "bridge", b.bridge))
 	if err != nil {
+		b.startErr = fmt.Errorf("router advertisements: %w", err)
 		s.log.Error("router advertisements", "bridge", b.bridge, "error", err)
 		return
 	}
+	b.startErr = nil
 	ctx, cancel := context.WithCancel(s.root)
 	b.ra, b.cancel = srv, cancel
 	b.done.Add(1)
@@ -244,6 +289,7 @@ func (s *services) configure(b *bridgeService) {
 	if b.mode == bridgeconf.IPv6ModeDHCPv6Stateless || b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
 		dh, err := dhcp6server.New(dhCfg, s.log.With("component", "dhcp6", "bridge", b.bridge))
 		if err != nil {
+			b.startErr = fmt.Errorf("DHCPv6 server: %w", err)
 			s.log.Error("DHCPv6 server", "bridge", b.bridge, "error", err)
 		} else {
 			b.dhcp = dh

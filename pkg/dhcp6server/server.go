@@ -30,6 +30,19 @@ type Server struct {
 
 	mu       sync.Mutex
 	serverID dhcpv6.DUID // DUID-LL of the interface, set by Run
+
+	// failure is why the server is not serving (nil while it is); see Err.
+	failure atomic.Pointer[error]
+}
+
+// Err is why the server is not serving now (the interface missing, a
+// socket error), nil while it serves or before Run first tries; Run keeps
+// retrying meanwhile.
+func (s *Server) Err() error {
+	if e := s.failure.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // New validates cfg and returns a server for it; a nil logger discards.
@@ -74,6 +87,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		s.failure.Store(&err)
 		if !failing {
 			s.log.Warn("DHCPv6 server waiting for the interface", "err", err)
 			failing = true
@@ -128,6 +142,7 @@ func (s *Server) serveOnce(ctx context.Context) error {
 		return fmt.Errorf("packet socket on %s: %w", name, err)
 	}
 	defer pc.close()
+	s.failure.Store(nil)
 	s.log.Info("DHCPv6 server started")
 	buf := make([]byte, 65536)
 	for ctx.Err() == nil {
