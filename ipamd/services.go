@@ -17,6 +17,7 @@ import (
 	"github.com/v6cni/v6cni/pkg/allocator"
 	"github.com/v6cni/v6cni/pkg/bridgeconf"
 	"github.com/v6cni/v6cni/pkg/dhcp6server"
+	"github.com/v6cni/v6cni/pkg/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/link"
 	"github.com/v6cni/v6cni/pkg/ra"
 	"github.com/v6cni/v6cni/pkg/store"
@@ -191,14 +192,31 @@ func (s *services) Status(network string) error {
 	return types.NewError(types.ErrLimitedConnectivity, "containers cannot configure themselves", strings.Join(problems, "; "))
 }
 
-// unservable is, per bridge, the number of stateful attachments DHCPv6
-// cannot serve (for the metric v6cni_ipamd_dhcpv6_unservable_attachments).
-func (s *services) unservable() map[string]int {
+// metrics is the bridges' service state for the metrics
+// (v6cni_ipamd_service_up, v6cni_ipamd_dhcpv6_unservable_attachments).
+func (s *services) metrics() []ipammetrics.ServiceState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := map[string]int{}
+	byBridge := map[string]*ipammetrics.ServiceState{}
+	state := func(bridge string) *ipammetrics.ServiceState {
+		if byBridge[bridge] == nil {
+			byBridge[bridge] = &ipammetrics.ServiceState{Bridge: bridge, Up: map[string]bool{}}
+		}
+		return byBridge[bridge]
+	}
+	for _, b := range s.bridges {
+		st := state(b.bridge)
+		st.Up["ra"] = b.ra != nil && b.ra.Err() == nil
+		if b.mode == bridgeconf.IPv6ModeDHCPv6Stateless || b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+			st.Up["dhcpv6"] = b.dhcp != nil && b.dhcp.Err() == nil
+		}
+	}
 	for _, bridge := range s.badMAC {
-		out[bridge]++
+		state(bridge).Unservable++
+	}
+	out := make([]ipammetrics.ServiceState, 0, len(byBridge))
+	for _, st := range byBridge {
+		out = append(out, *st)
 	}
 	return out
 }

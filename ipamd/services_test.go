@@ -54,7 +54,7 @@ func TestUnparsableMACReported(t *testing.T) {
 		t.Fatalf("STATUS of the network = %v, want 51 naming the unparsable MAC", err)
 	}
 	m := ipammetrics.New(emptySource{})
-	m.SetServices(s.unservable)
+	m.SetServices(s.metrics)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if want := `v6cni_ipamd_dhcpv6_unservable_attachments{bridge="h2nobr0"} 1`; !strings.Contains(rec.Body.String(), want) {
@@ -110,5 +110,14 @@ func TestServiceFailureInStatus(t *testing.T) {
 	}
 	if err := s.Status("othernet"); err != nil {
 		t.Errorf("STATUS of another network = %v, want nil", err)
+	}
+	m := ipammetrics.New(emptySource{})
+	m.SetServices(s.metrics)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`v6cni_ipamd_service_up{bridge="h2gone0",service="ra"} 0`, `v6cni_ipamd_service_up{bridge="h2gone0",service="dhcpv6"} 0`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, rec.Body.String())
+		}
 	}
 }
