@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,7 +39,7 @@ func TestUnparsableMACReported(t *testing.T) {
 	if _, err := cli.Put(ctx, store.HandleKey(id), string(val)); err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
+	var logs lockedBuffer // the servers' goroutines log too
 	svcCtx, stop := context.WithCancel(context.Background())
 	s := newServices(svcCtx, st, "n1", slog.New(slog.NewTextHandler(&logs, nil)))
 	t.Cleanup(func() { stop(); s.stop() })
@@ -60,6 +61,24 @@ func TestUnparsableMACReported(t *testing.T) {
 	if want := `v6cni_ipamd_dhcpv6_unservable_attachments{bridge="h2nobr0"} 1`; !strings.Contains(rec.Body.String(), want) {
 		t.Fatalf("metrics lack %s:\n%s", want, rec.Body.String())
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent loggers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 type emptySource struct{}
