@@ -80,7 +80,9 @@ clean:
 # Install (root; DESTDIR for staging, e.g. make install DESTDIR=/tmp/stage):
 #   make install              build, then the plugins into $(CNI_BIN_DIR), ipamd into
 #                             $(BINDIR), the unit into $(SYSTEMD_DIR), and the example
-#                             config as /etc/v6cni/ipamd.yaml unless one exists
+#                             config as /etc/v6cni/ipamd.yaml unless one exists; the
+#                             directory 0700 and the config 0600, root only (it may hold
+#                             the BGP password; better: bgp.peers[].passwordFile)
 #   make install CONFLIST=1   also conf/v6net.conflist as $(CNI_CONF_DIR)/10-v6net.conflist
 #                             (unless a file of that name exists)
 #   make uninstall            remove the binaries and the unit; the config files only
@@ -109,10 +111,11 @@ install: build
 	install -m 0755 $(BIN)/ipamd $(DESTDIR)$(BINDIR)/ipamd
 	sed 's|^ExecStart=/usr/local/bin/ipamd |ExecStart=$(BINDIR)/ipamd |' conf/systemd/ipamd.service > $(BIN)/ipamd.service
 	install -m 0644 $(BIN)/ipamd.service $(DESTDIR)$(SYSTEMD_DIR)/ipamd.service
-	install -d -m 0755 $(DESTDIR)$(V6CNI_CONF_DIR)
+	install -d -m 0700 $(DESTDIR)$(V6CNI_CONF_DIR)
 	if [[ -e $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml ]]; then \
-		echo "kept $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml (exists)"; \
-	else install -m 0644 conf/ipamd.yaml $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml; fi
+		echo "kept $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml (exists; made root-only: it may hold secrets)"; \
+		chmod go-rwx $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml; \
+	else install -m 0600 conf/ipamd.yaml $(DESTDIR)$(V6CNI_CONF_DIR)/ipamd.yaml; fi
 	if [[ -n "$(CONFLIST)" ]]; then \
 		install -d -m 0755 $(DESTDIR)$(CNI_CONF_DIR); \
 		if [[ -e $(DESTDIR)$(CNI_CONF_DIR)/10-v6net.conflist ]]; then \

@@ -263,39 +263,55 @@ func TestBGPAnnouncesBlocks(t *testing.T) {
 	})
 }
 
-// TestBGPPasswordNeverShown: a TCP-MD5 password from the config file shows
-// up in no log line and no CLI output, also while the session fails (here
-// the router has no password: the session stays down).
+// TestBGPPasswordNeverShown: a TCP-MD5 password from the config file, a
+// password file or the environment shows up in no log line and no CLI
+// output, also while the session fails (here the router has no password:
+// the session stays down).
 func TestBGPPasswordNeverShown(t *testing.T) {
-	l := newBGPLab(t)
-	dir := shortDir(t)
 	const secret = "v6cni-s3cret-md5-key"
-	cfg := filepath.Join(dir, "ipamd.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`bgp:
+	for _, source := range []string{"password", "passwordFile", "passwordEnv"} {
+		t.Run(source, func(t *testing.T) {
+			l := newBGPLab(t)
+			dir := shortDir(t)
+			value := secret
+			switch source {
+			case "passwordFile":
+				value = filepath.Join(dir, "bgp-password")
+				if err := os.WriteFile(value, []byte(secret+"\n"), 0o400); err != nil {
+					t.Fatal(err)
+				}
+			case "passwordEnv":
+				value = "V6CNI_TEST_BGP_PASSWORD"
+				t.Setenv(value, secret) // inherited by the ipamd process
+			}
+			cfg := filepath.Join(dir, "ipamd.yaml")
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`bgp:
   asn: 65001
   routerID: 10.255.0.2
   peers:
     - address: %s
       asn: 65000
-      password: %s
-`, l.routerAddr, secret)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := startIpamdIn(t, l.node, dir, "--config", cfg, "--log-format", "json")
-	var out, errOut bytes.Buffer
-	time.Sleep(2 * time.Second) // let the session try and fail
-	for _, args := range [][]string{{"bgp"}, {"bgp", "-o", "json"}, {"status", "-o", "json"}} {
-		if err := run(append(args, "--socket", d.socket), &out, &errOut); err != nil {
-			t.Fatalf("ipamd %v: %v", args, err)
-		}
-	}
-	if !strings.Contains(out.String(), l.routerAddr) {
-		t.Errorf("ipamd bgp does not list the peer:\n%s", out.String())
-	}
-	d.stop(t) // its log is complete (and no longer written) after this
-	for what, text := range map[string]string{"CLI output": out.String() + errOut.String(), "ipamd log": d.log.String()} {
-		if strings.Contains(text, secret) {
-			t.Errorf("the BGP password appears in the %s", what)
-		}
+      %s: %s
+`, l.routerAddr, source, value)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			d := startIpamdIn(t, l.node, dir, "--config", cfg, "--log-format", "json")
+			var out, errOut bytes.Buffer
+			time.Sleep(2 * time.Second) // let the session try and fail
+			for _, args := range [][]string{{"bgp"}, {"bgp", "-o", "json"}, {"status", "-o", "json"}} {
+				if err := run(append(args, "--socket", d.socket), &out, &errOut); err != nil {
+					t.Fatalf("ipamd %v: %v", args, err)
+				}
+			}
+			if !strings.Contains(out.String(), l.routerAddr) {
+				t.Errorf("ipamd bgp does not list the peer:\n%s", out.String())
+			}
+			d.stop(t) // its log is complete (and no longer written) after this
+			for what, text := range map[string]string{"CLI output": out.String() + errOut.String(), "ipamd log": d.log.String()} {
+				if strings.Contains(text, secret) {
+					t.Errorf("the BGP password appears in the %s", what)
+				}
+			}
+		})
 	}
 }

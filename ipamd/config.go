@@ -42,6 +42,9 @@ func loadConfig(path string, fs *flag.FlagSet) (*fileConfig, error) {
 	if err := json.Unmarshal(js, &raw); err != nil {
 		return nil, fmt.Errorf("--config %s: not a mapping of keys: %w", path, err)
 	}
+	if err := checkInlineSecrets(path, raw["bgp"]); err != nil {
+		return nil, err
+	}
 	fc := &fileConfig{flags: map[string]string{}, PD: raw["pd"], BGP: raw["bgp"]}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -104,4 +107,33 @@ func kebab(key string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// checkInlineSecrets refuses a config file that holds a BGP password inline
+// while users other than its owner can read it (make install writes it
+// 0600; a Kubernetes ConfigMap is 0644, hence passwordFile/passwordEnv).
+// Refused rather than warned about: by the time a warning is read the
+// password has been readable all along.
+func checkInlineSecrets(path string, bgp json.RawMessage) error {
+	var sec struct {
+		Peers []struct {
+			Password string `json:"password"`
+		} `json:"peers"`
+	}
+	if len(bgp) == 0 || json.Unmarshal(bgp, &sec) != nil {
+		return nil // the bgp section's own decoder reports what is wrong
+	}
+	for i, p := range sec.Peers {
+		if p.Password == "" {
+			continue
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("--config %s: %w", path, err)
+		}
+		if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+			return fmt.Errorf("--config %s: mode %04o lets other users read bgp.peers[%d].password: chmod 600 the file, or move the password to passwordFile or passwordEnv", path, mode, i)
+		}
+	}
+	return nil
 }

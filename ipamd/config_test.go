@@ -55,3 +55,48 @@ func TestLoadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestInlinePasswordNeedsPrivateConfig: a config file with an inline BGP
+// password is refused unless only its owner can read it; without a
+// password its mode does not matter.
+func TestInlinePasswordNeedsPrivateConfig(t *testing.T) {
+	const withPW = "bgp:\n  asn: 65001\n  peers:\n    - address: 2001:db8::1\n      asn: 65000\n      password: s3cret-pw\n"
+	const withFile = "bgp:\n  asn: 65001\n  peers:\n    - address: 2001:db8::1\n      asn: 65000\n      passwordFile: /etc/v6cni/bgp-password\n"
+	for _, tc := range []struct {
+		name    string
+		content string
+		mode    os.FileMode
+		wantErr string
+	}{
+		{"inline 0600", withPW, 0o600, ""},
+		{"inline 0400", withPW, 0o400, ""},
+		{"inline 0644", withPW, 0o644, "mode 0644 lets other users read bgp.peers[0].password"},
+		{"inline 0640", withPW, 0o640, "mode 0640"},
+		{"passwordFile 0644", withFile, 0o644, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "ipamd.yaml")
+			if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+			fs.String("config", "", "")
+			_, err := loadConfig(p, fs)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("error %v, want one naming %s and containing %q", err, p, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), "s3cret-pw") {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+		})
+	}
+}

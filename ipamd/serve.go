@@ -183,6 +183,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	svc := newServices(ctx, st, *nodeName, log)
 	srv.Services = svc
+	srv.Metrics.SetServices(svc.metrics)
 	defer svc.stop()
 	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace, *blockGrace, svc.Sync)
 	errc := make(chan error, 1)

@@ -2,18 +2,23 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/v6cni/v6cni/pkg/allocator"
 	"github.com/v6cni/v6cni/pkg/bridgeconf"
 	"github.com/v6cni/v6cni/pkg/dhcp6server"
+	"github.com/v6cni/v6cni/pkg/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/link"
 	"github.com/v6cni/v6cni/pkg/ra"
 	"github.com/v6cni/v6cni/pkg/store"
 )
@@ -33,6 +38,9 @@ type services struct {
 	mu      sync.Mutex
 	bridges map[string]*bridgeService
 	nets    map[string]store.NetService
+	// badMAC holds the bridge of each stateful attachment whose stored
+	// MAC does not parse: DHCPv6 cannot serve it (metric and log).
+	badMAC map[store.AttachmentID]string
 }
 
 // bridgeService is what runs on one bridge.
@@ -42,6 +50,7 @@ type bridgeService struct {
 	members      map[store.AttachmentID]svcMember
 	raCfg        ra.Config
 	ra           *ra.Server
+	startErr     error // the servers could not be created (configuration)
 	dhcp         *dhcp6server.Server
 	cancel       context.CancelFunc
 	done         sync.WaitGroup
@@ -56,7 +65,7 @@ type svcMember struct {
 
 func newServices(root context.Context, st *store.Store, node string, log *slog.Logger) *services {
 	return &services{root: root, st: st, node: node, log: log,
-		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}}
+		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}, badMAC: map[store.AttachmentID]string{}}
 }
 
 // Attached records a new (or repeated) self-configuring attachment.
@@ -95,6 +104,7 @@ func (s *services) Attached(ctx context.Context, req allocator.Request, config [
 func (s *services) Detached(_ context.Context, h *store.Handle) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.badMAC, h.AttachmentID)
 	s.remove(h.Bridge, h.AttachmentID)
 	return nil
 }
@@ -115,11 +125,17 @@ func (s *services) Sync(ctx context.Context) error {
 		s.nets[ns.Network] = ns
 	}
 	want := map[store.AttachmentID]bool{}
+	clear(s.badMAC)
 	for _, h := range handles {
 		if h.Node != s.node || h.Mode == "" || h.Bridge == "" || h.Lost {
 			continue
 		}
-		mac, _ := net.ParseMAC(h.MAC)
+		mac, err := net.ParseMAC(h.MAC)
+		if err != nil && h.Mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+			// Without its MAC the attachment gets no DHCPv6 address: say so.
+			s.log.Error("stateful DHCPv6 disabled for an attachment: stored MAC unparsable", "attachment", h.AttachmentID.String(), "mac", h.MAC, "error", err)
+			s.badMAC[h.AttachmentID] = h.Bridge
+		}
 		for _, ip := range h.IPs {
 			if ip.Address.Addr().Is6() {
 				want[h.AttachmentID] = true
@@ -135,6 +151,74 @@ func (s *services) Sync(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Status is what STATUS says about the network's bridges: CNI code 51
+// (limited connectivity: IPAM serves ADDs, but the containers on the
+// bridge cannot configure themselves) while a bridge's RA or DHCPv6
+// server is not serving (the servers keep retrying), or a stateful
+// attachment's stored MAC does not parse.
+func (s *services) Status(network string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var problems []string
+	for _, b := range s.bridges {
+		if b.network != network {
+			continue
+		}
+		if b.startErr != nil {
+			problems = append(problems, fmt.Sprintf("bridge %s: %v", b.bridge, b.startErr))
+		}
+		if b.ra != nil {
+			if err := b.ra.Err(); err != nil {
+				problems = append(problems, fmt.Sprintf("bridge %s: router advertisements not served: %v", b.bridge, err))
+			}
+		}
+		if b.dhcp != nil {
+			if err := b.dhcp.Err(); err != nil {
+				problems = append(problems, fmt.Sprintf("bridge %s: DHCPv6 not served: %v", b.bridge, err))
+			}
+		}
+	}
+	for id, bridge := range s.badMAC {
+		if id.Network == network {
+			problems = append(problems, fmt.Sprintf("bridge %s: attachment %s: stored MAC unparsable, no DHCPv6 address", bridge, id))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	slices.Sort(problems)
+	return types.NewError(types.ErrLimitedConnectivity, "containers cannot configure themselves", strings.Join(problems, "; "))
+}
+
+// metrics is the bridges' service state for the metrics
+// (v6cni_ipamd_service_up, v6cni_ipamd_dhcpv6_unservable_attachments).
+func (s *services) metrics() []ipammetrics.ServiceState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byBridge := map[string]*ipammetrics.ServiceState{}
+	state := func(bridge string) *ipammetrics.ServiceState {
+		if byBridge[bridge] == nil {
+			byBridge[bridge] = &ipammetrics.ServiceState{Bridge: bridge, Up: map[string]bool{}}
+		}
+		return byBridge[bridge]
+	}
+	for _, b := range s.bridges {
+		st := state(b.bridge)
+		st.Up["ra"] = b.ra != nil && b.ra.Err() == nil
+		if b.mode == bridgeconf.IPv6ModeDHCPv6Stateless || b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+			st.Up["dhcpv6"] = b.dhcp != nil && b.dhcp.Err() == nil
+		}
+	}
+	for _, bridge := range s.badMAC {
+		state(bridge).Unservable++
+	}
+	out := make([]ipammetrics.ServiceState, 0, len(byBridge))
+	for _, st := range byBridge {
+		out = append(out, *st)
+	}
+	return out
 }
 
 // add (s.mu held) adds a member and starts or updates the bridge's servers.
@@ -190,7 +274,7 @@ func (s *services) configure(b *bridgeService) {
 	dhCfg := dhcp6server.Config{Interface: b.bridge, DNS: dns, Search: ns.Search}
 	if b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
 		bridge := b.bridge
-		dhCfg.Lookup = func(mac net.HardwareAddr) (netip.Addr, bool) { return s.lookup(bridge, mac) }
+		dhCfg.Lookup = func(from dhcp6server.Origin) (netip.Addr, bool) { return s.lookup(bridge, from) }
 	}
 	b.raCfg = raCfg
 	if b.ra != nil {
@@ -206,9 +290,11 @@ func (s *services) configure(b *bridgeService) {
 	}
 	srv, err := ra.New(raCfg, s.log.With("component", "ra", "bridge", b.bridge))
 	if err != nil {
+		b.startErr = fmt.Errorf("router advertisements: %w", err)
 		s.log.Error("router advertisements", "bridge", b.bridge, "error", err)
 		return
 	}
+	b.startErr = nil
 	ctx, cancel := context.WithCancel(s.root)
 	b.ra, b.cancel = srv, cancel
 	b.done.Add(1)
@@ -221,6 +307,7 @@ func (s *services) configure(b *bridgeService) {
 	if b.mode == bridgeconf.IPv6ModeDHCPv6Stateless || b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
 		dh, err := dhcp6server.New(dhCfg, s.log.With("component", "dhcp6", "bridge", b.bridge))
 		if err != nil {
+			b.startErr = fmt.Errorf("DHCPv6 server: %w", err)
 			s.log.Error("DHCPv6 server", "bridge", b.bridge, "error", err)
 		} else {
 			b.dhcp = dh
@@ -237,16 +324,19 @@ func (s *services) configure(b *bridgeService) {
 }
 
 // lookup is the DHCPv6 server's question: which address did IPAM record
-// for this client? Only what IPAM recorded is ever handed out.
-func (s *services) lookup(bridge string, mac net.HardwareAddr) (netip.Addr, bool) {
+// for the attachment behind this bridge port? The port is the attachment's
+// host veth (link.HostVethName of its container ID and interface), which
+// the container cannot choose; the frame's source must also be the MAC
+// IPAM recorded. Only what IPAM recorded is ever handed out.
+func (s *services) lookup(bridge string, from dhcp6server.Origin) (netip.Addr, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.bridges[bridge]
 	if b == nil {
 		return netip.Addr{}, false
 	}
-	for _, m := range b.members {
-		if m.mac.String() == mac.String() {
+	for id, m := range b.members {
+		if link.HostVethName(id.ContainerID, id.IfName) == from.Port && m.mac != nil && m.mac.String() == from.MAC.String() {
 			return m.addr, true
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -90,8 +91,9 @@ type volume struct {
 		Items []keyToPath `json:"items"`
 	} `json:"configMap"`
 	Secret *struct {
-		SecretName string      `json:"secretName"`
-		Items      []keyToPath `json:"items"`
+		SecretName  string      `json:"secretName"`
+		Items       []keyToPath `json:"items"`
+		DefaultMode *int32      `json:"defaultMode"`
 	} `json:"secret"`
 	HostPath *struct {
 		Path string `json:"path"`
@@ -498,6 +500,10 @@ func checkDaemonSet(t *testing.T, v *variant, ds *object, external bool) {
 				t.Errorf("%s: volume %q: no Secret %q in %s", ds, vol.Name, vol.Secret.SecretName, v.name)
 			}
 			items = vol.Secret.Items
+			// Secrets are for root's eyes only (Kubernetes' default is 0644).
+			if m := vol.Secret.DefaultMode; m == nil || *m&0o077 != 0 {
+				t.Errorf("%s: volume %q: Secret %q without an owner-only defaultMode (want 0400)", ds, vol.Name, vol.Secret.SecretName)
+			}
 		case vol.HostPath != nil:
 			if !path.IsAbs(vol.HostPath.Path) {
 				t.Errorf("%s: volume %q: hostPath.path %q is not absolute", ds, vol.Name, vol.HostPath.Path)
@@ -695,31 +701,56 @@ func checkIpamd(t *testing.T, p *pod, c container, external bool) *ipamdConfig {
 		t.Errorf("%s: container %q: the node's %s must be mounted (hostPath) at %s", ds, c.Name, netnsDir, netnsDir)
 	}
 
-	// Metrics: the container port is metricsAddr's port.
+	// BGP passwords never inline in a ConfigMap (readable by every user
+	// of the node, and refused by ipamd); a passwordFile is a Secret's.
+	if raw, ok := conf["bgp"]; ok {
+		var bgp struct {
+			Peers []struct {
+				Password     string `json:"password"`
+				PasswordFile string `json:"passwordFile"`
+			} `json:"peers"`
+		}
+		if err := json.Unmarshal(raw, &bgp); err != nil {
+			t.Errorf("%s: bgp: %v", where, err)
+		}
+		for i, peer := range bgp.Peers {
+			if peer.Password != "" {
+				t.Errorf("%s: bgp.peers[%d].password inline in a ConfigMap: use passwordFile with a Secret", where, i)
+			}
+			if peer.PasswordFile != "" {
+				if r, err := p.resolve(c, peer.PasswordFile); err != nil || r.vol.Secret == nil {
+					t.Errorf("%s: bgp.peers[%d].passwordFile %s is not a file of a Secret volume (%v)", where, i, peer.PasswordFile, err)
+				}
+			}
+		}
+	}
+
+	// Metrics: /metrics has no authentication, and with hostNetwork any
+	// bind but loopback is on the node's addresses: metricsAddr is off or
+	// on loopback, and no container port or Service publishes it (a
+	// kube-rbac-proxy sidecar is the documented way to scrape from
+	// outside).
 	metrics := str("metricsAddr")
 	var port int
 	if metrics != "" {
-		_, ps, err := net.SplitHostPort(metrics)
+		host, ps, err := net.SplitHostPort(metrics)
 		if err == nil {
 			port, err = strconv.Atoi(ps)
 		}
 		if err != nil {
 			t.Errorf("%s: metricsAddr %q: not HOST:PORT: %v", where, metrics, err)
 		}
+		if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
+			t.Errorf("%s: metricsAddr %q: unauthenticated metrics on the node's addresses (hostNetwork); bind a loopback address", where, metrics)
+		}
 	}
-	found := false
 	for _, cp := range c.Ports {
 		if cp.HostPort != 0 && cp.HostPort != cp.ContainerPort {
 			t.Errorf("%s: container %q: port %q: with hostNetwork hostPort must equal containerPort", ds, c.Name, cp.Name)
 		}
-		if cp.ContainerPort == port {
-			found = true
-		} else {
-			t.Errorf("%s: container %q: port %q (%d) is not metricsAddr's port (%s in %s)", ds, c.Name, cp.Name, cp.ContainerPort, metrics, where)
+		if port != 0 && cp.ContainerPort == port {
+			t.Errorf("%s: container %q: port %q publishes the unauthenticated metrics port %d", ds, c.Name, cp.Name, port)
 		}
-	}
-	if port != 0 && !found {
-		t.Errorf("%s: container %q: no container port %d for metricsAddr %s (%s)", ds, c.Name, port, metrics, where)
 	}
 	return cfg
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,8 +66,18 @@ type PeerConfig struct {
 	Address netip.Addr `json:"address"`
 	// ASN of the neighbour.
 	ASN uint32 `json:"asn"`
-	// Password enables TCP-MD5 (RFC 2385) on the session.
+	// Password enables TCP-MD5 (RFC 2385) on the session. Prefer
+	// PasswordFile or PasswordEnv: a password written here is readable by
+	// whoever reads the config file (ipamd refuses a config file holding
+	// one that others can read).
 	Password string `json:"password,omitempty"`
+	// PasswordFile is a file holding the password (one trailing newline
+	// is dropped), readable by its owner only (mode 0600 or 0400:
+	// anything more open is refused). ParseConfig reads it into Password.
+	PasswordFile string `json:"passwordFile,omitempty"`
+	// PasswordEnv names an environment variable holding the password
+	// (e.g. from a Kubernetes Secret). ParseConfig reads it into Password.
+	PasswordEnv string `json:"passwordEnv,omitempty"`
 	// HoldTime in seconds; 0 means DefaultHoldTime. At least 3.
 	HoldTime uint32 `json:"holdTime,omitempty"`
 	// Multihop is the TTL of an eBGP session to a neighbour that is not
@@ -101,11 +113,89 @@ func ParseConfig(data []byte) (Config, error) {
 	if dec.More() {
 		return Config{}, errors.New("bgp config: trailing data after the JSON object")
 	}
+	if err := c.loadPasswords(os.LookupEnv); err != nil {
+		return Config{}, err
+	}
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// maxPasswordFile bounds what is read from a password file: a TCP-MD5 key
+// is at most 80 bytes.
+const maxPasswordFile = 4096
+
+// loadPasswords reads each peer's passwordFile or passwordEnv into
+// Password (and clears the source, so the config stays one that
+// ParseConfig accepts again). Errors name the peer, the file or variable,
+// never the secret.
+func (c *Config) loadPasswords(lookupEnv func(string) (string, bool)) error {
+	var errs []error
+	for i := range c.Peers {
+		p := &c.Peers[i]
+		field := fmt.Sprintf("bgp.peers[%d]", i)
+		sources := 0
+		for _, set := range []bool{p.Password != "", p.PasswordFile != "", p.PasswordEnv != ""} {
+			if set {
+				sources++
+			}
+		}
+		if sources > 1 {
+			errs = append(errs, fmt.Errorf("%s: give one of password, passwordFile, passwordEnv", field))
+			continue
+		}
+		switch {
+		case p.PasswordFile != "":
+			pw, err := readPasswordFile(p.PasswordFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s.passwordFile: %w", field, err))
+				continue
+			}
+			p.Password, p.PasswordFile = pw, ""
+		case p.PasswordEnv != "":
+			pw, ok := lookupEnv(p.PasswordEnv)
+			if !ok || pw == "" {
+				errs = append(errs, fmt.Errorf("%s.passwordEnv: environment variable %q is not set or empty", field, p.PasswordEnv))
+				continue
+			}
+			p.Password, p.PasswordEnv = pw, ""
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// readPasswordFile reads a password from a regular file only its owner can
+// read.
+func readPasswordFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+		return "", fmt.Errorf("%s has mode %04o: other users can read the password; make it 0600 or 0400", path, mode)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPasswordFile+1))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxPasswordFile {
+		return "", fmt.Errorf("%s is larger than %d bytes", path, maxPasswordFile)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return pw, nil
 }
 
 // SetDefaults fills in every field left empty that has a default.

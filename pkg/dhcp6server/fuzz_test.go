@@ -35,7 +35,7 @@ func FuzzDecodeAndRespond(f *testing.F) {
 		if eui {
 			src = netip.MustParseAddr("fe80::11:22ff:fe33:4455")
 		}
-		r, err := respond(cfg, serverDUID, m, src)
+		r, err := respond(cfg, serverDUID, m, honest(m, src))
 		if err != nil {
 			return
 		}

@@ -10,9 +10,11 @@
 //     enabled and asked for. A client Lookup does not know gets
 //     NoAddrsAvail.
 //
-// The client's link-layer address comes from its DUID (DUID-LL or
-// DUID-LLT with an Ethernet address) or else from its EUI-64 link-local
-// source address.
+// A client is identified by what the kernel says about the frame that
+// carried its message (Origin: the Ethernet source and the bridge port it
+// came in on), never by its DUID: a DUID is whatever the client chooses to
+// write, so binding by it would let a container claim its neighbour's
+// address by sending the neighbour's DUID-LL.
 //
 // Building replies (Respond) is pure and tested without sockets; Server
 // puts it on a socket.
@@ -51,10 +53,23 @@ type Config struct {
 	Preferred, Valid time.Duration
 	// RapidCommit answers a Solicit that asks for it with a Reply at once.
 	RapidCommit bool
-	// Lookup returns the address IPAM recorded for the client with this
-	// link-layer address; nil serves Information-Requests only (every
-	// address request gets NoAddrsAvail). Called concurrently.
-	Lookup func(mac net.HardwareAddr) (netip.Addr, bool)
+	// Lookup returns the address IPAM recorded for the attachment behind
+	// the port and link-layer source of from; nil serves
+	// Information-Requests only (every address request gets
+	// NoAddrsAvail). Called concurrently.
+	Lookup func(from Origin) (netip.Addr, bool)
+}
+
+// Origin is where a message came from, as the kernel saw it: nothing in it
+// is taken from the DHCPv6 payload.
+type Origin struct {
+	// MAC is the Ethernet source address of the frame.
+	MAC net.HardwareAddr
+	// Port is the name of the bridge port the frame came in on; "" when
+	// unknown (then no address is handed out).
+	Port string
+	// Addr is the IPv6 source address (the client's link-local).
+	Addr netip.Addr
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -87,16 +102,16 @@ var ErrDrop = errors.New("dhcp6server: message dropped")
 
 // Respond builds the answer of a server with DUID serverID and config cfg
 // (defaults applied by New) to msg, received from src (the client's
-// link-local address, used when its DUID carries no link-layer address).
-func Respond(cfg Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, src netip.Addr) (*dhcpv6.Message, error) {
+// frame, port and address, see Origin).
+func Respond(cfg Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, from Origin) (*dhcpv6.Message, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return respond(c, serverID, msg, src)
+	return respond(c, serverID, msg, from)
 }
 
-func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, src netip.Addr) (*dhcpv6.Message, error) {
+func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, from Origin) (*dhcpv6.Message, error) {
 	clientID := msg.Options.ClientID()
 	sid := msg.Options.ServerID()
 	switch msg.Type() {
@@ -124,11 +139,10 @@ func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, src netip.Addr
 		return nil, fmt.Errorf("%w: message type %s", ErrDrop, msg.Type())
 	}
 
-	mac := ClientMAC(msg, src)
 	var addr netip.Addr
 	known := false
-	if mac != nil && c.Lookup != nil {
-		addr, known = c.Lookup(mac)
+	if len(from.MAC) == 6 && from.Port != "" && c.Lookup != nil {
+		addr, known = c.Lookup(from)
 		known = known && addr.Is6() && !addr.Is4In6()
 	}
 
@@ -191,7 +205,7 @@ func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, src netip.Addr
 		return reply, nil
 	case dhcpv6.MessageTypeConfirm:
 		if !known {
-			return nil, fmt.Errorf("%w: confirm from unknown client %v", ErrDrop, mac)
+			return nil, fmt.Errorf("%w: confirm from unknown client %s on port %q", ErrDrop, from.MAC, from.Port)
 		}
 		held := 0
 		for _, ia := range msg.Options.IANA() {
@@ -255,9 +269,10 @@ func addOtherConfig(reply *dhcpv6.Message, c Config) {
 	}
 }
 
-// ClientMAC is the link-layer address of the client that sent msg from
-// src: the one in its DUID-LL or DUID-LLT (Ethernet), else the MAC encoded
-// in an EUI-64 link-local src; nil when neither gives one.
+// ClientMAC is the link-layer address the client that sent msg from src
+// claims: the one in its DUID-LL or DUID-LLT (Ethernet), else the MAC
+// encoded in an EUI-64 link-local src; nil when neither gives one. It is
+// self-declared: for logs only, never to bind an address.
 func ClientMAC(msg *dhcpv6.Message, src netip.Addr) net.HardwareAddr {
 	switch d := msg.Options.ClientID().(type) {
 	case *dhcpv6.DUIDLL:

@@ -17,15 +17,28 @@ var (
 	knownAddr  = netip.MustParseAddr("2001:db8:cafe:3:11:22ff:fe33:4455")
 	otherMAC   = net.HardwareAddr{0x02, 0x99, 0x99, 0x99, 0x99, 0x99}
 	noSrc      = netip.MustParseAddr("fe80::1") // not EUI-64
+	knownPort  = "vethknown"
 )
+
+// honest is the origin of m sent by a client whose frames carry the MAC it
+// claims, from the port where IPAM attached that MAC (knownPort for
+// knownMAC, another port for any other).
+func honest(m *dhcpv6.Message, src netip.Addr) Origin {
+	mac := ClientMAC(m, src)
+	port := "vethother"
+	if mac.String() == knownMAC.String() {
+		port = knownPort
+	}
+	return Origin{MAC: mac, Port: port, Addr: src}
+}
 
 func testConfig() Config {
 	return Config{
 		Interface: "v6br0",
 		DNS:       []netip.Addr{netip.MustParseAddr("2001:db8:cafe:a::e"), netip.MustParseAddr("10.0.0.53")},
 		Search:    []string{"example.com"},
-		Lookup: func(mac net.HardwareAddr) (netip.Addr, bool) {
-			if mac.String() == knownMAC.String() {
+		Lookup: func(from Origin) (netip.Addr, bool) {
+			if from.MAC.String() == knownMAC.String() && from.Port == knownPort {
 				return knownAddr, true
 			}
 			return netip.Addr{}, false
@@ -65,7 +78,7 @@ func iana1(addrs ...netip.Addr) *dhcpv6.OptIANA {
 
 func respondOK(t *testing.T, cfg Config, m *dhcpv6.Message, src netip.Addr) *dhcpv6.Message {
 	t.Helper()
-	r, err := Respond(cfg, serverDUID, m, src)
+	r, err := Respond(cfg, serverDUID, m, honest(m, src))
 	if err != nil {
 		t.Fatalf("Respond: %v", err)
 	}
@@ -246,7 +259,7 @@ func TestDrops(t *testing.T) {
 		{"confirm from unknown client", newMsg(t, dhcpv6.MessageTypeConfirm, &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: otherMAC}, iana1(knownAddr))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if r, err := Respond(cfg, serverDUID, tc.m, noSrc); !errors.Is(err, ErrDrop) {
+			if r, err := Respond(cfg, serverDUID, tc.m, honest(tc.m, noSrc)); !errors.Is(err, ErrDrop) {
 				t.Fatalf("got %v, %v; want ErrDrop", r, err)
 			}
 		})
@@ -255,4 +268,48 @@ func TestDrops(t *testing.T) {
 	if _, err := decodeRequest(adv.ToBytes()); err == nil {
 		t.Fatal("decodeRequest accepted an Advertise")
 	}
+}
+
+// TestBindsByOrigin: the DUID a client writes names nobody; the address is
+// the one of the port and frame source the message came from.
+func TestBindsByOrigin(t *testing.T) {
+	cfg := testConfig()
+	neighbourDUID := &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: knownMAC}
+	for _, tc := range []struct {
+		name string
+		from Origin
+	}{
+		{"neighbour's DUID from another port and MAC", Origin{MAC: otherMAC, Port: "vethother", Addr: noSrc}},
+		{"neighbour's DUID and MAC from another port", Origin{MAC: knownMAC, Port: "vethother", Addr: noSrc}},
+		{"neighbour's DUID, unknown port", Origin{MAC: knownMAC, Addr: noSrc}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, typ := range []dhcpv6.MessageType{dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRequest} {
+				var opts []dhcpv6.Option
+				if typ == dhcpv6.MessageTypeRequest {
+					opts = append(opts, dhcpv6.OptServerID(serverDUID))
+				}
+				m := newMsg(t, typ, neighbourDUID, append(opts, iana1(knownAddr))...)
+				r, err := Respond(cfg, serverDUID, m, tc.from)
+				if err != nil {
+					t.Fatalf("%s: %v", typ, err)
+				}
+				if a := offered(r); a.IsValid() {
+					t.Fatalf("%s from %+v got the neighbour's %s: %s", typ, tc.from, a, r.Summary())
+				}
+			}
+		})
+	}
+}
+
+// offered is the address r hands out with a valid lifetime, if any.
+func offered(r *dhcpv6.Message) netip.Addr {
+	for _, ia := range r.Options.IANA() {
+		for _, a := range ia.Options.Addresses() {
+			if got, ok := netip.AddrFromSlice(a.IPv6Addr); ok && a.ValidLifetime > 0 {
+				return got
+			}
+		}
+	}
+	return netip.Addr{}
 }

@@ -2,10 +2,10 @@ package dhcp6server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/dhcpv6/server6"
 	"github.com/insomniacslk/dhcp/iana"
+	"golang.org/x/net/ipv6"
 )
 
 // Retry bounds while the interface is missing or the socket cannot open.
@@ -29,6 +30,19 @@ type Server struct {
 
 	mu       sync.Mutex
 	serverID dhcpv6.DUID // DUID-LL of the interface, set by Run
+
+	// failure is why the server is not serving (nil while it is); see Err.
+	failure atomic.Pointer[error]
+}
+
+// Err is why the server is not serving now (the interface missing, a
+// socket error), nil while it serves or before Run first tries; Run keeps
+// retrying meanwhile.
+func (s *Server) Err() error {
+	if e := s.failure.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // New validates cfg and returns a server for it; a nil logger discards.
@@ -73,6 +87,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		s.failure.Store(&err)
 		if !failing {
 			s.log.Warn("DHCPv6 server waiting for the interface", "err", err)
 			failing = true
@@ -98,36 +113,69 @@ func (s *Server) serveOnce(ctx context.Context) error {
 	s.mu.Lock()
 	s.serverID = &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: ifi.HardwareAddr}
 	s.mu.Unlock()
-	srv, err := server6.NewServer(name, nil, s.handle)
+
+	// The UDP socket joins the DHCPv6 groups (so MLD snooping forwards
+	// Solicits to the bridge), holds port 547 (no ICMP port unreachable)
+	// and sends the replies; what it receives is discarded. Requests are
+	// read from the packet socket, which alone knows the frame's origin.
+	conn, err := server6.NewIPv6UDPConn(name, &net.UDPAddr{IP: net.IPv6unspecified, Port: dhcpv6.DefaultServerPort})
 	if err != nil {
 		return fmt.Errorf("listen on %s port 547: %w", name, err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
-	defer stop()
+	defer conn.Close()
+	p := ipv6.NewPacketConn(conn)
+	for _, g := range []net.IP{dhcpv6.AllDHCPRelayAgentsAndServers, dhcpv6.AllDHCPServers} {
+		if err := p.JoinGroup(ifi, &net.UDPAddr{IP: g}); err != nil {
+			return fmt.Errorf("join %s on %s: %w", g, name, err)
+		}
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := conn.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	pc, err := listenOrigin(ifi)
+	if err != nil {
+		return fmt.Errorf("packet socket on %s: %w", name, err)
+	}
+	defer pc.close()
+	s.failure.Store(nil)
 	s.log.Info("DHCPv6 server started")
-	return srv.Serve()
+	buf := make([]byte, 65536)
+	for ctx.Err() == nil {
+		payload, from, err := pc.read(buf)
+		if err != nil {
+			if errors.Is(err, errTimeout) {
+				continue
+			}
+			return fmt.Errorf("read on %s: %w", name, err)
+		}
+		m, err := decodeRequest(payload)
+		if err != nil {
+			s.log.Debug("DHCPv6 datagram not decoded", "from", from.Addr, "mac", from.MAC, "port", from.Port, "err", err)
+			continue
+		}
+		s.handle(conn, ifi.Name, m, from)
+	}
+	return nil
 }
 
-// handle answers one message (server6 calls it on a goroutine of its own).
-func (s *Server) handle(conn net.PacketConn, peer net.Addr, m dhcpv6.DHCPv6) {
-	msg, ok := m.(*dhcpv6.Message)
-	if !ok {
-		return // relayed: not served
-	}
-	udp, ok := peer.(*net.UDPAddr)
-	if !ok {
-		return
-	}
-	src, _ := netip.AddrFromSlice(udp.IP)
+// handle answers one message.
+func (s *Server) handle(conn net.PacketConn, zone string, msg *dhcpv6.Message, from Origin) {
 	s.mu.Lock()
 	serverID := s.serverID
 	s.mu.Unlock()
-	reply, err := respond(*s.cfg.Load(), serverID, msg, src.Unmap())
+	reply, err := respond(*s.cfg.Load(), serverID, msg, from)
 	if err != nil {
-		s.log.Debug("DHCPv6 message not answered", "from", peer, "type", msg.Type(), "err", err)
+		s.log.Debug("DHCPv6 message not answered", "from", from.Addr, "mac", from.MAC, "port", from.Port, "type", msg.Type(), "err", err)
 		return
 	}
-	s.log.Debug("DHCPv6 answer", "to", peer, "type", msg.Type(), "reply", reply.Type(), "client", ClientMAC(msg, src.Unmap()), "summary", summary(reply))
+	s.log.Debug("DHCPv6 answer", "to", from.Addr, "mac", from.MAC, "port", from.Port, "type", msg.Type(), "reply", reply.Type(),
+		"claimed", ClientMAC(msg, from.Addr), "summary", summary(reply))
+	peer := &net.UDPAddr{IP: from.Addr.AsSlice(), Port: dhcpv6.DefaultClientPort, Zone: zone}
 	if _, err := conn.WriteTo(reply.ToBytes(), peer); err != nil {
 		s.log.Warn("DHCPv6 answer not sent", "to", peer, "err", err)
 	}

@@ -95,12 +95,12 @@ func TestStatefulWithDhclient(t *testing.T) {
 	asked := make(chan string, 100)
 	l := startLab(t, Config{
 		DNS: []netip.Addr{netip.MustParseAddr("2001:db8:cafe:a::e")},
-		Lookup: func(m net.HardwareAddr) (netip.Addr, bool) {
+		Lookup: func(from Origin) (netip.Addr, bool) {
 			select {
-			case asked <- m.String():
+			case asked <- from.MAC.String():
 			default:
 			}
-			return want, m.String() == mac.String()
+			return want, from.MAC.String() == mac.String()
 		},
 	}, mac)
 	line := l.waitEvent(t, "address bound", "reason=BOUND6")
@@ -113,8 +113,8 @@ func TestUnknownClientWithDhclient(t *testing.T) {
 	mac := net.HardwareAddr{2, 0, 0, 0x10, 0x20, 0x32}
 	asked := make(chan string, 100)
 	l := startLab(t, Config{
-		Lookup: func(m net.HardwareAddr) (netip.Addr, bool) {
-			asked <- m.String()
+		Lookup: func(from Origin) (netip.Addr, bool) {
+			asked <- from.MAC.String()
 			return netip.Addr{}, false
 		},
 	}, mac)

@@ -36,8 +36,8 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd: data dir %q: %w", dir, err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("embedded etcd: create data dir %s: %w", dir, err)
+	if err := privateDir(dir, log); err != nil {
+		return nil, err
 	}
 	clientSock := filepath.Join(dir, "etcd-client.sock")
 	peerSock := filepath.Join(dir, "etcd-peer.sock")
@@ -92,6 +92,37 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 	}
 	log.Info("embedded etcd ready", "dir", cfg.Dir, "endpoint", cu.String())
 	return &Server{etcd: e, endpoint: cu.String()}, nil
+}
+
+// privateDir creates dir 0700, or narrows an existing dir that group or
+// others can enter to 0700: it holds every address, handle and (through
+// the client socket) write access to all of them. Narrowed rather than
+// refused: ipamd owns the directory, and one created 0755 by an earlier
+// version or a package must not stop the node; the warning says it
+// happened. A path that is not a directory is refused.
+func privateDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("embedded etcd: create data dir %s: %w", dir, err)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "etcd")} {
+		fi, err := os.Lstat(d)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("embedded etcd: data dir %s: %w", d, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("embedded etcd: data dir %s is not a directory (%s)", d, fi.Mode())
+		}
+		if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+			if err := os.Chmod(d, mode&0o700|0o700); err != nil {
+				return fmt.Errorf("embedded etcd: data dir %s has mode %04o, narrowing it to 0700: %w", d, mode, err)
+			}
+			log.Warn("embedded etcd data dir was open to other users: narrowed to 0700", "dir", d, "was", fmt.Sprintf("%04o", mode))
+		}
+	}
+	return nil
 }
 
 // Endpoint is the client URL to give clientv3.

@@ -220,3 +220,47 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(poolDesc, prometheus.GaugeValue, p.Size, p.Network)
 	}
 }
+
+// ServiceState is one bridge's RA/DHCPv6 service.
+type ServiceState struct {
+	Bridge string
+	// Up is, per service ("ra", "dhcpv6"), whether it is serving.
+	Up map[string]bool
+	// Unservable counts the bridge's stateful attachments DHCPv6 cannot
+	// serve (their stored MAC does not parse).
+	Unservable int
+}
+
+// SetServices makes the metrics report the bridges' RA/DHCPv6 service.
+func (m *Metrics) SetServices(src func() []ServiceState) {
+	m.reg.MustRegister(&serviceGauges{src: src})
+}
+
+var (
+	unservableDesc = prometheus.NewDesc(namespace+"_dhcpv6_unservable_attachments",
+		"Self-configuring attachments on the bridge that stateful DHCPv6 cannot serve (stored MAC unparsable).", []string{"bridge"}, nil)
+	serviceUpDesc = prometheus.NewDesc(namespace+"_service_up",
+		"1 while the bridge's router advertisements (service=ra) or DHCPv6 server (service=dhcpv6) is serving, 0 while it fails and retries.", []string{"bridge", "service"}, nil)
+)
+
+type serviceGauges struct {
+	src func() []ServiceState
+}
+
+func (g *serviceGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- unservableDesc
+	ch <- serviceUpDesc
+}
+
+func (g *serviceGauges) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range g.src() {
+		ch <- prometheus.MustNewConstMetric(unservableDesc, prometheus.GaugeValue, float64(st.Unservable), st.Bridge)
+		for svc, up := range st.Up {
+			v := 0.0
+			if up {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(serviceUpDesc, prometheus.GaugeValue, v, st.Bridge, svc)
+		}
+	}
+}

@@ -141,6 +141,9 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ct
 type Services interface {
 	Attached(ctx context.Context, req allocator.Request, config []byte, res *current.Result) error
 	Detached(ctx context.Context, h *store.Handle) error
+	// Status is nil when the network's bridges are served, else a CNI
+	// error (51) saying what is not: STATUS returns it.
+	Status(network string) error
 }
 
 // selfConfiguring reads bridge-v6's bridge and ipv6Mode from the network
@@ -364,6 +367,11 @@ func (s *Server) check(ctx context.Context, c *call) (any, error) {
 func (s *Server) status(ctx context.Context, c *call) (any, error) {
 	if err := s.alloc.Status(ctx, c.conf); err != nil {
 		return nil, err
+	}
+	if s.Services != nil {
+		if err := s.Services.Status(c.id.Network); err != nil {
+			return nil, err
+		}
 	}
 	if s.Routing != nil {
 		return nil, s.Routing(ctx)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/ndp"
@@ -52,6 +53,10 @@ var (
 // Server advertises one interface. Create it with New, run it with Run.
 type Server struct {
 	log *slog.Logger
+
+	// failure is why the server is not advertising (nil while it is);
+	// see Err.
+	failure atomic.Pointer[error]
 
 	mu      sync.Mutex
 	cfg     Config // validated, defaults applied
@@ -118,6 +123,16 @@ func (s *Server) config() Config {
 	return s.cfg
 }
 
+// Err is why the server is not advertising now (the interface or its
+// link-local address missing, a socket error), nil while it is or before
+// Run first tries; Run keeps retrying meanwhile.
+func (s *Server) Err() error {
+	if e := s.failure.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
 // Run serves until ctx is done, then sends a final RA with router lifetime
 // 0 (unless Config.NoFinalRA) and returns nil. While the interface or its
 // usable (non-tentative) link-local address is missing, and after a socket
@@ -129,6 +144,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for {
 		conn, ifi, err := s.listen()
 		if err != nil {
+			s.failure.Store(&err)
 			if !failing {
 				s.log.Warn("router advertisements waiting for the interface", "err", err)
 				failing = true
@@ -146,11 +162,13 @@ func (s *Server) Run(ctx context.Context) error {
 			failing = false
 		}
 		retry = minListenRetry
+		s.failure.Store(nil)
 		err = s.serve(ctx, conn, ifi)
 		_ = conn.Close()
 		if ctx.Err() != nil {
 			return nil
 		}
+		s.failure.Store(&err)
 		s.log.Warn("router advertisements interrupted, reopening", "err", err)
 		failing = true
 	}
