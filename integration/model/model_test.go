@@ -873,9 +873,10 @@ func (m *tester) one() {
 		m.stats["gc"]++
 		m.gc(m.r.IntN(len(m.c.Nodes)), m.nets[m.r.IntN(len(m.nets))])
 	case w < 920 && !crowded:
-		m.lastOp = "burst"
+		kill := m.r.IntN(8) == 0
+		m.lastOp = fmt.Sprintf("burst kill=%v", kill)
 		m.stats["burst"]++
-		m.burst()
+		m.burst(kill)
 	case w < 925:
 		node := m.c.Nodes[m.r.IntN(len(m.c.Nodes))]
 		m.lastOp = "restart " + node.Name
@@ -924,12 +925,21 @@ func (m *tester) netByName(name string) *network {
 	return nil
 }
 
-// burst sends concurrent ADDs of new attachments to all nodes: no
-// address may be given twice.
-func (m *tester) burst() {
+// burst sends concurrent ADDs of new attachments and DELs of live ones to
+// all nodes, sometimes killing one node's ipamd (kill -9) in the middle: no
+// address may be given twice, and every request settles to the answer the
+// model expects.
+func (m *tester) burst(kill bool) {
 	n := 4 + m.r.IntN(8)
 	as := make([]*attachment, n)
+	isDel := make([]bool, n)
+	taken := map[store.AttachmentID]bool{}
 	for i := range as {
+		if a := m.pick(); a != nil && !taken[a.id] && m.r.IntN(3) == 0 {
+			as[i], isDel[i] = a, true
+			taken[a.id] = true
+			continue
+		}
 		as[i] = m.newAttachment()
 		as[i].pod = "" // sticky twins in one burst would race on purpose; not here
 	}
@@ -947,42 +957,74 @@ func (m *tester) burst() {
 			ctx, cancel := context.WithTimeout(context.Background(), deadline)
 			defer cancel()
 			st := time.Now()
-			res, err := m.c.Nodes[a.node].Client.Add(ctx, m.req(a, nil, ""))
+			var res *current.Result
+			var err error
+			if isDel[i] {
+				err = m.c.Nodes[a.node].Client.Del(ctx, m.req(a, nil, podArgs(a.pod)))
+			} else {
+				res, err = m.c.Nodes[a.node].Client.Add(ctx, m.req(a, nil, ""))
+			}
 			outs[i] = out{res, err, time.Since(st)}
 		}()
 	}
+	victim := -1
+	if kill {
+		victim = m.r.IntN(len(m.c.Nodes))
+		time.Sleep(time.Duration(m.r.IntN(30000)) * time.Microsecond)
+		m.c.Nodes[victim].Kill()
+		m.stats["kill-9"]++
+	}
 	wg.Wait()
-	for i, a := range as {
-		o := outs[i]
-		if o.d > m.slowest {
-			m.slowest, m.slowOp = o.d, "burst ADD"
+	if victim >= 0 {
+		if err := m.c.Nodes[victim].Start(); err != nil {
+			m.t.Fatalf("step %d: restart %s after kill -9: %v", m.step, m.c.Nodes[victim].Name, err)
 		}
-		if o.d >= deadline {
-			m.problem("burst ADD %s not answered within %v", a.id, deadline)
-		}
-		if o.err != nil {
-			if m.tolerated(o.err) {
-				// Maybe allocated: settle it.
-				m.settle("burst ADD", func() bool { return m.add(a, nil, 0) })
+	}
+	// DELs first: their addresses may have gone to a concurrent ADD.
+	for pass := range 2 {
+		for i, a := range as {
+			if isDel[i] != (pass == 0) {
 				continue
 			}
-			m.problem("burst ADD %s: %v", a.id, o.err)
-			continue
-		}
-		got := resultAddrs(o.res)
-		for _, other := range m.live {
-			for _, ad := range got {
-				if slices.Contains(other.addrs, ad) {
-					m.problem("burst ADD %s got %s, which %s holds", a.id, ad, other.id)
+			o := outs[i]
+			if o.d > m.slowest {
+				m.slowest, m.slowOp = o.d, "burst"
+			}
+			if o.d >= deadline {
+				m.problem("burst %s (del=%v) not answered within %v", a.id, isDel[i], deadline)
+			}
+			if o.err != nil {
+				if m.tolerated(o.err) || a.node == victim {
+					// Maybe done: settle it.
+					if isDel[i] {
+						m.settle("burst DEL", func() bool { return m.del(a) })
+					} else {
+						m.settle("burst ADD", func() bool { return m.add(a, nil, 0) })
+					}
+					continue
+				}
+				m.problem("burst %s (del=%v): %v", a.id, isDel[i], o.err)
+				continue
+			}
+			if isDel[i] {
+				m.forgetAttachment(a, true)
+				continue
+			}
+			got := resultAddrs(o.res)
+			for _, other := range m.live {
+				for _, ad := range got {
+					if slices.Contains(other.addrs, ad) {
+						m.problem("burst ADD %s got %s, which %s holds", a.id, ad, other.id)
+					}
 				}
 			}
+			a.addrs = got
+			m.live[a.id] = a
 		}
-		a.addrs = got
-		m.live[a.id] = a
 	}
 	snap := m.snapshotQuiet()
-	for _, a := range as {
-		if m.live[a.id] == a {
+	for i, a := range as {
+		if !isDel[i] && m.live[a.id] == a {
 			m.validAddrs(snap, a, a.addrs)
 		}
 	}
