@@ -2,6 +2,8 @@
 #
 #   make build   bin/bridge-v6, bin/ipam-v6, bin/pd-ipam, bin/ipamd
 #   make test    deps, gofmt, go vet, go test -race (integration tests need root)
+#   make soak    the randomized model test, long: SOAK_OPS operations (default
+#                50000; SOAK_SEED replays a failing run's seed)
 #   make demo    deps, build, then a live demo in network namespaces
 #   make bench   benchmarks
 #   make fmt     gofmt -w
@@ -25,7 +27,7 @@ GOBUILD := $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 # One go test run; the integration tests start ipamd and many netns.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build deps test vet fmt fmt-check demo bench clean
+.PHONY: all build deps test soak vet fmt fmt-check demo bench clean
 
 all: build
 
@@ -50,6 +52,13 @@ vet:
 
 test: deps fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The model test of `make test` runs a few thousand operations; soak runs
+# many more (about 40 s per 1000 on a quiet 2-core machine).
+SOAK_OPS  ?= 50000
+SOAK_SEED ?=
+soak: deps
+	V6CNI_MODEL_OPS=$(SOAK_OPS) V6CNI_MODEL_SEED=$(SOAK_SEED) $(GO) test -count=1 -v -timeout 0 -run TestModel ./integration/model/
 
 demo: deps build
 	$(GO) run ./scripts/demo -bin-dir $(CURDIR)/$(BIN) -conf-dir $(CURDIR)/conf
