@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/v6cni/v6cni/internal/crashpoint"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/ipmath"
@@ -199,8 +200,10 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 			return nil, err
 		}
 		h.IPs = ips
+		crashpoint.Hit("add:after-reserve")
 		err = a.store.Allocate(ctx, h)
 		if err == nil {
+			crashpoint.Hit("add:after-allocate")
 			return Result(&h, conf), nil
 		}
 		a.unreserve(ips)
@@ -376,6 +379,7 @@ func (a *Allocator) Del(ctx context.Context, id store.AttachmentID, keep time.Du
 	if err != nil || h == nil {
 		return nil, err
 	}
+	crashpoint.Hit("del:after-handle")
 	if keep > 0 && h.Pod != "" {
 		if _, err := a.store.Stick(ctx, *h, time.Now().Add(keep).UTC()); err != nil {
 			return nil, err
