@@ -80,20 +80,20 @@ func (f *figures) table(name string) string {
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)
-	fmt.Fprintf(&b, "  %-28s %s\n", "scenario", name)
+	fmt.Fprintf(&b, "  %-36s %s\n", "scenario", name)
 	for _, k := range kinds {
-		fmt.Fprintf(&b, "  %-28s %d\n", "faults "+k, f.faults[k])
+		fmt.Fprintf(&b, "  %-36s %d\n", "faults "+k, f.faults[k])
 	}
-	fmt.Fprintf(&b, "  %-28s %d\n", "requests", f.reqs)
+	fmt.Fprintf(&b, "  %-36s %d\n", "requests", f.reqs)
 	var codes []uint
 	for c := range f.codes {
 		codes = append(codes, c)
 	}
 	sort.Slice(codes, func(i, j int) bool { return codes[i] < codes[j] })
 	for _, c := range codes {
-		fmt.Fprintf(&b, "  %-28s %d\n", fmt.Sprintf("code %d", c), f.codes[c])
+		fmt.Fprintf(&b, "  %-36s %d\n", fmt.Sprintf("code %d", c), f.codes[c])
 	}
-	fmt.Fprintf(&b, "  %-28s %s (%s)\n", "slowest answer", f.slowest.Round(time.Millisecond), f.slowOp)
+	fmt.Fprintf(&b, "  %-36s %s (%s)\n", "slowest answer", f.slowest.Round(time.Millisecond), f.slowOp)
 	return b.String()
 }
 
