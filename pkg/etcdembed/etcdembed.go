@@ -16,7 +16,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
-	"go.uber.org/zap"
 )
 
 // maxSocketPath is the kernel's limit on a unix socket path (sun_path), less
@@ -74,7 +73,7 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 	cfg.SnapshotCount = 2000
 	cfg.SnapshotCatchUpEntries = 1000
 	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapToSlog(log))
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
