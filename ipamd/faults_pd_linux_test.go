@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/v6cni/v6cni/internal/crashpoint"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
 
@@ -77,4 +79,62 @@ func validLeftOver(p ipamapi.PDPrefix, d time.Duration) bool {
 	}
 	left, err := time.ParseDuration(p.ValidLeft)
 	return err == nil && left > d
+}
+
+// TestFaultPDRenewalCrash (issue 13, fault injection): ipamd is killed with
+// SIGKILL during its first renewal, before and after it stores the renewed
+// binding (internal/crashpoint), and started again: it renews the same
+// binding (the same /56, the same container address) instead of asking for a
+// new prefix, and answers ADDs at once.
+func TestFaultPDRenewalCrash(t *testing.T) {
+	l := newBGPLab(t)
+	l.startKea(t, 20, 30)
+	for _, point := range []string{"pd:before-save@2", "pd:after-save@2"} {
+		t.Run(point, func(t *testing.T) {
+			dir := shortDir(t)
+			cfg := l.config(t, dir)
+			flags := []string{"--config", cfg, "--pd-interface", "up0", "--pd-prefix-length", "56"}
+			t.Setenv(crashpoint.Env, point)
+			d := startIpamdIn(t, l.node, dir, flags...)
+			cli := ipamapi.NewClient(d.socket)
+			ctx := context.Background()
+			var first string
+			waitFor(t, 20*time.Second, "an address from the delegated prefix", func() bool {
+				r, err := cli.Add(ctx, pdReq("pdcrash", 1, "c0"))
+				if err == nil {
+					first = r.IPs[0].Address.String()
+				}
+				return err == nil
+			})
+			pd, _ := cli.PD(ctx)
+			prefix := pd.Prefixes[0].Prefix
+			// T1 is 2 s: the renewal's Reply arrives and ipamd dies.
+			select {
+			case err := <-d.done:
+				d.done <- err // for the Cleanup
+				t.Logf("%s: ipamd died: %v", point, err)
+			case <-time.After(20 * time.Second):
+				t.Fatalf("%s: ipamd not killed at its first renewal", point)
+			}
+			os.Unsetenv(crashpoint.Env)
+			d = startIpamdIn(t, l.node, dir, flags...)
+			cli = ipamapi.NewClient(d.socket)
+			start := time.Now()
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			r, err := cli.Add(cctx, pdReq("pdcrash", 1, "c0"))
+			cancel()
+			if err != nil || r.IPs[0].Address.String() != first {
+				t.Fatalf("%s: ADD after the restart: %v %v, want %s", point, r, err, first)
+			}
+			t.Logf("%s: ADD after restart answered in %s", point, time.Since(start).Round(time.Millisecond))
+			waitFor(t, 20*time.Second, "the binding renewed after the restart", func() bool {
+				p, err := cli.PD(ctx)
+				return err == nil && len(p.Prefixes) == 1 && validLeftOver(p.Prefixes[0], 26*time.Second)
+			})
+			if p, _ := cli.PD(ctx); p.Prefixes[0].Prefix != prefix {
+				t.Fatalf("%s: prefix %s after the restart, had %s: replaced, not renewed", point, p.Prefixes[0].Prefix, prefix)
+			}
+			d.stop(t)
+		})
+	}
 }
