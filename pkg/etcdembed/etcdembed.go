@@ -11,11 +11,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.uber.org/zap"
 )
 
 // maxSocketPath is the kernel's limit on a unix socket path (sun_path), less
@@ -26,6 +28,7 @@ const maxSocketPath = 107
 type Server struct {
 	etcd     *embed.Etcd
 	endpoint string
+	closing  *atomic.Bool // silences etcd's errors about its own shutdown
 }
 
 // Start starts an embedded etcd whose data lives in dir/etcd and returns once
@@ -73,7 +76,8 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 	cfg.SnapshotCount = 2000
 	cfg.SnapshotCatchUpEntries = 1000
 	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapToSlog(log))
+	core := &slogCore{log: log, closing: new(atomic.Bool)}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(core))
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -90,7 +94,7 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("embedded etcd in %s: not ready: %w", cfg.Dir, ctx.Err())
 	}
 	log.Info("embedded etcd ready", "dir", cfg.Dir, "endpoint", cu.String())
-	return &Server{etcd: e, endpoint: cu.String()}, nil
+	return &Server{etcd: e, endpoint: cu.String(), closing: core.closing}, nil
 }
 
 // Endpoint is the client URL to give clientv3.
@@ -108,6 +112,7 @@ func (s *Server) Err() <-chan error { return s.etcd.Err() }
 
 // Close stops the server, letting in-flight requests finish (bounded).
 func (s *Server) Close() {
+	s.closing.Store(true)
 	done := make(chan struct{})
 	go func() {
 		s.etcd.Close()

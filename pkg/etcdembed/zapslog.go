@@ -2,8 +2,8 @@ package etcdembed
 
 import (
 	"log/slog"
+	"sync/atomic"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -11,21 +11,21 @@ import (
 // which zap exits the process) to ipamd's log. Silencing etcd entirely made
 // ipamd exit with status 1 and no word on a full disk: etcd's WAL write
 // fails, zap's Fatal exits, and the reason went to a no-op logger.
+// Errors etcd reports about its own listeners while Close runs ("server
+// closed", "use of closed network connection") are not news: closing
+// silences them.
 type slogCore struct {
-	log    *slog.Logger
-	fields []zapcore.Field
+	log     *slog.Logger
+	closing *atomic.Bool
+	fields  []zapcore.Field
 }
 
-// zapToSlog is a zap logger for etcd that writes only errors and worse,
-// to log.
-func zapToSlog(log *slog.Logger) *zap.Logger {
-	return zap.New(&slogCore{log: log})
+func (c *slogCore) Enabled(l zapcore.Level) bool {
+	return l >= zapcore.ErrorLevel && (l >= zapcore.DPanicLevel || !c.closing.Load())
 }
-
-func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= zapcore.ErrorLevel }
 
 func (c *slogCore) With(fs []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log, fields: append(append([]zapcore.Field(nil), c.fields...), fs...)}
+	return &slogCore{log: c.log, closing: c.closing, fields: append(append([]zapcore.Field(nil), c.fields...), fs...)}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
