@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/v6cni/v6cni/internal/crashpoint"
 	"github.com/v6cni/v6cni/pkg/allocator"
 	"github.com/v6cni/v6cni/pkg/dhcp6pd"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
@@ -78,6 +79,8 @@ func (p etcdPersister) Save(ctx context.Context, b dhcp6pd.Binding) error {
 	if err != nil {
 		return err
 	}
+	crashpoint.Hit("pd:before-save")
+	defer crashpoint.Hit("pd:after-save")
 	return p.st.SavePD(ctx, p.node, p.iaid, raw)
 }
 

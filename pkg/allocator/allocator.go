@@ -21,6 +21,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/v6cni/v6cni/internal/crashpoint"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/ipmath"
@@ -208,8 +209,10 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 			return nil, err
 		}
 		h.IPs = ips
+		crashpoint.Hit("add:after-reserve")
 		err = a.store.Allocate(ctx, h)
 		if err == nil {
+			crashpoint.Hit("add:after-allocate")
 			return Result(&h, conf), nil
 		}
 		a.unreserve(ips)
@@ -407,6 +410,7 @@ func (a *Allocator) Del(ctx context.Context, id store.AttachmentID, keep time.Du
 		a.log.Warn("DEL of another node's attachment: left alone", "attachment", id, "owner", h.Node, "node", a.node)
 		return nil, nil
 	}
+	crashpoint.Hit("del:after-handle")
 	if keep > 0 && h.Pod != "" {
 		_, replaced, err := a.store.Stick(ctx, *h, time.Now().Add(keep).UTC())
 		if errors.Is(err, store.ErrGone) {

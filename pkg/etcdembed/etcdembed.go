@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,6 +28,7 @@ const maxSocketPath = 107
 type Server struct {
 	etcd     *embed.Etcd
 	endpoint string
+	closing  *atomic.Bool // silences etcd's errors about its own shutdown
 }
 
 // Start starts an embedded etcd whose data lives in dir/etcd and returns once
@@ -74,7 +76,8 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 	cfg.SnapshotCount = 2000
 	cfg.SnapshotCatchUpEntries = 1000
 	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	core := &slogCore{log: log, closing: new(atomic.Bool)}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(core))
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -91,7 +94,7 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("embedded etcd in %s: not ready: %w", cfg.Dir, ctx.Err())
 	}
 	log.Info("embedded etcd ready", "dir", cfg.Dir, "endpoint", cu.String())
-	return &Server{etcd: e, endpoint: cu.String()}, nil
+	return &Server{etcd: e, endpoint: cu.String(), closing: core.closing}, nil
 }
 
 // privateDir creates dir 0700, or narrows an existing dir that group or
@@ -140,6 +143,7 @@ func (s *Server) Err() <-chan error { return s.etcd.Err() }
 
 // Close stops the server, letting in-flight requests finish (bounded).
 func (s *Server) Close() {
+	s.closing.Store(true)
 	done := make(chan struct{})
 	go func() {
 		s.etcd.Close()

@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -142,6 +144,13 @@ func (c *Client) call(ctx context.Context, path string, req any, out any) error 
 	}
 	status, data, err := readResponse(bufio.NewReader(conn))
 	if err != nil {
+		if ipamdGone(err) {
+			// ipamd died or stalled with the request in hand: its outcome
+			// is unknown, and a retry (ADD is idempotent, DEL tolerates
+			// absence) is what settles it.
+			return types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("ipamd at %s gave no complete answer: %v", c.socket, err), "ipamd restarted or overloaded?")
+		}
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("read ipamd reply from %s: %v", c.socket, err), "")
 	}
 	if status != 200 {
@@ -154,6 +163,14 @@ func (c *Client) call(ctx context.Context, path string, req any, out any) error 
 		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode ipamd reply from %s: %v", c.socket, err), "")
 	}
 	return nil
+}
+
+// ipamdGone reports whether a read error means the connection ended or
+// timed out before a whole reply, rather than a reply that is not HTTP.
+func ipamdGone(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // readResponse reads an HTTP/1.x response: status code and body (by
