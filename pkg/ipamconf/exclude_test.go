@@ -93,7 +93,7 @@ func TestParseRefusesRangeWithNothingLeft(t *testing.T) {
 		name, ranges string
 		wantErr      string
 	}{
-		{"whole subnet", `[[{"subnet":"2001:db8:1::/64","exclude":["2001:db8:1::/64"]}]]`, "ipam.ranges[0][0].exclude: excludes every address"},
+		{"whole subnet", `[[{"subnet":"2001:db8:1::/64","exclude":["2001:db8:1::/64"]}]]`, "ipam.ranges[0][0].exclude"},
 		{"two halves", `[[{"subnet":"2001:db8:1::/48","blockSize":120,"exclude":["2001:db8:1::/49","2001:db8:1:8000::/49"]}]]`, "ipam.ranges[0][0].exclude"},
 		{"every host of the only block", `[[{"subnet":"10.1.0.0/30","blockSize":30,"exclude":["10.1.0.2/32"]}]]`, "ipam.ranges[0][0].exclude"},
 		{"first /64 of a /48 with /120 blocks is fine", `[[{"subnet":"2001:db8:2::/48","blockSize":120,"exclude":["2001:db8:2::/64"]}]]`, ""},

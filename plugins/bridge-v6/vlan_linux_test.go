@@ -520,24 +520,28 @@ func testConcurrentVLANAdds(t *testing.T) {
 	}
 }
 
-// TestVLANBadValue: a vlan out of range, of the wrong type or combined with
-// a self-configuring ipv6Mode is error 7 naming the field and the value,
+// TestVLANBadValue: a vlan out of range or combined with a self-configuring
+// ipv6Mode is error 7, one of the wrong JSON type error 6 (as every decode
+// error of the plugins), naming the field and the value,
 // before IPAM is called and before any kernel work (so this runs on any
 // kernel).
 func TestVLANBadValue(t *testing.T) {
 	e := setup(t)
-	for _, tc := range []struct{ extra, value string }{
-		{`,"vlan":4095`, "4095"},
-		{`,"vlan":-3`, "-3"},
-		{`,"vlan":"10"`, "string"},
-		{`,"vlan":10,"ipv6Mode":"slaac"`, "slaac"},
+	for _, tc := range []struct {
+		extra, value string
+		code         uint
+	}{
+		{`,"vlan":4095`, "4095", types.ErrInvalidNetworkConfig},
+		{`,"vlan":-3`, "-3", types.ErrInvalidNetworkConfig},
+		{`,"vlan":"10"`, "string", types.ErrDecodingFailure},
+		{`,"vlan":10,"ipv6Mode":"slaac"`, "slaac", types.ErrInvalidNetworkConfig},
 	} {
 		args := e.args("badvlan", e.conf("1.1.0", tc.extra))
 		_, err := e.add(t, args)
 		if err == nil {
 			t.Fatalf("ADD with %s succeeded", tc.extra)
 		}
-		if code := cniCode(t, err); code != types.ErrInvalidNetworkConfig || !strings.Contains(err.Error(), "vlan") || !strings.Contains(err.Error(), tc.value) {
+		if code := cniCode(t, err); code != tc.code || !strings.Contains(err.Error(), "vlan") || !strings.Contains(err.Error(), tc.value) {
 			t.Errorf("ADD with %s: code %d, err %v", tc.extra, code, err)
 		}
 	}
