@@ -354,7 +354,7 @@ func shorten(s string) string {
 // knownHang are inputs the corpus does not run yet: a bridge name taken by
 // a non-bridge link fails with 999 where the config is at fault (7), in
 // pkg/link. (The pool that froze ipamd, /120 blocks with the first /64
-// excluded, is a valid config: pkg/allocator's TestExcludedFirst64WithSmallBlocks
+// excluded, is a valid config: pkg/daemon/allocator's TestExcludedFirst64WithSmallBlocks
 // proves it is served at once.)
 func knownHang(string) []badExec {
 	return []badExec{

@@ -9,8 +9,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/v6cni/v6cni/pkg/allocator"
-	"github.com/v6cni/v6cni/pkg/bgpspeaker"
+	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/bgpspeaker"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
 

@@ -10,9 +10,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/v6cni/v6cni/pkg/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipmath"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // removeGateway deletes the gateway address of a released block from

@@ -12,11 +12,11 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/v6cni/v6cni/pkg/allocator"
-	"github.com/v6cni/v6cni/pkg/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
+	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/link/linktest"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // TestReleasedBlockReclaimedKeepsGateway: an empty block is released while

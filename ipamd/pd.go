@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/v6cni/v6cni/internal/crashpoint"
-	"github.com/v6cni/v6cni/pkg/allocator"
-	"github.com/v6cni/v6cni/pkg/dhcp6pd"
+	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/dhcp6pd"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // delegation runs the node's DHCPv6-PD client and ties it to the rest of

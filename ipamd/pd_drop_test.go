@@ -15,12 +15,12 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/v6cni/v6cni/pkg/allocator"
-	"github.com/v6cni/v6cni/pkg/dhcp6pd"
-	"github.com/v6cni/v6cni/pkg/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
+	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/dhcp6pd"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/link/linktest"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 type heldPD struct {

@@ -21,12 +21,12 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/v6cni/v6cni/pkg/allocator"
-	"github.com/v6cni/v6cni/pkg/etcdembed"
+	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/etcdembed"
+	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/daemon/ipamserver"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/ipammetrics"
-	"github.com/v6cni/v6cni/pkg/ipamserver"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // nodeTTL is how long a node record outlives its ipamd.

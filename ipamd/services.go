@@ -14,13 +14,13 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/v6cni/v6cni/pkg/allocator"
-	"github.com/v6cni/v6cni/pkg/bridgeconf"
-	"github.com/v6cni/v6cni/pkg/dhcp6server"
-	"github.com/v6cni/v6cni/pkg/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/dhcp6server"
+	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/daemon/ra"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/link"
-	"github.com/v6cni/v6cni/pkg/ra"
-	"github.com/v6cni/v6cni/pkg/store"
+	"github.com/v6cni/v6cni/pkg/plugin/bridgeconf"
 )
 
 // services serves router advertisements (and DHCPv6, in the dhcpv6-*

@@ -15,9 +15,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/v6cni/v6cni/pkg/etcdtest"
-	"github.com/v6cni/v6cni/pkg/ipammetrics"
-	"github.com/v6cni/v6cni/pkg/store"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
+	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 )
 
 // TestUnparsableMACReported: a stored dhcpv6-stateful handle whose MAC does

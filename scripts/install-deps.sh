@@ -5,7 +5,7 @@
 #
 # Add a package by appending it to PACKAGES (one per line).
 #
-# It also unpacks the guest kernel of internal/vmtest (tests that need
+# It also unpacks the guest kernel of internal/testutil/vmtest (tests that need
 # kernel features the host may lack, such as 802.1Q VLANs, run in a qemu
 # guest booted with it): Debian's cloud kernel package, downloaded with
 # apt-get download and unpacked with dpkg-deb -x into VMKERNEL_DIR/<version>,
@@ -28,16 +28,16 @@ PACKAGES=(
 	iptables     # the reference portmap and firewall plugins
 	gcc          # go test -race needs cgo
 	libc6-dev    # headers and crt files for cgo
-	kea-dhcp6-server # kea-dhcp6: delegating server for pkg/dhcp6pd's PD tests
-	isc-dhcp-server  # dhcpd -6: second delegating server for pkg/dhcp6pd's PD tests
-	ndisc6           # rdisc6: pkg/ra's tests read the router advertisements as a client
-	isc-dhcp-client  # dhclient -6: pkg/dhcp6server's tests (stateless and stateful clients)
-	bird2        # BGP peer for pkg/bgpspeaker's tests and the demo (bird, birdc)
-	gobgpd       # GoBGP's daemon, second BGP peer in pkg/bgpspeaker's tests (gobgpd, gobgp)
-	qemu-system-x86 # qemu-system-x86_64: internal/vmtest's guests (bridge-v6 VLAN tests)
+	kea-dhcp6-server # kea-dhcp6: delegating server for pkg/daemon/dhcp6pd's PD tests
+	isc-dhcp-server  # dhcpd -6: second delegating server for pkg/daemon/dhcp6pd's PD tests
+	ndisc6           # rdisc6: pkg/daemon/ra's tests read the router advertisements as a client
+	isc-dhcp-client  # dhclient -6: pkg/daemon/dhcp6server's tests (stateless and stateful clients)
+	bird2        # BGP peer for pkg/daemon/bgpspeaker's tests and the demo (bird, birdc)
+	gobgpd       # GoBGP's daemon, second BGP peer in pkg/daemon/bgpspeaker's tests (gobgpd, gobgp)
+	qemu-system-x86 # qemu-system-x86_64: internal/testutil/vmtest's guests (bridge-v6 VLAN tests)
 )
 
-# The guest kernel (internal/vmtest.DefaultKernelDir): the metapackage names
+# The guest kernel (internal/testutil/vmtest.DefaultKernelDir): the metapackage names
 # the current versioned package, whose .deb is unpacked, not installed.
 VMKERNEL_DIR=/var/lib/v6cni-test/vmkernel
 VMKERNEL_META=linux-image-cloud-amd64
@@ -93,7 +93,7 @@ if [[ ! -e $VMKERNEL_DIR/current/boot ]]; then
 		exit 1
 	fi
 	version=${pkg#linux-image-}
-	echo "install-deps.sh: unpacking $pkg into $VMKERNEL_DIR/$version (guest kernel of internal/vmtest)" >&2
+	echo "install-deps.sh: unpacking $pkg into $VMKERNEL_DIR/$version (guest kernel of internal/testutil/vmtest)" >&2
 	tmp=$(mktemp -d)
 	cleanup+=("$tmp")
 	chown _apt "$tmp" 2>/dev/null || true # apt downloads as _apt

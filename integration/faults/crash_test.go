@@ -7,8 +7,8 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/v6cni/v6cni/internal/clustertest"
 	"github.com/v6cni/v6cni/internal/crashpoint"
+	"github.com/v6cni/v6cni/internal/testutil/clustertest"
 )
 
 // TestKillAtEachStep kills ipamd with SIGKILL at each named step of an ADD

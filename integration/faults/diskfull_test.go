@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/v6cni/v6cni/internal/clustertest"
+	"github.com/v6cni/v6cni/internal/testutil/clustertest"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/v6cni/v6cni/internal/clustertest"
+	"github.com/v6cni/v6cni/internal/testutil/clustertest"
 )
 
 // TestEtcdLinkFaults puts ipamd's link to etcd through a delaying, lossy

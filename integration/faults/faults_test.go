@@ -14,7 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/v6cni/v6cni/internal/clustertest"
+	"github.com/v6cni/v6cni/internal/testutil/clustertest"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
 

@@ -28,10 +28,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/v6cni/v6cni/internal/clustertest"
+	"github.com/v6cni/v6cni/internal/testutil/clustertest"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipmath"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // deadline is what the plugins give one call to ipamd: every request must

@@ -7,9 +7,9 @@
 // The variable is read once at start; when it is unset, Hit is one load of
 // a string and a comparison. Points in the code (grep crashpoint.Hit):
 //
-//	add:after-reserve   pkg/allocator/allocator.go  Add: addresses picked (block claimed), nothing written for them
-//	add:after-allocate  pkg/allocator/allocator.go  Add: address and handle written, no answer sent yet
-//	del:after-handle    pkg/allocator/allocator.go  Del: handle read, nothing released yet
+//	add:after-reserve   pkg/daemon/allocator/allocator.go  Add: addresses picked (block claimed), nothing written for them
+//	add:after-allocate  pkg/daemon/allocator/allocator.go  Add: address and handle written, no answer sent yet
+//	del:after-handle    pkg/daemon/allocator/allocator.go  Del: handle read, nothing released yet
 //	pd:before-save      ipamd/pd.go                 a DHCPv6 Reply taken, the binding not yet stored
 //	pd:after-save       ipamd/pd.go                 the binding stored, not yet acted on
 //

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/v6cni/v6cni/internal/docstest"
+	"github.com/v6cni/v6cni/internal/testutil/docstest"
 )
 
 // jsonKeys lists the JSON keys of a struct type and of the structs (and

@@ -13,7 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/v6cni/v6cni/pkg/link/linktest"
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
 )
 
 // newNS creates a network namespace removed when the test ends. Every test

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/v6cni/v6cni/pkg/link/linktest"
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
 )
 
 // vethCreators are the two ways addVeth learns the host end's index: from

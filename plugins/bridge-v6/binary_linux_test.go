@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/v6cni/v6cni/internal/vmtest"
+	"github.com/v6cni/v6cni/internal/testutil/vmtest"
 )
 
 var (

@@ -18,8 +18,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
 	"github.com/v6cni/v6cni/pkg/link"
-	"github.com/v6cni/v6cni/pkg/link/linktest"
 )
 
 // fakeIPAM is a stand-in IPAM plugin: it logs every call and answers ADD

@@ -17,8 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
 	"github.com/v6cni/v6cni/pkg/link"
-	"github.com/v6cni/v6cni/pkg/link/linktest"
 	"github.com/v6cni/v6cni/pkg/macaddr"
 )
 

@@ -6,8 +6,8 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/v6cni/v6cni/pkg/delegate"
-	"github.com/v6cni/v6cni/pkg/ipamplugin"
+	"github.com/v6cni/v6cni/pkg/plugin/delegate"
+	"github.com/v6cni/v6cni/pkg/plugin/ipamplugin"
 )
 
 // inProcessIPAM are v6cni's own IPAM plugins. For them bridge-v6 sends the

@@ -15,9 +15,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 
-	"github.com/v6cni/v6cni/pkg/link/linktest"
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
+	"github.com/v6cni/v6cni/pkg/daemon/ra"
 	"github.com/v6cni/v6cni/pkg/macaddr"
-	"github.com/v6cni/v6cni/pkg/ra"
 )
 
 // eui64Result makes the fake IPAM answer with the EUI-64 address of the

@@ -24,11 +24,11 @@ import (
 	cniversion "github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/v6cni/v6cni/pkg/bridgeconf"
-	"github.com/v6cni/v6cni/pkg/delegate"
-	"github.com/v6cni/v6cni/pkg/ipamplugin"
 	"github.com/v6cni/v6cni/pkg/link"
 	"github.com/v6cni/v6cni/pkg/macaddr"
+	"github.com/v6cni/v6cni/pkg/plugin/bridgeconf"
+	"github.com/v6cni/v6cni/pkg/plugin/delegate"
+	"github.com/v6cni/v6cni/pkg/plugin/ipamplugin"
 	"github.com/vishvananda/netlink"
 )
 

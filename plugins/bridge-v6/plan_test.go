@@ -8,7 +8,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/v6cni/v6cni/pkg/bridgeconf"
+	"github.com/v6cni/v6cni/pkg/plugin/bridgeconf"
 )
 
 func ipConfig(t *testing.T, addr, gw string) *current.IPConfig {

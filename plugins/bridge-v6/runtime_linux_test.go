@@ -15,8 +15,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
 	"github.com/v6cni/v6cni/pkg/link"
-	"github.com/v6cni/v6cni/pkg/link/linktest"
 )
 
 // execPlugin runs the real binary as a runtime does (config on stdin,

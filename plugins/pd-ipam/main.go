@@ -8,7 +8,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 
-	"github.com/v6cni/v6cni/pkg/ipamplugin"
+	"github.com/v6cni/v6cni/pkg/plugin/ipamplugin"
 )
 
 // version is set at build time (-ldflags "-X main.version=…").

@@ -22,10 +22,10 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/v6cni/v6cni/internal/crashpoint"
+	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/ipmath"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // maxAllocateTries bounds the retries when etcd says a picked address is

@@ -10,10 +10,10 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipmath"
 	"github.com/v6cni/v6cni/pkg/macaddr"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // This file: picking addresses inside this node's blocks and claiming

@@ -10,9 +10,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipmath"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // Delegated is a prefix the node holds by DHCPv6-PD and its lifetimes.

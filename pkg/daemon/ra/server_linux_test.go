@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/v6cni/v6cni/pkg/link/linktest"
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
 	"github.com/v6cni/v6cni/pkg/macaddr"
 )
 

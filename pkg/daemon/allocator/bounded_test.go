@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/v6cni/v6cni/pkg/etcdtest"
-	"github.com/v6cni/v6cni/pkg/store"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 )
 
 // TestExcludedFirst64WithSmallBlocks is the pool that froze ipamd: /120

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/v6cni/v6cni/internal/docstest"
+	"github.com/v6cni/v6cni/internal/testutil/docstest"
 )
 
 // acceptedKeys are the JSON keys of rawConf's own fields, plus "ipam" (the

@@ -8,9 +8,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/v6cni/v6cni/pkg/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // noLeaks fails the test if the key space breaks an invariant: an address

@@ -9,8 +9,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/v6cni/v6cni/pkg/etcdtest"
-	"github.com/v6cni/v6cni/pkg/store"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 )
 
 // fakePD is a PD client holding whatever the test says.

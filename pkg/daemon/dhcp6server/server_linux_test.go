@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/v6cni/v6cni/pkg/link/linktest"
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
 )
 
 const dhclientScript = `#!/bin/sh

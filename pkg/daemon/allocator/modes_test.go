@@ -9,9 +9,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/v6cni/v6cni/pkg/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 func parse(t *testing.T, js string) *ipamconf.NetConf {

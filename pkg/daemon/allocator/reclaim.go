@@ -9,8 +9,8 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // This file: giving back what is no longer used — stale attachments (GC,

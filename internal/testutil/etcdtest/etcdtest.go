@@ -13,7 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/v6cni/v6cni/pkg/etcdembed"
+	"github.com/v6cni/v6cni/pkg/daemon/etcdembed"
 )
 
 // Client starts an embedded etcd in a fresh directory and returns a client

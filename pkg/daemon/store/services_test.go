@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/v6cni/v6cni/pkg/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
 )
 
 // TestMarkLostRacingDel: a DEL that releases the handle between MarkLost's

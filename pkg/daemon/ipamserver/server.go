@@ -26,14 +26,14 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	cniutils "github.com/containernetworking/cni/pkg/utils"
 
-	"github.com/v6cni/v6cni/pkg/allocator"
-	"github.com/v6cni/v6cni/pkg/bridgeconf"
+	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/ipmath"
 	"github.com/v6cni/v6cni/pkg/macaddr"
-	"github.com/v6cni/v6cni/pkg/store"
+	"github.com/v6cni/v6cni/pkg/plugin/bridgeconf"
 )
 
 // maxRequest bounds a request body: a network config is a few KiB.

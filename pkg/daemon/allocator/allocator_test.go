@@ -14,9 +14,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/v6cni/v6cni/pkg/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -30,8 +30,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
-	"github.com/v6cni/v6cni/pkg/store"
 )
 
 // EtcdBin is Debian's etcd-server (scripts/install-deps.sh installs it).

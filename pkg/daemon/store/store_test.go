@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/v6cni/v6cni/pkg/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
 )
 
 // TestAddrKeySortsLikeAddresses: the range read of a block's addresses
