@@ -377,8 +377,14 @@ func IpamdBinary(t testing.TB) string {
 			return
 		}
 		buildBin = filepath.Join(dir, "ipamd")
+		// The module root, wherever this package sits in it.
 		_, self, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(self), "..", "..")
+		gomod, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("go env GOMOD (from %s): %v", self, err)
+			return
+		}
+		root := filepath.Dir(strings.TrimSpace(string(gomod)))
 		cmd := exec.Command("go", "build", "-o", buildBin, "./ipamd")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
