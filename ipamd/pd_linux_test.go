@@ -143,9 +143,13 @@ func TestPDEndToEnd(t *testing.T) {
 	if err != nil || again.IPs[0].Address.String() != first {
 		t.Fatalf("after restart: %v %v, want %s", again, err, first)
 	}
-	if pd, err := cli.PD(ctx); err != nil || len(pd.Prefixes) != 1 || pd.Prefixes[0].Prefix != prefix {
-		t.Fatalf("after restart ipamd pd = %+v, %v; want %s", pd, err, prefix)
-	}
+	// ipamd serves before its PD client has loaded the stored binding (a
+	// repeated ADD needs no client), so `ipamd pd` may be empty for a moment.
+	var pdAfter *ipamapi.PDState
+	waitFor(t, 10*time.Second, "the stored binding in ipamd pd after restart", func() bool {
+		pdAfter, err = cli.PD(ctx)
+		return err == nil && len(pdAfter.Prefixes) == 1 && pdAfter.Prefixes[0].Prefix == prefix
+	})
 
 	// The server goes away: renew and rebind fail, the prefix expires.
 	stopKea()
