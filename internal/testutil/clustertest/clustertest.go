@@ -378,7 +378,7 @@ func IpamdBinary(t testing.TB) string {
 		}
 		buildBin = filepath.Join(dir, "ipamd")
 		_, self, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(self), "..", "..")
+		root := filepath.Join(filepath.Dir(self), "..", "..", "..")
 		cmd := exec.Command("go", "build", "-o", buildBin, "./ipamd")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
