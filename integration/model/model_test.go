@@ -7,7 +7,7 @@
 // sticky record holds, of which prefix each node holds, and against
 // store.Check.
 //
-// V6CNI_MODEL_OPS sets the number of operations (default 1000, about 1200 requests, 2 min under -race: `make test`;
+// V6CNI_MODEL_OPS sets the number of operations (default 1000, about 1200 requests, 1 min under -race: `make test`;
 // `make soak` runs 50000). V6CNI_MODEL_SEED replays a run: a failing run
 // prints its seed.
 package model
