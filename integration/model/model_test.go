@@ -1,10 +1,13 @@
 // Package model is the randomized model test of ipamd: random sequences of
 // CNI verbs, requested and sticky addresses, ipamd restarts and kill -9,
 // and etcd member outages over three real ipamd processes and a real
-// three-member etcd cluster, each step checked against a simple model of
-// what every attachment holds and against store.Check.
+// three-member etcd cluster, on pool networks and on pd-ipam networks
+// (every ipamd holds a prefix delegated by a real Kea DHCPv6 server), each
+// step checked against a simple model of what every attachment and every
+// sticky record holds, of which prefix each node holds, and against
+// store.Check.
 //
-// V6CNI_MODEL_OPS sets the number of operations (default 1000, about 1200 requests, 2 min under -race: `make test`;
+// V6CNI_MODEL_OPS sets the number of operations (default 1000, about 1200 requests, 1 min under -race: `make test`;
 // `make soak` runs 50000). V6CNI_MODEL_SEED replays a run: a failing run
 // prints its seed.
 package model
@@ -52,7 +55,9 @@ type rng struct {
 // network is one network configuration of the test.
 type network struct {
 	name    string
-	sets    [][]rng
+	sets    [][]rng // pool networks
+	pd      bool    // a pd-ipam network: its /64 of each node's delegated prefix
+	subnet  uint64  // pd-ipam subnetId
 	sticky  bool
 	request bool // ADDs may request addresses
 	conf    map[string]any
@@ -91,12 +96,33 @@ func newNetwork(name string, sticky, request bool, sets ...[]rng) *network {
 		}
 		ranges = append(ranges, rs)
 	}
-	ipam := map[string]any{"type": "ipam-v6", "ranges": ranges}
-	if sticky {
-		ipam["sticky"] = true
-	}
-	n.conf = map[string]any{"cniVersion": "1.1.0", "name": name, "type": "bridge-v6", "ipam": ipam}
+	n.setConf(map[string]any{"type": "ipam-v6", "ranges": ranges})
 	return n
+}
+
+// newPDNetwork is a pd-ipam network using subnet ID id of each node's
+// delegated prefix.
+func newPDNetwork(name string, id uint64, sticky bool) *network {
+	n := &network{name: name, pd: true, subnet: id, sticky: sticky}
+	n.setConf(map[string]any{"type": "pd-ipam", "subnetId": id})
+	return n
+}
+
+func (n *network) setConf(ipam map[string]any) {
+	if n.sticky {
+		ipam["sticky"] = true
+		// Far beyond any run (soak included): the model has no expiry.
+		ipam["stickyGrace"] = "24h"
+	}
+	n.conf = map[string]any{"cniVersion": "1.1.0", "name": n.name, "type": "bridge-v6", "ipam": ipam}
+}
+
+// ranges is the number of addresses an ADD gets.
+func (n *network) ranges() int {
+	if n.pd {
+		return 1
+	}
+	return len(n.sets)
 }
 
 func networks() []*network {
@@ -112,6 +138,11 @@ func networks() []*network {
 		newNetwork("ds", false, true,
 			[]rng{{p("fd00:5d::/112"), 122, []netip.Prefix{p("fd00:5d::40/122")}}},
 			[]rng{{p("10.213.0.0/16"), 28, []netip.Prefix{p("10.213.0.16/30")}}}),
+		// Delegated: each node's /64 number 1 of its /56.
+		newPDNetwork("pd", 1, false),
+		// Delegated and sticky: a pod back on another node cannot use
+		// its record (another node's prefix).
+		newPDNetwork("pdsticky", 2, true),
 	}
 }
 
@@ -147,7 +178,17 @@ type tester struct {
 	lastFault time.Time
 	down      int // index of the stopped etcd member, or -1
 
+	// pdPrefix is the prefix each node was delegated at the start: it
+	// must keep it across restarts and kill -9.
+	pdPrefix []netip.Prefix
+
 	stats map[string]int
+	// dups and leaks count the problems of these two kinds.
+	dups, leaks int
+	// burstStuck collects, during a burst, the attachments whose DEL
+	// kept their addresses for their pod: concurrent DELs of one pod's
+	// attachments race for its record.
+	burstStuck map[stickyKey][]*attachment
 	// requests counts every request sent to an ipamd.
 	requests int
 	slowest  time.Duration
@@ -161,6 +202,15 @@ func (m *tester) problem(format string, args ...any) {
 	msg := fmt.Sprintf("step %d (%s): ", m.step, m.lastOp) + fmt.Sprintf(format, args...)
 	m.probs = append(m.probs, msg)
 	m.t.Error(msg)
+}
+
+// count counts an operation of kind, and also as pd-<kind> when it is on a
+// pd-ipam network.
+func (m *tester) count(kind string, n *network) {
+	m.stats[kind]++
+	if n != nil && n.pd {
+		m.stats["pd-"+kind]++
+	}
 }
 
 // timed runs one request with the plugins' deadline and asserts that it
@@ -248,6 +298,7 @@ func (m *tester) verify() *store.Snapshot {
 	for _, a := range m.live {
 		for _, ad := range a.addrs {
 			if prev, dup := want[ad]; dup {
+				m.dups++
 				m.problem("model: %s given to both %s and %s", ad, prev, a.id)
 			}
 			want[ad] = a.id
@@ -267,6 +318,7 @@ func (m *tester) verify() *store.Snapshot {
 	}
 	for ad, got := range snap.Addrs {
 		if _, ok := want[ad]; !ok {
+			m.leaks++
 			m.problem("%s is held by %s, which the model says holds nothing (leak)", ad, got)
 		}
 	}
@@ -298,7 +350,101 @@ func (m *tester) verify() *store.Snapshot {
 	if len(snap.Stickies) != len(m.stick) {
 		m.problem("%d sticky records, model has %d", len(snap.Stickies), len(m.stick))
 	}
+	for _, st := range snap.Stickies {
+		want := m.stick[stickyKey{st.Network, st.Pod, st.IfName}]
+		if want == nil {
+			m.problem("sticky record of %s/%s on %s exists, model has none", st.Pod, st.IfName, st.Network)
+			continue
+		}
+		if got := stickyAddrs(st); st.Node != m.c.Nodes[want.node].Name || !slices.Equal(got, want.addrs) {
+			m.problem("sticky record of %s/%s on %s: node %s %v, model node %s %v",
+				st.Pod, st.IfName, st.Network, st.Node, got, m.c.Nodes[want.node].Name, want.addrs)
+		}
+	}
+	m.verifyPDBlocks(snap)
 	return snap
+}
+
+func stickyAddrs(st store.Sticky) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range st.IPs {
+		out = append(out, ip.Address.Addr())
+	}
+	sortAddrs(out)
+	return out
+}
+
+// verifyPDBlocks: every block of a pd-ipam network is its node's /64 of
+// the prefix delegated to that node.
+func (m *tester) verifyPDBlocks(snap *store.Snapshot) {
+	for _, b := range snap.Blocks {
+		n := m.netByName(b.Network)
+		if n == nil || !n.pd {
+			if b.Source == "pd" {
+				m.problem("block %s of %s has source pd, the network is no pd-ipam network", b.CIDR, b.Network)
+			}
+			continue
+		}
+		node := m.nodeIndex(b.Node)
+		if node < 0 {
+			m.problem("pd block %s of %s belongs to unknown node %q", b.CIDR, b.Network, b.Node)
+			continue
+		}
+		if want := m.pdSubnet(n, node); b.CIDR != want || b.Source != "pd" {
+			m.problem("pd block %s (source %q) of %s on %s, want %s of its prefix %s (source pd)",
+				b.CIDR, b.Source, b.Network, b.Node, want, m.pdPrefix[node])
+		}
+	}
+}
+
+func (m *tester) nodeIndex(name string) int {
+	for i, n := range m.c.Nodes {
+		if n.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// pdSubnet is n's /64 on node: subnet ID n.subnet of the node's prefix.
+func (m *tester) pdSubnet(n *network, node int) netip.Prefix {
+	sub, ok := ipmath.Subnet(m.pdPrefix[node], 64, n.subnet)
+	if !ok {
+		m.t.Fatalf("subnet %d does not fit %s", n.subnet, m.pdPrefix[node])
+	}
+	return sub
+}
+
+// checkPD asserts that node holds the prefix it was delegated at the
+// start, and that its binding in etcd (what a restarted ipamd renews)
+// names that prefix.
+func (m *tester) checkPD(node int) {
+	n := m.c.Nodes[node]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	held, err := n.DelegatedPrefix(ctx)
+	if err != nil {
+		m.problem("ipamd pd on %s: %v", n.Name, err)
+		return
+	}
+	if held != m.pdPrefix[node] {
+		m.problem("%s holds %s, was delegated %s: the binding did not survive", n.Name, held, m.pdPrefix[node])
+	}
+	for {
+		stored, err := m.c.StoredPrefixes(ctx, n)
+		if err != nil {
+			if ctx.Err() != nil {
+				m.t.Fatalf("step %d: read the PD binding of %s: %v", m.step, n.Name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if len(stored) != 1 || stored[0] != m.pdPrefix[node] {
+			m.problem("the stored PD binding of %s lists %v, want %s", n.Name, stored, m.pdPrefix[node])
+		}
+		m.stats["pd-prefix-kept"]++
+		return
+	}
 }
 
 func (m *tester) blockOf(snap *store.Snapshot, a netip.Addr) *store.Block {
@@ -313,8 +459,26 @@ func (m *tester) blockOf(snap *store.Snapshot, a netip.Addr) *store.Block {
 // validAddrs checks an ADD's answer: one address per range set, in the
 // set, not excluded, a host address of a block of the attachment's node.
 func (m *tester) validAddrs(snap *store.Snapshot, a *attachment, addrs []netip.Addr) {
-	if len(addrs) != len(a.net.sets) {
-		m.problem("ADD %s: %d addresses %v, want one per range set (%d)", a.id, len(addrs), addrs, len(a.net.sets))
+	if len(addrs) != a.net.ranges() {
+		m.problem("ADD %s: %d addresses %v, want one per range set (%d)", a.id, len(addrs), addrs, a.net.ranges())
+		return
+	}
+	if a.net.pd {
+		// In the prefix delegated to this node: its /64 of it, a host
+		// address of the node's block.
+		sub := m.pdSubnet(a.net, a.node)
+		for _, ad := range addrs {
+			b := m.blockOf(snap, ad)
+			switch {
+			case !sub.Contains(ad) || !ipmath.IsHost(sub, ad):
+				m.problem("ADD %s on %s: %s is not a host address of %s, subnet %d of its delegated prefix %s",
+					a.id, m.c.Nodes[a.node].Name, ad, sub, a.net.subnet, m.pdPrefix[a.node])
+			case b == nil:
+				m.problem("ADD %s: %s in no block", a.id, ad)
+			case b.Node != m.c.Nodes[a.node].Name || b.CIDR != sub:
+				m.problem("ADD %s on %s: %s in block %s of %s", a.id, m.c.Nodes[a.node].Name, ad, b.CIDR, b.Node)
+			}
+		}
 		return
 	}
 	for _, ad := range addrs {
@@ -373,30 +537,18 @@ func (m *tester) newAttachment() *attachment {
 		a.id.IfName = "net1"
 	}
 	if n.sticky {
-		// Few names: pods come back.
+		// Few names: pods come back, on any node, and twins (one pod
+		// name alive twice) happen.
 		a.pod = fmt.Sprintf("ns/web-%d", m.r.IntN(6))
-		// TODO(sticky-overwrite): a DEL while the pod's sticky record
-		// exists (a twin: the same pod name alive twice, or re-created on
-		// another node) overwrites the record in store.Stick and leaks
-		// the addresses the old record kept (dangling-addr). Until that
-		// is fixed, such pods get no name: no sticky handling at all.
-		if m.stickyTwin(a) {
-			a.pod = ""
-			m.stats["sticky-twin-avoided"]++
-		}
 	}
 	return a
 }
 
-// stickyTwin reports whether a's pod name could reach a DEL while its
-// sticky record exists: a live attachment with the same name and ifname,
-// or a record another node keeps.
-func (m *tester) stickyTwin(a *attachment) bool {
-	if st := m.stick[stickyKey{a.net.name, a.pod, a.id.IfName}]; st != nil && st.node != a.node {
-		return true
-	}
+// twin reports whether another live attachment has a's pod name and
+// interface on its network.
+func (m *tester) twin(a *attachment) bool {
 	for _, o := range m.live {
-		if o.net == a.net && o.pod == a.pod && o.id.IfName == a.id.IfName {
+		if o != a && o.net == a.net && o.pod != "" && o.pod == a.pod && o.id.IfName == a.id.IfName {
 			return true
 		}
 	}
@@ -464,15 +616,27 @@ func (m *tester) add(a *attachment, requested []netip.Addr, wantErr int) bool {
 			}
 		}
 	}
-	if prev == nil && a.net.sticky && st != nil && st.node == a.node && slices.Equal(got, st.addrs) {
+	if prev == nil && a.net.sticky && a.pod != "" && len(requested) == 0 && st != nil {
+		// The pod is back: the record goes either way. On its node the
+		// ADD takes its addresses (checked above); elsewhere they are in
+		// another node's blocks, so the record is released and the ADD
+		// gets new ones.
 		delete(m.stick, key)
-		m.stats["sticky-reused"]++
+		if st.node == a.node {
+			m.stats["sticky-reused"]++
+		} else {
+			m.stats["sticky-released-elsewhere"]++
+		}
+	}
+	if prev == nil && a.net.sticky && a.pod != "" && m.twin(a) {
+		m.stats["sticky-twin"]++
 	}
 	// Freshly picked addresses must be free in the model.
 	if prev == nil {
 		for _, o := range m.live {
 			for _, ad := range got {
 				if slices.Contains(o.addrs, ad) {
+					m.dups++
 					m.problem("ADD %s got %s, which %s holds", a.id, ad, o.id)
 				}
 			}
@@ -480,6 +644,7 @@ func (m *tester) add(a *attachment, requested []netip.Addr, wantErr int) bool {
 		for k, s := range m.stick {
 			for _, ad := range got {
 				if slices.Contains(s.addrs, ad) {
+					m.dups++
 					m.problem("ADD %s got %s, kept for sticky pod %s", a.id, ad, k.pod)
 				}
 			}
@@ -544,9 +709,17 @@ func (m *tester) forgetAttachment(a *attachment, viaDel bool) {
 	delete(m.live, a.id)
 	m.gone = append(m.gone, a.id)
 	if viaDel && a.net.sticky && a.pod != "" {
-		// A later DEL of the same pod name replaces the record: what the
-		// old one kept must be released, not leaked.
-		m.stick[stickyKey{a.net.name, a.pod, a.id.IfName}] = &stickyRec{node: a.node, addrs: a.addrs}
+		// The pod's most recent attachment is what its record keeps: a
+		// record already there (a twin's, or the pod's on another node)
+		// is replaced, and what only it kept is released, not leaked.
+		key := stickyKey{a.net.name, a.pod, a.id.IfName}
+		if m.stick[key] != nil {
+			m.stats["sticky-replaced"]++
+		}
+		m.stick[key] = &stickyRec{node: a.node, addrs: a.addrs}
+		if m.burstStuck != nil {
+			m.burstStuck[key] = append(m.burstStuck[key], a)
+		}
 	}
 }
 
@@ -667,9 +840,11 @@ func (m *tester) killDuring(a *attachment, isDel bool) {
 	node.Kill()
 	wg.Wait()
 	m.stats["kill-9"]++
+	m.count("kill-9-during", a.net)
 	if err := node.Start(); err != nil {
 		m.t.Fatalf("step %d: restart %s after kill -9: %v", m.step, node.Name, err)
 	}
+	m.checkPD(a.node)
 	// Whatever the in-flight request did (committed or not), repeating
 	// it must give the answer the model expects.
 	if isDel {
@@ -705,8 +880,11 @@ func TestModel(t *testing.T) {
 		t: t,
 		// Empty blocks go back to the pool within seconds, while ADDs
 		// claim blocks: the release races the allocations.
+		// Every ipamd has a DHCPv6-PD uplink to a real Kea, for the
+		// pd-ipam networks.
 		c: clustertest.Start(t, clustertest.Options{Members: 3, Nodes: 3,
-			IpamdArgs: []string{"--gc-interval", "1s", "--block-grace", "2s"}}),
+			IpamdArgs: []string{"--gc-interval", "1s", "--block-grace", "2s"},
+			PD:        &clustertest.PDOptions{}}),
 		r:     rand.New(rand.NewPCG(seed, seed^0x5eed)),
 		nets:  networks(),
 		live:  map[store.AttachmentID]*attachment{},
@@ -714,6 +892,21 @@ func TestModel(t *testing.T) {
 		stats: map[string]int{},
 		down:  -1,
 	}
+	pdCtx, pdCancel := context.WithTimeout(context.Background(), time.Minute)
+	for _, n := range m.c.Nodes {
+		p, err := n.DelegatedPrefix(pdCtx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, q := range m.pdPrefix {
+			if q.Overlaps(p) {
+				t.Fatalf("%s and %s were both delegated %s", m.c.Nodes[j].Name, n.Name, p)
+			}
+		}
+		m.pdPrefix = append(m.pdPrefix, p)
+		t.Logf("%s: delegated prefix %s on %s", n.Name, p, n.PDInterface)
+	}
+	pdCancel()
 	defer func() {
 		var kinds []string
 		for k, v := range m.stats {
@@ -726,9 +919,9 @@ func TestModel(t *testing.T) {
 			b, _ := os.ReadFile(n.LogPath())
 			released += strings.Count(string(b), "released empty block")
 		}
-		t.Logf("model summary: seed=%d requests=%d blocks-released=%d steps=%d live=%d sticky=%d problems=%d slowest=%v (%s) elapsed=%v",
-			seed, m.requests, released, min(m.step, ops), len(m.live), len(m.stick), len(m.probs), m.slowest.Round(time.Millisecond), m.slowOp,
-			time.Since(start).Round(time.Second))
+		t.Logf("model summary: seed=%d requests=%d blocks-released=%d steps=%d live=%d sticky=%d problems=%d duplicates=%d leaks=%d slowest=%v (%s) elapsed=%v",
+			seed, m.requests, released, min(m.step, ops), len(m.live), len(m.stick), len(m.probs), m.dups, m.leaks,
+			m.slowest.Round(time.Millisecond), m.slowOp, time.Since(start).Round(time.Second))
 		if len(m.probs) > 0 {
 			t.Logf("FAILED with seed %d: replay with V6CNI_MODEL_SEED=%d V6CNI_MODEL_OPS=%d go test -run TestModel ./integration/model/",
 				seed, seed, m.step)
@@ -761,6 +954,9 @@ func TestModel(t *testing.T) {
 		}
 	}
 	snap := m.verify()
+	for i := range m.c.Nodes {
+		m.checkPD(i)
+	}
 	if len(m.live) != 0 {
 		t.Errorf("after the final GC the model still holds %d attachments", len(m.live))
 	}
@@ -793,12 +989,12 @@ func (m *tester) one() {
 	switch {
 	case w < 300 && !crowded:
 		m.lastOp = "add"
-		m.stats["add"]++
 		na := m.newAttachment()
+		m.count("add", na.net)
 		m.settle("ADD", func() bool { return m.add(na, nil, 0) })
 	case w < 380 && a != nil:
 		m.lastOp = "add-again"
-		m.stats["add-again"]++
+		m.count("add-again", a.net)
 		m.settle("ADD again", func() bool { return m.add(a, nil, 0) })
 	case w < 440:
 		m.lastOp = "add-requested"
@@ -813,16 +1009,16 @@ func (m *tester) one() {
 		m.settle("ADD requested", func() bool { return m.add(na, []netip.Addr{want}, wantErr) })
 	case w < 640 && a != nil:
 		m.lastOp = "del " + a.id.String()
-		m.stats["del"]++
+		m.count("del", a.net)
 		m.settle("DEL", func() bool { return m.del(a) })
 	case w < 660 && len(m.gone) > 0:
 		m.lastOp = "del-gone"
-		m.stats["del-gone"]++
 		id := m.gone[m.r.IntN(len(m.gone))]
 		if _, back := m.live[id]; back {
 			return
 		}
 		n := m.netByName(id.Network)
+		m.count("del-gone", n)
 		err := m.timed("DEL", func(ctx context.Context) error {
 			return m.c.Nodes[m.r.IntN(len(m.c.Nodes))].Client.Del(ctx,
 				&ipamapi.Request{Network: id.Network, ContainerID: id.ContainerID, IfName: id.IfName, Config: n.config(nil)})
@@ -832,7 +1028,7 @@ func (m *tester) one() {
 		}
 	case w < 760 && a != nil:
 		m.lastOp = "check " + a.id.String()
-		m.stats["check"]++
+		m.count("check", a.net)
 		err := m.timed("CHECK", func(ctx context.Context) error {
 			return m.c.Nodes[a.node].Client.Check(ctx, m.req(a, nil, podArgs(a.pod)))
 		})
@@ -841,12 +1037,12 @@ func (m *tester) one() {
 		}
 	case w < 780 && len(m.gone) > 0:
 		m.lastOp = "check-gone"
-		m.stats["check-gone"]++
 		id := m.gone[m.r.IntN(len(m.gone))]
 		if _, back := m.live[id]; back {
 			return
 		}
 		n := m.netByName(id.Network)
+		m.count("check-gone", n)
 		err := m.timed("CHECK", func(ctx context.Context) error {
 			return m.c.Nodes[m.r.IntN(len(m.c.Nodes))].Client.Check(ctx,
 				&ipamapi.Request{Network: id.Network, ContainerID: id.ContainerID, IfName: id.IfName, Config: n.config(nil)})
@@ -858,8 +1054,8 @@ func (m *tester) one() {
 		}
 	case w < 810:
 		m.lastOp = "status"
-		m.stats["status"]++
 		n := m.nets[m.r.IntN(len(m.nets))]
+		m.count("status", n)
 		node := m.r.IntN(len(m.c.Nodes))
 		err := m.timed("STATUS", func(ctx context.Context) error {
 			return m.c.Nodes[node].Client.Status(ctx, &ipamapi.Request{Network: n.name, Config: n.config(nil)})
@@ -869,12 +1065,13 @@ func (m *tester) one() {
 		}
 	case w < 840 && a != nil:
 		m.lastOp = "forget " + a.id.String()
-		m.stats["forget"]++
+		m.count("forget", a.net)
 		a.orphan = true
 	case w < 880:
 		m.lastOp = "gc"
-		m.stats["gc"]++
-		m.gc(m.r.IntN(len(m.c.Nodes)), m.nets[m.r.IntN(len(m.nets))])
+		n := m.nets[m.r.IntN(len(m.nets))]
+		m.count("gc", n)
+		m.gc(m.r.IntN(len(m.c.Nodes)), n)
 	case w < 920 && !crowded:
 		kill := m.r.IntN(8) == 0
 		m.lastOp = fmt.Sprintf("burst kill=%v", kill)
@@ -890,6 +1087,7 @@ func (m *tester) one() {
 				m.t.Fatalf("step %d: %s down", m.step, node.Name)
 			}
 		}
+		m.checkPD(m.nodeIndex(node.Name))
 	case w < 945:
 		if a == nil || crowded {
 			return
@@ -974,8 +1172,16 @@ func (m *tester) burst(kill bool) {
 			continue
 		}
 		as[i] = m.newAttachment()
-		as[i].pod = "" // sticky twins in one burst would race on purpose; not here
+		// No pod names on new attachments: an ADD racing a twin's DEL
+		// for the pod's record is not modelled. Concurrent DELs of twins
+		// are (below).
+		as[i].pod = ""
 	}
+	for i, a := range as {
+		m.count(map[bool]string{false: "burst-add", true: "burst-del"}[isDel[i]], a.net)
+	}
+	m.burstStuck = map[stickyKey][]*attachment{}
+	defer func() { m.burstStuck = nil }()
 	type out struct {
 		res *current.Result
 		err error
@@ -1013,6 +1219,7 @@ func (m *tester) burst(kill bool) {
 		if err := m.c.Nodes[victim].Start(); err != nil {
 			m.t.Fatalf("step %d: restart %s after kill -9: %v", m.step, m.c.Nodes[victim].Name, err)
 		}
+		m.checkPD(victim)
 	}
 	// DELs first: their addresses may have gone to a concurrent ADD.
 	for pass := range 2 {
@@ -1048,6 +1255,7 @@ func (m *tester) burst(kill bool) {
 			for _, other := range m.live {
 				for _, ad := range got {
 					if slices.Contains(other.addrs, ad) {
+						m.dups++
 						m.problem("burst ADD %s got %s, which %s holds", a.id, ad, other.id)
 					}
 				}
@@ -1061,5 +1269,42 @@ func (m *tester) burst(kill bool) {
 		if !isDel[i] && m.live[a.id] == a {
 			m.validAddrs(snap, a, a.addrs)
 		}
+	}
+	m.settleStickRace(snap)
+}
+
+// settleStickRace: when DELs of several attachments of one pod (twins)
+// ran concurrently, the one whose Stick committed last owns the pod's
+// record, and the others' addresses were released with the record they
+// replaced. Which one won is read from the store; it must be one of them.
+func (m *tester) settleStickRace(snap *store.Snapshot) {
+	for key, cands := range m.burstStuck {
+		if len(cands) < 2 {
+			continue
+		}
+		m.stats["sticky-stick-race"]++
+		var st *store.Sticky
+		for i := range snap.Stickies {
+			if s := &snap.Stickies[i]; s.Network == key.network && s.Pod == key.pod && s.IfName == key.ifname {
+				st = s
+			}
+		}
+		if st == nil {
+			m.problem("concurrent DELs of %d attachments of pod %s/%s on %s left no sticky record", len(cands), key.pod, key.ifname, key.network)
+			delete(m.stick, key)
+			continue
+		}
+		got := stickyAddrs(*st)
+		var won *attachment
+		for _, c := range cands {
+			if st.Node == m.c.Nodes[c.node].Name && slices.Equal(got, c.addrs) {
+				won = c
+			}
+		}
+		if won == nil {
+			m.problem("concurrent DELs of pod %s/%s on %s: the record (node %s, %v) is none of theirs", key.pod, key.ifname, key.network, st.Node, got)
+			continue
+		}
+		m.stick[key] = &stickyRec{node: won.node, addrs: won.addrs}
 	}
 }

@@ -2,9 +2,12 @@
 // etcd cluster of Debian's etcd-server (/usr/bin/etcd) on loopback ports,
 // and N real ipamd processes (the binary built once per test binary run)
 // using it, each member and each ipamd stoppable, startable and killable
-// with SIGKILL. Check reads the whole key space at one revision and returns
-// every broken invariant (store.Check). It is for tests only: the model
-// test and the fault-injection scenarios share it.
+// with SIGKILL. With Options.PD, a delegating DHCPv6 server (Debian's Kea)
+// runs in its own network namespace and every ipamd gets an uplink to it
+// (--pd-interface), so pd-ipam networks work (pd.go). Check reads the whole
+// key space at one revision and returns every broken invariant
+// (store.Check). It is for tests only: the model test and the
+// fault-injection scenarios share it.
 //
 // Every process is started by the test and killed by pid when it ends;
 // logs are kept in a temporary directory and their tails printed when the
@@ -21,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +49,9 @@ type Options struct {
 	Nodes int
 	// IpamdArgs are extra flags of every `ipamd serve`.
 	IpamdArgs []string
+	// PD, if set, starts a delegating DHCPv6 server (PDServer) and gives
+	// every ipamd an uplink to it (--pd-interface): pd-ipam networks work.
+	PD *PDOptions
 }
 
 // Cluster is a running etcd cluster and the ipamds using it.
@@ -55,6 +62,8 @@ type Cluster struct {
 	Nodes   []*Node
 	// Etcd is a client of all members, for reading the key space.
 	Etcd *clientv3.Client
+	// PD is the delegating DHCPv6 server (Options.PD), or nil.
+	PD *PDServer
 }
 
 // Start starts the etcd members and then the ipamds, waits until each
@@ -143,6 +152,9 @@ func Start(t testing.TB, o Options) *Cluster {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	if o.PD != nil {
+		c.PD = StartPDServer(t, dir, *o.PD)
+	}
 	for i := range o.Nodes {
 		n := &Node{
 			Name:    fmt.Sprintf("node-%d", i),
@@ -153,6 +165,12 @@ func Start(t testing.TB, o Options) *Cluster {
 		n.args = append([]string{"serve", "--node-name", n.Name, "--socket", n.Socket,
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d-data", i)),
 			"--etcd-endpoints", c.Endpoints()}, o.IpamdArgs...)
+		if c.PD != nil {
+			if n.PDInterface, err = c.PD.Uplink(); err != nil {
+				t.Fatal(err)
+			}
+			n.args = append(n.args, "--pd-interface", n.PDInterface, "--pd-prefix-length", strconv.Itoa(c.PD.DelegatedLen))
+		}
 		n.Client = ipamapi.NewClient(n.Socket)
 		c.Nodes = append(c.Nodes, n)
 		if err := n.Start(); err != nil {
@@ -235,17 +253,20 @@ type Node struct {
 	Name   string
 	Socket string
 	// Client talks to this ipamd's socket.
-	Client  *ipamapi.Client
-	bin     string
-	args    []string
-	logPath string
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
+	Client *ipamapi.Client
+	// PDInterface is the uplink of its DHCPv6-PD client ("" without PD).
+	PDInterface string
+	bin         string
+	args        []string
+	logPath     string
+	mu          sync.Mutex
+	cmd         *exec.Cmd
+	done        chan struct{}
 }
 
 // Start starts ipamd (again) and waits up to 60 s until it answers its
-// health check.
+// health check and, with a PD uplink, until its PD client holds a prefix
+// (at once after a restart: the binding is restored from etcd).
 func (n *Node) Start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -268,8 +289,12 @@ func (n *Node) Start() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := n.Client.Health(ctx)
 		cancel()
-		if err == nil {
+		if err == nil && n.PDInterface == "" {
 			return nil
+		}
+		if err == nil {
+			_, err := n.waitPrefix(time.Until(deadline))
+			return err
 		}
 		select {
 		case <-done:
@@ -325,6 +350,12 @@ func (n *Node) Running() bool {
 func (n *Node) LogPath() string { return n.logPath }
 
 func startLogged(bin string, args []string, logPath string) (*exec.Cmd, chan struct{}, error) {
+	return startLoggedEnv(bin, args, logPath)
+}
+
+// startLoggedEnv starts bin with env added to the test's environment, its
+// output appended to logPath.
+func startLoggedEnv(bin string, args []string, logPath string, env ...string) (*exec.Cmd, chan struct{}, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, nil, err
@@ -332,6 +363,9 @@ func startLogged(bin string, args []string, logPath string) (*exec.Cmd, chan str
 	defer f.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// Killed with the test binary even when a test panics.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -377,14 +411,8 @@ func IpamdBinary(t testing.TB) string {
 			return
 		}
 		buildBin = filepath.Join(dir, "ipamd")
-		// The module root, wherever this package sits in it.
 		_, self, _, _ := runtime.Caller(0)
-		gomod, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go env GOMOD (from %s): %v", self, err)
-			return
-		}
-		root := filepath.Dir(strings.TrimSpace(string(gomod)))
+		root := filepath.Join(filepath.Dir(self), "..", "..", "..")
 		cmd := exec.Command("go", "build", "-o", buildBin, "./ipamd")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {

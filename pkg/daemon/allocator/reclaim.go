@@ -56,7 +56,7 @@ func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.
 	if err != nil || st == nil {
 		return nil, false, err
 	}
-	if st.Node != a.node || time.Now().After(st.Expires) || len(st.IPs) != len(conf.IPAM.Ranges) {
+	if st.Node != a.node || time.Now().After(st.Expires) || !a.stickyFits(st, conf) {
 		// The pod came back but cannot use the record: its addresses are
 		// in another node's blocks (blocks are per node), expired, or do
 		// not fit the ranges. The pod gets new addresses, so the old ones
@@ -86,6 +86,32 @@ func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.
 	a.mu.Unlock()
 	a.log.Info("sticky addresses reused", "pod", h.Pod, "network", h.Network, "container", h.ContainerID)
 	return Result(&h, conf), true, nil
+}
+
+// stickyFits reports whether a record's addresses fit the network now: one
+// per range set. A pd-ipam network's one range is only filled in when the
+// addresses are picked (resolvePD), so there the record's one address must
+// lie in a delegated prefix still usable for new attachments.
+func (a *Allocator) stickyFits(st *store.Sticky, conf *ipamconf.NetConf) bool {
+	if conf.IPAM.PD == nil {
+		return len(st.IPs) == len(conf.IPAM.Ranges)
+	}
+	if len(st.IPs) != 1 {
+		return false
+	}
+	a.mu.Lock()
+	src := a.pd
+	a.mu.Unlock()
+	if src == nil {
+		return false
+	}
+	now := time.Now()
+	for _, d := range src.Delegated() {
+		if d.valid(now) && d.usable(now) && d.Prefix.Contains(st.IPs[0].Address.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // ExpireSticky releases this node's sticky addresses whose pod did not come
