@@ -171,7 +171,10 @@ func BridgeByName(name string) (*netlink.Bridge, error) {
 // make that O(n) per ADD), it asks the kernel to filter
 // (NETLINK_GET_STRICT_CHK with the index in the request, Linux ≥ 4.20).
 // On an older kernel the option fails, the dump is whole, and the filter
-// below still applies.
+// below still applies. It is a dump, so it stays on vishvananda/netlink's
+// request machinery, which reads it to NLMSG_DONE and reports
+// NLM_F_DUMP_INTR as netlink.ErrDumpInterrupted (retryDump); internal/nlraw
+// only does request/ack exchanges.
 func linkAddrs(index int) ([]netlink.Addr, error) {
 	s, err := nl.GetNetlinkSocketAt(-1, -1, unix.NETLINK_ROUTE) // -1: this namespace
 	if err != nil {

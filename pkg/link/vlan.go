@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/v6cni/v6cni/pkg/link/internal/nlraw"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -62,21 +63,34 @@ func PrepareVLANBridge(br *netlink.Bridge, vid int) error {
 }
 
 // setVLANFiltering turns vlan_filtering on for the bridge with this index
-// by a request that carries nothing else: netlink.BridgeSetVlanFiltering
-// also sends the name (the kernel then fails an up bridge with EBUSY, after
-// having changed the option) and every attribute of the Bridge it is given.
+// by a request that carries nothing else (so it goes through nlraw):
+// netlink.BridgeSetVlanFiltering also sends the name (the kernel then
+// fails an up bridge with EBUSY, after having changed the option) and
+// every attribute of the Bridge it is given.
 func setVLANFiltering(index int) error {
-	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(index)
-	req.AddData(msg)
-	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
-	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
-	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
-	data.AddRtAttr(nl.IFLA_BR_VLAN_FILTERING, []byte{1})
-	req.AddData(info)
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-	return err
+	c, err := nlraw.Open(nlraw.Options{ExtAck: true, RecvBuf: 4096})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var buf [64]byte
+	return c.Request(vlanFilteringRequest(buf[:0], c.Seq(), index), nil)
+}
+
+// vlanFilteringRequest appends to buf an RTM_NEWLINK of the bridge index
+// with IFLA_LINKINFO {IFLA_INFO_KIND "bridge", IFLA_INFO_DATA
+// {IFLA_BR_VLAN_FILTERING 1}} and nothing else.
+func vlanFilteringRequest(buf []byte, seq uint32, index int) []byte {
+	m := nlraw.NewMsg(buf)
+	m.Begin(unix.RTM_NEWLINK, unix.NLM_F_ACK, seq)
+	m.IfInfomsg(int32(index), 0, 0)
+	info := m.Nest(unix.IFLA_LINKINFO)
+	m.Attr(unix.IFLA_INFO_KIND, []byte("bridge"))
+	data := m.Nest(unix.IFLA_INFO_DATA)
+	m.Attr(nl.IFLA_BR_VLAN_FILTERING, []byte{1})
+	m.EndNest(data)
+	m.EndNest(info)
+	return m.Bytes()
 }
 
 // portsWithoutVLAN fails naming the first port of br that is in no VLAN:
