@@ -124,12 +124,12 @@ func addVeth(spec VethSpec, echo bool) (*netlink.Veth, error) {
 func DeleteLinkByName(name string) error {
 	l, err := linkByName(name)
 	if err != nil {
-		if IsNotFound(err) {
+		if isNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("look up link %s: %w", name, err)
 	}
-	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) && !IsNotFound(err) {
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) && !isNotFound(err) {
 		return fmt.Errorf("delete link %s: %w", name, err)
 	}
 	return nil
@@ -142,7 +142,7 @@ func LinkExists(name string) (bool, error) {
 	switch {
 	case err == nil:
 		return true, nil
-	case IsNotFound(err):
+	case isNotFound(err):
 		return false, nil
 	}
 	return false, fmt.Errorf("look up link %s: %w", name, err)
@@ -153,7 +153,7 @@ func LinkExists(name string) (bool, error) {
 func CheckHostVeth(name string, br netlink.Link) error {
 	l, err := linkByName(name)
 	if err != nil {
-		if IsNotFound(err) {
+		if isNotFound(err) {
 			return fmt.Errorf("host veth %s not found", name)
 		}
 		return fmt.Errorf("look up host veth %s: %w", name, err)
