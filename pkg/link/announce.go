@@ -243,9 +243,8 @@ func unsolicitedNA(target netip.Addr, mac net.HardwareAddr, override bool) [naLe
 // a link that is down the kernel drops the ARP without an error.
 func sendGARPs(l netlink.Link, list []announcement) error {
 	attrs := l.Attrs()
-	// The answers are acks only, a few dozen bytes each.
-	c, err := nlraw.Open(nlraw.Options{RecvBuf: garpRecvBuf})
-	if err != nil {
+	var c nlraw.Conn // on the stack: one allocation fewer
+	if err := c.Init(nlraw.Options{Buf: make([]byte, garpRecvBuf)}); err != nil {
 		return fmt.Errorf("announce the IPv4 addresses of %s: %w", attrs.Name, err)
 	}
 	defer c.Close()
@@ -274,8 +273,11 @@ func sendGARPs(l netlink.Link, list []announcement) error {
 	return errors.Join(out...)
 }
 
-// garpRecvBuf is the receive buffer of sendGARPs: its answers are acks.
-const garpRecvBuf = 4096
+// garpRecvBuf is the receive buffer of sendGARPs. Its answers are acks,
+// each a datagram of its own, at most 56 bytes (an error ack copies the
+// 36-byte request back); a buffer the size of the old stack one (4 KiB)
+// would be allocated now (the exchange hands the buffer to callbacks).
+const garpRecvBuf = 256
 
 // neighReqLen is the size of a neighbour request of appendNeighReq:
 // nlmsghdr, ndmsg, and an NDA_DST attribute holding an IPv4 address.

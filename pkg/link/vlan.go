@@ -68,13 +68,16 @@ func PrepareVLANBridge(br *netlink.Bridge, vid int) error {
 // fails an up bridge with EBUSY, after having changed the option) and
 // every attribute of the Bridge it is given.
 func setVLANFiltering(index int) error {
-	c, err := nlraw.Open(nlraw.Options{ExtAck: true, RecvBuf: 4096})
-	if err != nil {
+	var (
+		c   nlraw.Conn
+		req [64]byte
+	)
+	// The answer is an ack with the kernel's message, if any.
+	if err := c.Init(nlraw.Options{ExtAck: true, Buf: make([]byte, 4096)}); err != nil {
 		return err
 	}
 	defer c.Close()
-	var buf [64]byte
-	return c.Request(vlanFilteringRequest(buf[:0], c.Seq(), index), nil)
+	return c.Request(vlanFilteringRequest(req[:0], c.Seq(), index), nil)
 }
 
 // vlanFilteringRequest appends to buf an RTM_NEWLINK of the bridge index

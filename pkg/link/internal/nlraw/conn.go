@@ -35,17 +35,17 @@ type Options struct {
 	// lack the first. Two setsockopt(2) calls: only for requests whose
 	// errors a user may read.
 	ExtAck bool
-	// RecvBuf is the size of the receive buffer; 0: DefaultRecvBuf.
-	RecvBuf int
+	// Buf is the receive buffer; nil: a new one of DefaultRecvBuf bytes.
+	// An exchange that only expects acks needs a few hundred bytes.
+	Buf []byte
 }
 
 // Conn is a NETLINK_ROUTE socket in the network namespace of the thread
 // that opened it, where it stays. Not safe for concurrent use.
 type Conn struct {
-	fd     int
-	seq    uint32
-	buf    []byte
-	kernel unix.SockaddrNetlink
+	fd  int
+	seq uint32
+	buf []byte
 }
 
 // Open opens a NETLINK_ROUTE socket in the calling thread's network
@@ -58,8 +58,9 @@ func Open(o Options) (*Conn, error) {
 	return c, nil
 }
 
-// Init is Open for a zero Conn that is part of the caller's own struct,
-// which spares an allocation.
+// Init is Open for a zero Conn that is part of the caller's own struct or
+// on its stack, which spares an allocation (Conn's methods keep no
+// reference to it).
 func (c *Conn) Init(o Options) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 	if err != nil {
@@ -75,10 +76,10 @@ func (c *Conn) Init(o Options) error {
 		_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
 		_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	}
-	if o.RecvBuf <= 0 {
-		o.RecvBuf = DefaultRecvBuf
+	if o.Buf == nil {
+		o.Buf = make([]byte, DefaultRecvBuf)
 	}
-	*c = Conn{fd: fd, buf: make([]byte, o.RecvBuf), kernel: unix.SockaddrNetlink{Family: unix.AF_NETLINK}}
+	*c = Conn{fd: fd, buf: o.Buf}
 	return nil
 }
 
@@ -100,10 +101,13 @@ func (c *Conn) Seq() uint32 {
 	return c.seq
 }
 
-// Send sends b to the kernel as one datagram, retrying after a signal.
+// Send sends b to the kernel as one datagram, retrying after a signal. No
+// address is given: a netlink socket sends to the kernel (port ID 0) by
+// default, as iproute2's rtnl_send does, and an address would have to be
+// allocated (unix.Sockaddr is an interface).
 func (c *Conn) Send(b []byte) error {
 	for {
-		err := unix.Sendto(c.fd, b, 0, &c.kernel)
+		err := unix.Sendto(c.fd, b, 0, nil)
 		if err != unix.EINTR {
 			return err
 		}
@@ -112,12 +116,14 @@ func (c *Conn) Send(b []byte) error {
 
 // Recv reads the next datagram from the kernel into the conn's buffer,
 // skipping any other sender's and retrying after a signal; flags are
-// recvmsg(2)'s (MSG_DONTWAIT). truncated is true when the datagram was
+// recvfrom(2)'s (MSG_DONTWAIT). truncated is true when the datagram was
 // larger than the buffer: data then ends in a cut message. data is valid
 // until the next Recv.
 func (c *Conn) Recv(flags int) (data []byte, truncated bool, err error) {
 	for {
-		n, _, rflags, from, err := unix.Recvmsg(c.fd, c.buf, nil, flags)
+		// With MSG_TRUNC netlink returns the datagram's whole length,
+		// which tells a truncated one.
+		n, from, err := unix.Recvfrom(c.fd, c.buf, flags|unix.MSG_TRUNC)
 		if err == unix.EINTR {
 			continue
 		}
@@ -127,7 +133,10 @@ func (c *Conn) Recv(flags int) (data []byte, truncated bool, err error) {
 		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
 			continue // not from the kernel
 		}
-		return c.buf[:n], rflags&unix.MSG_TRUNC != 0, nil
+		if n > len(c.buf) {
+			return c.buf, true, nil
+		}
+		return c.buf[:n], false, nil
 	}
 }
 
@@ -136,7 +145,8 @@ func (c *Conn) Recv(flags int) (data []byte, truncated bool, err error) {
 // answers until every request is acknowledged, so an error that follows
 // an echo (IFLA_MASTER is applied after the echo of a new link is sent) is
 // never missed. ack(i, err) is called with the kernel's answer to request
-// i (0 the first): nil for success, an *Error otherwise; the other answers
+// i (0 the first): nil for success, an *Error for the kernel's error (an
+// error of AckError's own for an ack too short to read); the other answers
 // to request i (an echo, the reply to a get) go to f. Either may be nil.
 // Answers to earlier requests on the conn are skipped.
 //

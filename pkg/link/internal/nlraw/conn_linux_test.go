@@ -110,7 +110,7 @@ func TestDo(t *testing.T) {
 
 func TestSubscribe(t *testing.T) {
 	var c Conn
-	if err := c.Init(Options{Groups: 1 << (unix.RTNLGRP_LINK - 1), RecvBuf: 512}); err != nil {
+	if err := c.Init(Options{Groups: 1 << (unix.RTNLGRP_LINK - 1), Buf: make([]byte, 512)}); err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
