@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/v6cni/v6cni/pkg/link/internal/nlraw"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -242,48 +243,21 @@ func unsolicitedNA(target netip.Addr, mac net.HardwareAddr, override bool) [naLe
 // a link that is down the kernel drops the ARP without an error.
 func sendGARPs(l netlink.Link, list []announcement) error {
 	attrs := l.Attrs()
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
-	if err != nil {
-		return fmt.Errorf("announce the IPv4 addresses of %s: open netlink socket: %w", attrs.Name, err)
+	var c nlraw.Conn // on the stack: one allocation fewer
+	if err := c.Init(nlraw.Options{Buf: make([]byte, garpRecvBuf)}); err != nil {
+		return fmt.Errorf("announce the IPv4 addresses of %s: %w", attrs.Name, err)
 	}
-	defer unix.Close(fd)
+	defer c.Close()
 
-	// Request 2i (sequence number 2i+1) is the NTF_USE of list[i], request
-	// 2i+1 its deletion.
-	req := make([]byte, 0, 2*len(list)*neighReqLen)
-	for i, a := range list {
-		req = appendNeighReq(req, unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, unix.NTF_USE, uint32(2*i+1), attrs.Index, a.addr)
-		req = appendNeighReq(req, unix.RTM_DELNEIGH, 0, 0, uint32(2*i+2), attrs.Index, a.addr)
+	// Request 2i is the NTF_USE of list[i], request 2i+1 its deletion.
+	m := nlraw.NewMsg(make([]byte, 0, 2*len(list)*neighReqLen))
+	for _, a := range list {
+		appendNeighReq(&m, unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, unix.NTF_USE, c.Seq(), attrs.Index, a.addr)
+		appendNeighReq(&m, unix.RTM_DELNEIGH, 0, 0, c.Seq(), attrs.Index, a.addr)
 	}
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("announce the IPv4 addresses of %s: send neighbour requests: %w", attrs.Name, err)
-	}
-
-	// Every request asked for an acknowledgement (NLMSG_ERROR, 0 on
-	// success); the kernel queued them all before sendto returned, so the
-	// reads do not wait: a missing one is an error, not a hang.
 	errs := make([]error, 2*len(list))
-	acked := 0
-	buf := make([]byte, 4096)
-	for acked < len(errs) {
-		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
-		if err != nil {
-			return fmt.Errorf("announce the IPv4 addresses of %s: read neighbour acknowledgements: %w", attrs.Name, err)
-		}
-		for b := buf[:n]; len(b) >= unix.SizeofNlMsghdr; {
-			msgLen := int(binary.NativeEndian.Uint32(b[0:4]))
-			if msgLen < unix.SizeofNlMsghdr || msgLen > len(b) {
-				return fmt.Errorf("announce the IPv4 addresses of %s: malformed netlink reply", attrs.Name)
-			}
-			typ, seq := binary.NativeEndian.Uint16(b[4:6]), binary.NativeEndian.Uint32(b[8:12])
-			if typ == unix.NLMSG_ERROR && msgLen >= unix.SizeofNlMsghdr+4 && seq >= 1 && int(seq) <= len(errs) {
-				if errno := -int32(binary.NativeEndian.Uint32(b[16:20])); errno != 0 {
-					errs[seq-1] = unix.Errno(errno)
-				}
-				acked++
-			}
-			b = b[min(nlmsgAlign(msgLen), len(b)):]
-		}
+	if err := c.Do(m.Bytes(), func(i int, err error) { errs[i] = err }, nil); err != nil {
+		return fmt.Errorf("announce the IPv4 addresses of %s: neighbour requests: %w", attrs.Name, err)
 	}
 
 	var out []error
@@ -299,31 +273,27 @@ func sendGARPs(l netlink.Link, list []announcement) error {
 	return errors.Join(out...)
 }
 
+// garpRecvBuf is the receive buffer of sendGARPs. Its answers are acks,
+// each a datagram of its own, at most 56 bytes (an error ack copies the
+// 36-byte request back); a buffer the size of the old stack one (4 KiB)
+// would be allocated now (the exchange hands the buffer to callbacks).
+const garpRecvBuf = 256
+
 // neighReqLen is the size of a neighbour request of appendNeighReq:
 // nlmsghdr, ndmsg, and an NDA_DST attribute holding an IPv4 address.
 const neighReqLen = unix.SizeofNlMsghdr + unix.SizeofNdMsg + unix.SizeofRtAttr + 4
 
-// appendNeighReq appends to b a netlink request of type typ (RTM_NEWNEIGH,
+// appendNeighReq appends to m a netlink request of type typ (RTM_NEWNEIGH,
 // RTM_DELNEIGH) with NLM_F_REQUEST, NLM_F_ACK and flags, for the IPv4
 // neighbour addr on ifindex, with neighbour flags ntf, state NUD_NONE.
-func appendNeighReq(b []byte, typ, flags uint16, ntf uint8, seq uint32, ifindex int, addr netip.Addr) []byte {
-	ne := binary.NativeEndian
-	b = ne.AppendUint32(b, neighReqLen)
-	b = ne.AppendUint16(b, typ)
-	b = ne.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags)
-	b = ne.AppendUint32(b, seq)
-	b = ne.AppendUint32(b, 0) // port ID: the kernel fills it in
-	// struct ndmsg
-	b = append(b, unix.AF_INET, 0, 0, 0)
-	b = ne.AppendUint32(b, uint32(ifindex))
-	b = ne.AppendUint16(b, 0) // NUD_NONE
-	b = append(b, ntf, 0)     // flags, type
-	// NDA_DST
-	b = ne.AppendUint16(b, unix.SizeofRtAttr+4)
-	b = ne.AppendUint16(b, unix.NDA_DST)
+func appendNeighReq(m *nlraw.Msg, typ, flags uint16, ntf uint8, seq uint32, ifindex int, addr netip.Addr) {
+	m.Begin(typ, unix.NLM_F_ACK|flags, seq)
+	var nd [unix.SizeofNdMsg]byte // struct ndmsg
+	nd[0] = unix.AF_INET
+	binary.NativeEndian.PutUint32(nd[4:], uint32(ifindex))
+	// state NUD_NONE (nd[8:10]), flags, type
+	nd[10] = ntf
+	m.Fixed(nd[:])
 	ip := addr.As4()
-	return append(b, ip[:]...)
+	m.Attr(unix.NDA_DST, ip[:])
 }
-
-// nlmsgAlign rounds n up to the netlink alignment (NLMSG_ALIGN).
-func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }

@@ -469,7 +469,7 @@ var (
 // the container's addresses carry another MAC (STALE, no traffic) has the
 // container's MAC for each, and what it received is, field by field, what
 // the kernel's ndisc_notify / arp_notify send: one NA per IPv6 address
-// (Announce and AnnounceLink: the link-local one too), one gratuitous ARP
+// (announceLink: the link-local one too), one gratuitous ARP
 // per IPv4 address, nothing else.
 func TestAnnounce(t *testing.T) {
 	global6 := []netip.Addr{netip.MustParseAddr("2001:db8:a::2"), netip.MustParseAddr("2001:db8:b::2")}
@@ -479,13 +479,21 @@ func TestAnnounce(t *testing.T) {
 		linkLocal bool // announced too
 	}{
 		{
-			name:      "Announce",
-			announce:  func(lab *announceLab) error { return Announce(lab.ctrName, nil) },
+			// Looked up by name, the MAC taken from the link: what the
+			// removed Announce(name, nil) did.
+			name: "announceLink, MAC of the link",
+			announce: func(lab *announceLab) error {
+				l, err := linkByName(lab.ctrName)
+				if err != nil {
+					return err
+				}
+				return announceLink(l, nil)
+			},
 			linkLocal: true,
 		},
 		{
-			name:      "AnnounceLink",
-			announce:  func(lab *announceLab) error { return AnnounceLink(lab.ctrLink, lab.mac) },
+			name:      "announceLink",
+			announce:  func(lab *announceLab) error { return announceLink(lab.ctrLink, lab.mac) },
 			linkLocal: true,
 		},
 		{
@@ -544,7 +552,7 @@ func TestAnnounce(t *testing.T) {
 	}
 }
 
-// TestAnnounceMatchesKernel: what AnnounceLink sends is, frame for frame
+// TestAnnounceMatchesKernel: what announceLink sends is, frame for frame
 // and byte for byte, what the kernel sends for the same interface when its
 // MAC is set (ndisc_notify=1, arp_notify=1): the old way of announcing.
 func TestAnnounceMatchesKernel(t *testing.T) {
@@ -585,7 +593,7 @@ func TestAnnounceMatchesKernel(t *testing.T) {
 	kernel := announcements(c.frames(t, lab.peerIndex, 5*time.Second, complete))
 
 	c = lab.capture(t)
-	linktest.Do(t, lab.ctr, func() error { return AnnounceLink(lab.ctrLink, nil) })
+	linktest.Do(t, lab.ctr, func() error { return announceLink(lab.ctrLink, nil) })
 	ours := announcements(c.frames(t, lab.peerIndex, 5*time.Second, complete))
 
 	if len(kernel) != len(want6)+len(want4) {
@@ -595,21 +603,21 @@ func TestAnnounceMatchesKernel(t *testing.T) {
 		of, ok := ours[k]
 		switch {
 		case !ok:
-			t.Errorf("%s: the kernel sends it, AnnounceLink does not", k)
+			t.Errorf("%s: the kernel sends it, announceLink does not", k)
 		case !bytes.Equal(of, kf):
-			t.Errorf("%s: AnnounceLink sent\n% x\nthe kernel sends\n% x", k, of, kf)
+			t.Errorf("%s: announceLink sent\n% x\nthe kernel sends\n% x", k, of, kf)
 		}
 	}
 	for k := range ours {
 		if _, ok := kernel[k]; !ok {
-			t.Errorf("%s: AnnounceLink sends it, the kernel does not", k)
+			t.Errorf("%s: announceLink sends it, the kernel does not", k)
 		}
 	}
 }
 
 // TestAnnounceLinkSkipsTentative: an address still in DAD cannot be a
 // source (the kernel refuses it) and the kernel would not announce it:
-// AnnounceLink leaves it out and announces the others.
+// announceLink leaves it out and announces the others.
 func TestAnnounceLinkSkipsTentative(t *testing.T) {
 	lab := newAnnounceLab(t, announceCtrAddrs[:1], announcePeerAddrs[:1])
 	tentative := netip.MustParseAddr("2001:db8:c::2")
@@ -639,7 +647,7 @@ func TestAnnounceLinkSkipsTentative(t *testing.T) {
 		return nil
 	})
 	capture := lab.capture(t)
-	linktest.Do(t, lab.ctr, func() error { return AnnounceLink(lab.ctrLink, nil) })
+	linktest.Do(t, lab.ctr, func() error { return announceLink(lab.ctrLink, nil) })
 
 	want := []netip.Addr{netip.MustParseAddr("2001:db8:a::2"), lab.linkLocal}
 	frames := capture.frames(t, lab.peerIndex, 5*time.Second, func(f [][]byte) bool {
@@ -731,7 +739,7 @@ func TestAnnounceDownLink(t *testing.T) {
 // ndisc_notify and arp_notify on, as bridge-v6 sets them) with the new
 // entry points, for an IPv6-only container (two addresses) and a
 // dual-stack one (and one IPv4 address). The link-local address is
-// announced by the old way and AnnounceLink, not by AnnounceAddrs given the
+// announced by the old way and announceLink, not by AnnounceAddrs given the
 // plugin's addresses. The time includes the peer's processing of what it
 // receives (veth delivers in the sender's softirq).
 func BenchmarkAnnounce(b *testing.B) {
@@ -757,7 +765,7 @@ func BenchmarkAnnounce(b *testing.B) {
 				f    func() error
 			}{
 				{"old-setmac", func() error { return netlink.LinkSetHardwareAddr(lab.ctrLink, lab.mac) }},
-				{"AnnounceLink", func() error { return AnnounceLink(lab.ctrLink, lab.mac) }},
+				{"announceLink", func() error { return announceLink(lab.ctrLink, lab.mac) }},
 				{"AnnounceAddrs", func() error { return AnnounceAddrs(lab.ctrLink, lab.mac, stack.addrs) }},
 			} {
 				b.Run(bm.name, func(b *testing.B) {

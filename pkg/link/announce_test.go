@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mdlayher/ndp"
+	"github.com/v6cni/v6cni/pkg/link/internal/nlraw"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -89,7 +90,9 @@ func TestAppendNeighReq(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			addr := netip.MustParseAddr(tt.addr)
-			got := appendNeighReq([]byte{0xaa}, tt.typ, tt.flags, tt.ntf, 42, tt.ifindex, addr)
+			m := nlraw.NewMsg([]byte{0xaa})
+			appendNeighReq(&m, tt.typ, tt.flags, tt.ntf, 42, tt.ifindex, addr)
+			got := m.Bytes()
 			if got[0] != 0xaa {
 				t.Fatal("appendNeighReq overwrote the buffer's start")
 			}

@@ -16,21 +16,21 @@ import (
 // create the same new bridge: the losers of the race get EEXIST and reuse
 // the winner's bridge. A link of that name that is not a bridge is an error.
 //
-// A new bridge gets the MAC BridgeMAC(name), so its MAC never changes as
+// A new bridge gets the MAC bridgeMAC(name), so its MAC never changes as
 // ports come and go.
 func EnsureBridge(name string, mtu int) (*netlink.Bridge, error) {
 	l, err := linkByName(name)
 	switch {
 	case err == nil:
 		return reuseBridge(l, mtu)
-	case !IsNotFound(err):
+	case !isNotFound(err):
 		return nil, fmt.Errorf("look up bridge %s: %w", name, err)
 	}
 
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = name
 	attrs.MTU = mtu
-	attrs.HardwareAddr = BridgeMAC(name)
+	attrs.HardwareAddr = bridgeMAC(name)
 	br := &netlink.Bridge{LinkAttrs: attrs}
 	err = netlink.LinkAdd(br)
 	if errors.Is(err, unix.EEXIST) {
@@ -47,7 +47,7 @@ func EnsureBridge(name string, mtu int) (*netlink.Bridge, error) {
 	// up: the bridge is the containers' router, and until its link-local
 	// leaves the tentative state (1–2 s) it can send no router
 	// advertisement (ipv6Mode slaac) and answer no neighbour solicitation
-	// from it. Its MAC is ours (BridgeMAC), so the address is unique.
+	// from it. Its MAC is ours (bridgeMAC), so the address is unique.
 	if err := setSysctl("net/ipv6/conf/"+name+"/accept_dad", "0"); err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", name, err)
 	}
@@ -153,7 +153,7 @@ func linkKind(l netlink.Link) string {
 func BridgeByName(name string) (*netlink.Bridge, error) {
 	l, err := linkByName(name)
 	if err != nil {
-		if IsNotFound(err) {
+		if isNotFound(err) {
 			return nil, fmt.Errorf("bridge %s not found", name)
 		}
 		return nil, fmt.Errorf("look up bridge %s: %w", name, err)
@@ -171,7 +171,10 @@ func BridgeByName(name string) (*netlink.Bridge, error) {
 // make that O(n) per ADD), it asks the kernel to filter
 // (NETLINK_GET_STRICT_CHK with the index in the request, Linux ≥ 4.20).
 // On an older kernel the option fails, the dump is whole, and the filter
-// below still applies.
+// below still applies. It is a dump, so it stays on vishvananda/netlink's
+// request machinery, which reads it to NLMSG_DONE and reports
+// NLM_F_DUMP_INTR as netlink.ErrDumpInterrupted (retryDump); internal/nlraw
+// only does request/ack exchanges.
 func linkAddrs(index int) ([]netlink.Addr, error) {
 	s, err := nl.GetNetlinkSocketAt(-1, -1, unix.NETLINK_ROUTE) // -1: this namespace
 	if err != nil {

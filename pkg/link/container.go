@@ -30,19 +30,18 @@ func (r Route) String() string {
 	return r.Dst.String() + " via " + r.GW.String()
 }
 
-// DefaultDADTimeout bounds the wait for duplicate address detection when
-// ContainerOptions.DAD is set and no timeout is given.
-const DefaultDADTimeout = 5 * time.Second
+// dadTimeout bounds the wait for duplicate address detection when
+// ContainerOptions.DAD is set.
+const dadTimeout = 5 * time.Second
 
 // ContainerOptions change how ConfigureContainerWith configures the
 // container end.
 type ContainerOptions struct {
 	// DAD keeps duplicate address detection on (accept_dad=1, addresses
-	// without IFA_F_NODAD) and waits, on netlink address events, until no
-	// address of the interface is tentative. A duplicate fails at once.
+	// without IFA_F_NODAD) and waits, on netlink address events, at most
+	// 5 s (dadTimeout), until no address of the interface is tentative. A
+	// duplicate fails at once.
 	DAD bool
-	// DADTimeout bounds that wait; 0 means DefaultDADTimeout.
-	DADTimeout time.Duration
 	// AcceptRA makes the interface take router advertisements
 	// (accept_ra=1; forwarding is off in a container namespace): the
 	// self-configuring IPv6 modes. Autoconf adds SLAAC (autoconf=1) with
@@ -50,25 +49,17 @@ type ContainerOptions struct {
 	AcceptRA, Autoconf bool
 	// Await are addresses the plugin does not add but the interface must
 	// get by itself (SLAAC from an RA): after link-up, before the routes,
-	// ConfigureContainerWith waits on netlink address events, at most
-	// AwaitTimeout (0: DefaultAwaitTimeout), until each is on the
-	// interface (any prefix length) and not tentative. CheckContainerWith
-	// checks they are present.
-	Await        []netip.Addr
-	AwaitTimeout time.Duration
+	// ConfigureContainerWith waits on netlink address events, at most 5 s
+	// (awaitTimeout), until each is on the interface (any prefix length)
+	// and not tentative. CheckContainerWith checks they are present.
+	Await []netip.Addr
 	// Index is the interface's index when the caller knows it (the
 	// ParentIndex CreateVeth returns): it spares a lookup by name.
 	Index int
 }
 
-// DefaultAwaitTimeout bounds the wait for ContainerOptions.Await.
-const DefaultAwaitTimeout = 5 * time.Second
-
-// ConfigureContainer is ConfigureContainerWith without options: addresses
-// with IFA_F_NODAD, no wait.
-func ConfigureContainer(ifname string, addrs []netip.Prefix, routes []Route) (netlink.Link, error) {
-	return ConfigureContainerWith(ifname, addrs, routes, ContainerOptions{})
-}
+// awaitTimeout bounds the wait for ContainerOptions.Await.
+const awaitTimeout = 5 * time.Second
 
 // ConfigureContainerWith configures the container end ifname in the network
 // namespace of the calling thread (call it from ns.NetNS.Do): sysctls while
@@ -134,20 +125,12 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 	}
 
 	if len(opts.Await) > 0 {
-		timeout := opts.AwaitTimeout
-		if timeout <= 0 {
-			timeout = DefaultAwaitTimeout
-		}
-		if err := waitAddrs(l, opts.Await, dadEvents, timeout); err != nil {
+		if err := waitAddrs(l, opts.Await, dadEvents, awaitTimeout); err != nil {
 			return nil, err
 		}
 	}
 	if opts.DAD && has6 {
-		timeout := opts.DADTimeout
-		if timeout <= 0 {
-			timeout = DefaultDADTimeout
-		}
-		if err := waitDAD(l, dadEvents, timeout); err != nil {
+		if err := waitDAD(l, dadEvents, dadTimeout); err != nil {
 			return nil, err
 		}
 	}
@@ -170,9 +153,9 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 	return l, nil
 }
 
-// ErrDADFailed is wrapped by the error ConfigureContainerWith returns when
+// errDADFailed is wrapped by the error ConfigureContainerWith returns when
 // an address of the container is a duplicate on the link.
-var ErrDADFailed = errors.New("duplicate address detection failed")
+var errDADFailed = errors.New("duplicate address detection failed")
 
 // waitDAD returns when no IPv6 address of l is tentative, fails as soon as
 // one is DADFAILED, and gives up after timeout. It reads the addresses
@@ -189,7 +172,7 @@ func waitDAD(l netlink.Link, events <-chan netlink.AddrUpdate, timeout time.Dura
 		var tentative []string
 		for _, a := range have {
 			if a.Flags&unix.IFA_F_DADFAILED != 0 {
-				return fmt.Errorf("%w: %s on %s is already used by another node on the link", ErrDADFailed, a.IPNet, name)
+				return fmt.Errorf("%w: %s on %s is already used by another node on the link", errDADFailed, a.IPNet, name)
 			}
 			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
 				tentative = append(tentative, a.IPNet.String())
@@ -210,9 +193,9 @@ func waitDAD(l netlink.Link, events <-chan netlink.AddrUpdate, timeout time.Dura
 	}
 }
 
-// ErrAddrMissing is wrapped by the error ConfigureContainerWith returns
+// errAddrMissing is wrapped by the error ConfigureContainerWith returns
 // when an awaited address did not appear in time.
-var ErrAddrMissing = errors.New("address did not appear")
+var errAddrMissing = errors.New("address did not appear")
 
 // waitAddrs returns when every address in want is on l and not tentative,
 // and gives up after timeout. It reads the addresses again on each address
@@ -236,7 +219,7 @@ func waitAddrs(l netlink.Link, want []netip.Addr, events <-chan netlink.AddrUpda
 			}
 		case <-deadline.C:
 			return fmt.Errorf("%w: %s not configured on %s within %s (router advertisements of the bridge's prefix reach it? the address is the EUI-64 one of its MAC?)",
-				ErrAddrMissing, joinAddrs(missing), name, timeout)
+				errAddrMissing, joinAddrs(missing), name, timeout)
 		}
 	}
 }
@@ -275,31 +258,18 @@ func joinAddrs(addrs []netip.Addr) string {
 	return strings.Join(s, ", ")
 }
 
-// Announce sends, in the namespace of the calling thread, an unsolicited
-// neighbour advertisement for every usable IPv6 address of ifname
-// (link-local included) and a gratuitous ARP for each IPv4 one, so that
-// peers with a stale entry for an address learn the interface's MAC at
-// once: link-up alone does not announce addresses that skipped DAD. mac is
-// that MAC (nil: looked up with the interface). Call it once the host end
-// of the veth forwards, or the bridge drops the announcements. It looks the
-// interface up and calls AnnounceLink.
-func Announce(ifname string, mac net.HardwareAddr) error {
-	l, err := linkByName(ifname)
-	if err != nil {
-		return fmt.Errorf("look up %s: %w", ifname, err)
-	}
-	return AnnounceLink(l, mac)
-}
-
-// AnnounceLink is Announce for a link already looked up (its index, name,
-// flags and, when mac is nil, MAC are used): it lists the addresses of l
-// (one dump) and announces those the kernel itself would on a MAC change
+// announceLink sends, in the namespace of the calling thread, an
+// unsolicited neighbour advertisement for every usable IPv6 address of l
+// (link-local included) and a gratuitous ARP for each IPv4 one (its index,
+// name, flags and, when mac is nil, MAC are used). It lists the addresses
+// of l (one dump) and announces those the kernel itself would on a MAC change
 // (ndisc_send_unsol_na, inetdev_send_gratuitous_arp): all but the
 // tentative ones, an optimistic address without the Override flag, except
-// secondary IPv4 addresses. A caller that knows its addresses should call
+// secondary IPv4 addresses. Callers know their addresses and call
 // AnnounceAddrs (which documents how the announcements are sent, and why
-// not by the kernel): the dump costs more than the announcements.
-func AnnounceLink(l netlink.Link, mac net.HardwareAddr) error {
+// not by the kernel): the dump costs more than the announcements. This one
+// serves the tests, which compare what it sends with the kernel's own.
+func announceLink(l netlink.Link, mac net.HardwareAddr) error {
 	have, err := addrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list addresses of %s to announce them: %w", l.Attrs().Name, err)
@@ -322,23 +292,17 @@ func AnnounceLink(l netlink.Link, mac net.HardwareAddr) error {
 	return announce(l, mac, list)
 }
 
-// CheckContainer verifies, in the network namespace of the calling thread,
-// that ifname exists with the given MAC (nil: not checked), carries every
-// address in addrs, and that every route in routes is in the namespace's
-// main table. Other addresses and routes (added by later plugins) are
-// tolerated. Errors name what is
-// missing.
-func CheckContainer(ifname string, mac net.HardwareAddr, addrs []netip.Prefix, routes []Route) error {
-	return CheckContainerWith(ifname, mac, addrs, routes, ContainerOptions{})
-}
-
-// CheckContainerWith is CheckContainer for an interface configured with
-// opts: the sysctls opts sets (accept_ra=1 with AcceptRA) and the awaited
-// addresses (any prefix length) are checked too.
+// CheckContainerWith verifies, in the network namespace of the calling
+// thread, that ifname exists with the given MAC (nil: not checked),
+// carries every address in addrs, and that every route in routes is in the
+// namespace's main table; other addresses and routes (added by later
+// plugins) are tolerated, and errors name what is missing. For an
+// interface configured with opts, the sysctls opts sets (accept_ra=1 with
+// AcceptRA) and the awaited addresses (any prefix length) are checked too.
 func CheckContainerWith(ifname string, mac net.HardwareAddr, addrs []netip.Prefix, routes []Route, opts ContainerOptions) error {
 	l, err := linkByName(ifname)
 	if err != nil {
-		if IsNotFound(err) {
+		if isNotFound(err) {
 			return fmt.Errorf("interface %s not found", ifname)
 		}
 		return fmt.Errorf("look up %s: %w", ifname, err)

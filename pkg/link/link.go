@@ -1,12 +1,29 @@
-// Package link does the kernel work of a bridge-v6 attachment: the bridge and
-// its gateway addresses, the veth pair with its container end created
-// directly in the container's network namespace, addresses without DAD,
-// routes and the IPv6 sysctls. It knows nothing of CNI results or configs:
-// callers pass plain names, netip values and netlink links.
+// Package link does the kernel work of a bridge-v6 attachment: the bridge
+// and its gateway addresses (bridge.go), the veth pair with its container
+// end created directly in the container's network namespace (veth.go,
+// newlink.go), the container end's addresses without DAD, routes and IPv6
+// sysctls (container.go, sysctl.go), access VLANs (vlan.go), the wait for
+// the host port to forward (port.go), the announcements of the container's
+// addresses (announce.go), masquerading and the MAC spoof check with nft
+// (masq.go, spoofchk.go), entering a network namespace in place (netns.go)
+// and the names and MACs every ADD, CHECK and DEL recompute (names.go). It
+// knows nothing of CNI results or configs: callers pass plain names, netip
+// values and netlink links.
 //
-// Functions that work inside a network namespace (ConfigureContainer,
-// CheckContainer…) act on the namespace of the calling thread: call them
-// from ns.NetNS.Do.
+// Layering: most requests go through vishvananda/netlink. The few it
+// cannot send, or sends at a cost measured on the ADD path of a plugin
+// exec'd per container, go through internal/nlraw, this package's own
+// small rtnetlink layer (a socket, one request/ack exchange, one message
+// builder, the decoders of the kernel's answers): the veth pair in one
+// RTM_NEWLINK on one socket (newlink.go: 4 requests on 4 sockets with
+// LinkAdd), the oper-up watch without a goroutine decoding every event
+// (port.go), the gratuitous ARPs as one batch of neighbour requests
+// (announce.go), and vlan_filtering without the name an up bridge refuses
+// (vlan.go). Each place says why where it builds its request.
+//
+// Functions that work inside a network namespace (ConfigureContainerWith,
+// CheckContainerWith…) act on the namespace of the calling thread: call
+// them from NetNS.Do.
 package link
 
 import (
@@ -55,8 +72,8 @@ func routeList(l netlink.Link, family int) ([]netlink.Route, error) {
 	return retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(l, family) })
 }
 
-// IsNotFound reports whether err says a link does not exist.
-func IsNotFound(err error) bool {
+// isNotFound reports whether err says a link does not exist.
+func isNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf)
 }

@@ -75,8 +75,8 @@ func TestEnsureBridgeConcurrent(t *testing.T) {
 		if got.Flags&net.FlagUp == 0 {
 			t.Error("bridge is not up")
 		}
-		if got.HardwareAddr.String() != BridgeMAC(name).String() {
-			t.Errorf("bridge MAC = %s, want %s", got.HardwareAddr, BridgeMAC(name))
+		if got.HardwareAddr.String() != bridgeMAC(name).String() {
+			t.Errorf("bridge MAC = %s, want %s", got.HardwareAddr, bridgeMAC(name))
 		}
 
 		// mtu 0 leaves the MTU alone.
@@ -331,7 +331,7 @@ func TestConfigureAndCheckContainer(t *testing.T) {
 	})
 
 	linktest.Do(t, cont, func() error {
-		l, err := ConfigureContainer("eth0", addrs, routes)
+		l, err := ConfigureContainerWith("eth0", addrs, routes, ContainerOptions{})
 		if err != nil {
 			return err
 		}
@@ -366,7 +366,7 @@ func TestConfigureAndCheckContainer(t *testing.T) {
 			t.Error("lo is not up")
 		}
 
-		if err := CheckContainer("eth0", mac, addrs, routes); err != nil {
+		if err := CheckContainerWith("eth0", mac, addrs, routes, ContainerOptions{}); err != nil {
 			t.Errorf("CheckContainer after ConfigureContainer: %v", err)
 		}
 		// Routes other plugins add are tolerated.
@@ -374,7 +374,7 @@ func TestConfigureAndCheckContainer(t *testing.T) {
 		if err := netlink.RouteAdd(extra); err != nil {
 			return err
 		}
-		if err := CheckContainer("eth0", mac, addrs, routes); err != nil {
+		if err := CheckContainerWith("eth0", mac, addrs, routes, ContainerOptions{}); err != nil {
 			t.Errorf("CheckContainer with an extra route: %v", err)
 		}
 
@@ -393,7 +393,7 @@ func TestConfigureAndCheckContainer(t *testing.T) {
 			{"missing route", "eth0", mac, nil, []Route{{Dst: mustPrefix("2001:db8:4444::/48"), GW: netip.MustParseAddr("2001:db8:77::1")}}, "route 2001:db8:4444::/48 via 2001:db8:77::1 missing"},
 			{"route via another gateway", "eth0", mac, nil, []Route{{Dst: mustPrefix("::/0"), GW: netip.MustParseAddr("2001:db8:77::5")}}, "route ::/0 via 2001:db8:77::5 missing"},
 		} {
-			err := CheckContainer(tt.ifname, tt.mac, tt.addrs, tt.routes)
+			err := CheckContainerWith(tt.ifname, tt.mac, tt.addrs, tt.routes, ContainerOptions{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("%s: err = %v, want one containing %q", tt.name, err, tt.want)
 			}

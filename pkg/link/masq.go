@@ -21,7 +21,8 @@ import (
 // concurrent ADDs converge on the same single rule set) and adds its
 // addresses to the sets; DEL removes them.
 
-// MasqTable is the nftables table (family inet) bridge-v6 owns.
+// MasqTable is the nftables table (family inet) bridge-v6 owns; exported
+// so that tests (and readers) can find what this package writes.
 const MasqTable = "v6cni"
 
 // masqNames returns the chain and set names for a bridge: nft identifiers

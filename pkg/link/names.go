@@ -9,8 +9,8 @@ import (
 	"github.com/v6cni/v6cni/pkg/macaddr"
 )
 
-// HostVethPrefix starts the name of every host-side veth bridge-v6 creates.
-const HostVethPrefix = "v6c"
+// hostVethPrefix starts the name of every host-side veth bridge-v6 creates.
+const hostVethPrefix = "v6c"
 
 // HostVethName is the name of the host end of the veth of the attachment
 // (containerID, ifname): "v6c" and 12 hex digits of
@@ -19,7 +19,7 @@ const HostVethPrefix = "v6c"
 // 48 bits keep collisions between live containers of one host negligible.
 func HostVethName(containerID, ifname string) string {
 	sum := sha256.Sum256([]byte(containerID + "/" + ifname))
-	return HostVethPrefix + hex.EncodeToString(sum[:6])
+	return hostVethPrefix + hex.EncodeToString(sum[:6])
 }
 
 // ContainerMAC is the MAC address of the container end of the attachment
@@ -27,6 +27,8 @@ func HostVethName(containerID, ifname string) string {
 // macaddr.Derive, where the rule lives so that an IPAM deriving EUI-64
 // interface IDs computes the same MAC. Use macaddr.ForAttachment for the
 // MAC an attachment really gets (it honours the `mac` capability).
+// Exported for bridge-v6's tests, its only users outside this package (they
+// could call macaddr.Derive directly).
 func ContainerMAC(network, containerID, ifname string) net.HardwareAddr {
 	return macaddr.Derive(network, containerID, ifname)
 }
@@ -39,11 +41,11 @@ func HostVethMAC(containerID, ifname string) net.HardwareAddr {
 	return localUnicast(sum[:6])
 }
 
-// BridgeMAC is the MAC a new bridge gets. A bridge whose MAC was set
+// bridgeMAC is the MAC a new bridge gets. A bridge whose MAC was set
 // explicitly keeps it; otherwise the kernel gives it the lowest MAC of its
 // ports, which changes as containers come and go and leaves every container
 // with a stale neighbour entry for its gateway.
-func BridgeMAC(bridge string) net.HardwareAddr {
+func bridgeMAC(bridge string) net.HardwareAddr {
 	sum := sha256.Sum256([]byte("bridge/" + bridge))
 	return localUnicast(sum[:6])
 }

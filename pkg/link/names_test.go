@@ -10,8 +10,8 @@ func TestHostVethName(t *testing.T) {
 	if a != HostVethName("0123456789abcdef", "eth0") {
 		t.Fatal("HostVethName is not deterministic")
 	}
-	if len(a) != 15 || !strings.HasPrefix(a, HostVethPrefix) {
-		t.Fatalf("HostVethName = %q, want 15 bytes starting with %q", a, HostVethPrefix)
+	if len(a) != 15 || !strings.HasPrefix(a, hostVethPrefix) {
+		t.Fatalf("HostVethName = %q, want 15 bytes starting with %q", a, hostVethPrefix)
 	}
 	if a == HostVethName("0123456789abcdef", "eth1") || a == HostVethName("0123456789abcdeF", "eth0") {
 		t.Fatal("HostVethName ignores part of its input")
@@ -22,7 +22,7 @@ func TestMACsLocallyAdministeredUnicast(t *testing.T) {
 	macs := map[string]func() []byte{
 		"ContainerMAC": func() []byte { return ContainerMAC("net", "cid", "eth0") },
 		"HostVethMAC":  func() []byte { return HostVethMAC("cid", "eth0") },
-		"BridgeMAC":    func() []byte { return BridgeMAC("v6cni0") },
+		"bridgeMAC":    func() []byte { return bridgeMAC("v6cni0") },
 	}
 	for name, f := range macs {
 		mac := f()

@@ -2,11 +2,10 @@ package link
 
 import (
 	"bytes"
-	"errors"
 	"net"
-	"syscall"
 	"testing"
 
+	"github.com/v6cni/v6cni/pkg/link/internal/nlraw"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
@@ -15,7 +14,7 @@ import (
 func attrMap(t *testing.T, b []byte) map[uint16][]byte {
 	t.Helper()
 	m := map[uint16][]byte{}
-	walkAttrs(b, func(typ uint16, v []byte) bool {
+	nlraw.WalkAttrs(b, func(typ uint16, v []byte) bool {
 		if _, dup := m[typ]; dup {
 			t.Errorf("attribute %d twice", typ)
 		}
@@ -83,7 +82,10 @@ func TestVethRequest(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			native := nl.NativeEndian()
-			b := vethRequest(tt.spec, tt.echo).Serialize()
+			b := vethRequest(tt.spec, 42, tt.echo)
+			if want := vethRequestNL(tt.spec, 42, tt.echo); !bytes.Equal(b, want) {
+				t.Errorf("request\n% x\nwant (built with the netlink library)\n% x", b, want)
+			}
 			if int(native.Uint32(b)) != len(b) {
 				t.Fatalf("nlmsg_len %d, message of %d bytes", native.Uint32(b), len(b))
 			}
@@ -129,80 +131,80 @@ func checkIfinfo(t *testing.T, what string, b []byte, flags uint32) {
 	}
 }
 
-func TestAckError(t *testing.T) {
-	native := nl.NativeEndian()
-	hdr := func(l uint32) []byte { // a copied-back request header
-		b := make([]byte, unix.SizeofNlMsghdr)
-		native.PutUint32(b, l)
-		return b
+// vethRequestNL is vethRequest as it was built with vishvananda/netlink's
+// nl package before nlraw: an independent encoding to compare with.
+func vethRequestNL(spec VethSpec, seq uint32, echo bool) []byte {
+	flags := unix.NLM_F_CREATE | unix.NLM_F_EXCL | unix.NLM_F_ACK
+	if echo {
+		flags |= unix.NLM_F_ECHO
 	}
-	errno := func(e int32) []byte {
-		b := make([]byte, 4)
-		native.PutUint32(b, uint32(e))
-		return b
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, flags)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Flags = unix.IFF_UP
+	msg.Change = unix.IFF_UP
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(spec.HostName)))
+	if spec.HostMAC != nil {
+		req.AddData(nl.NewRtAttr(unix.IFLA_ADDRESS, spec.HostMAC))
 	}
-	msgAttr := nl.NewRtAttr(unix.NLMSGERR_ATTR_MSG, nl.ZeroTerminated("Master device not found")).Serialize()
-	join := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
-
-	for _, tt := range []struct {
-		name    string
-		flags   uint16
-		data    []byte
-		wantErr error // nil: an ack
-		wantMsg string
-	}{
-		{"ack", unix.NLM_F_CAPPED, join(errno(0), hdr(16)), nil, ""},
-		{"errno only", unix.NLM_F_CAPPED, join(errno(-int32(unix.EEXIST)), hdr(16)), unix.EEXIST, ""},
-		{"capped, with message", unix.NLM_F_CAPPED | unix.NLM_F_ACK_TLVS, join(errno(-int32(unix.EINVAL)), hdr(40), msgAttr), unix.EINVAL, "Master device not found"},
-		{"whole request copied back, with message", unix.NLM_F_ACK_TLVS, join(errno(-int32(unix.EINVAL)), hdr(24), make([]byte, 8), msgAttr), unix.EINVAL, "Master device not found"},
-		{"copied-back request longer than the message", unix.NLM_F_ACK_TLVS, join(errno(-int32(unix.EINVAL)), hdr(4096), msgAttr), unix.EINVAL, ""},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			m := syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.NLMSG_ERROR, Flags: tt.flags}, Data: tt.data}
-			err := ackError(m)
-			if tt.wantErr == nil {
-				if err != nil {
-					t.Errorf("ackError = %v, want nil", err)
-				}
-				return
-			}
-			var kerr *rtnlError
-			if !errors.As(err, &kerr) || !errors.Is(err, tt.wantErr) || kerr.Msg != tt.wantMsg {
-				t.Errorf("ackError = %#v, want %v with message %q", err, tt.wantErr, tt.wantMsg)
-			}
-		})
+	if spec.MTU > 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(spec.MTU))))
 	}
-	if err := ackError(syscall.NetlinkMessage{Data: []byte{1}}); err == nil {
-		t.Error("ackError of a truncated message: nil error")
+	if spec.BridgeIndex > 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(spec.BridgeIndex))))
 	}
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
+	peer := info.AddRtAttr(nl.IFLA_INFO_DATA, nil).AddRtAttr(nl.VETH_INFO_PEER, nil)
+	nl.NewIfInfomsgChild(peer, unix.AF_UNSPEC)
+	peer.AddRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(spec.ContainerName))
+	if spec.ContainerMAC != nil {
+		peer.AddRtAttr(unix.IFLA_ADDRESS, spec.ContainerMAC)
+	}
+	if spec.MTU > 0 {
+		peer.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(spec.MTU)))
+	}
+	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(spec.NetNSFd)))
+	req.AddData(info)
+	req.Seq = seq
+	return req.Serialize()
 }
 
-func TestParseLinkMsg(t *testing.T) {
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = 9
-	payload := bytes.Join([][]byte{
-		msg.Serialize(),
-		nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(1500)).Serialize(),
-		nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("v6c0123456789ab")).Serialize(),
-	}, nil)
-	m, ok := parseLinkMsg(payload)
-	if !ok || m.index != 9 || m.name != "v6c0123456789ab" {
-		t.Errorf("parseLinkMsg = %+v, %v; want index 9, name v6c0123456789ab, true", m, ok)
+// TestSmallRequests checks the requests newlink.go and vlan.go build by
+// hand against the same requests built with the netlink library.
+func TestSmallRequests(t *testing.T) {
+	lib := func(typ, flags int, seq uint32, data ...nl.NetlinkRequestData) []byte {
+		req := nl.NewNetlinkRequest(typ, flags)
+		for _, d := range data {
+			req.AddData(d)
+		}
+		req.Seq = seq
+		return req.Serialize()
 	}
-	// A truncated last attribute is not read past.
-	if m, ok := parseLinkMsg(payload[:len(payload)-4]); !ok || m.name != "" {
-		t.Errorf("parseLinkMsg of a truncated message: name %q, ok %v", m.name, ok)
+	ifinfo := func(index int32) *nl.IfInfomsg {
+		m := nl.NewIfInfomsg(unix.AF_UNSPEC)
+		m.Index = index
+		return m
 	}
-	if _, ok := parseLinkMsg(payload[:8]); ok {
-		t.Error("parseLinkMsg of a short message: ok")
-	}
-	if m.peer != 0 || m.operState != 0 {
-		t.Errorf("parseLinkMsg without IFLA_LINK and IFLA_OPERSTATE = %+v, want peer 0, operState 0", m)
-	}
-	withMore := append(bytes.Clone(payload),
-		append(nl.NewRtAttr(unix.IFLA_LINK, nl.Uint32Attr(7)).Serialize(),
-			nl.NewRtAttr(unix.IFLA_OPERSTATE, []byte{6}).Serialize()...)...)
-	if m, ok := parseLinkMsg(withMore); !ok || m.peer != 7 || m.operState != 6 || m.name != "v6c0123456789ab" {
-		t.Errorf("parseLinkMsg = %+v, %v; want peer 7, operState 6 and the name", m, ok)
+	af := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	af.AddRtAttr(unix.AF_INET6, nil).AddRtAttr(unix.IFLA_INET6_ADDR_GEN_MODE, []byte{in6AddrGenModeNone})
+	br := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	br.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+	br.AddRtAttr(nl.IFLA_INFO_DATA, nil).AddRtAttr(nl.IFLA_BR_VLAN_FILTERING, []byte{1})
+
+	for _, tt := range []struct {
+		name      string
+		got, want []byte
+	}{
+		{"getlink", getLinkRequest(nil, 7, "v6c0123456789ab"),
+			lib(unix.RTM_GETLINK, unix.NLM_F_ACK, 7, ifinfo(0), nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated("v6c0123456789ab")))},
+		{"addr_gen_mode", addrGenModeRequest(nil, 8, 12, in6AddrGenModeNone),
+			lib(unix.RTM_SETLINK, unix.NLM_F_ACK, 8, ifinfo(12), af)},
+		{"vlan_filtering", vlanFilteringRequest(nil, 9, 3),
+			lib(unix.RTM_NEWLINK, unix.NLM_F_ACK, 9, ifinfo(3), br)},
+	} {
+		if !bytes.Equal(tt.got, tt.want) {
+			t.Errorf("%s request\n% x\nwant (netlink library)\n% x", tt.name, tt.got, tt.want)
+		}
 	}
 }

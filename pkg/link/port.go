@@ -2,11 +2,10 @@ package link
 
 import (
 	"fmt"
-	"syscall"
 	"time"
 
+	"github.com/v6cni/v6cni/pkg/link/internal/nlraw"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,7 +14,9 @@ import (
 // read and fully deserialized every RTM_NEWLINK of the namespace (all
 // attributes, stats) into a channel: ~4.5% of the plugin's CPU. Here the
 // events wait in the socket's queue until Wait reads them, and only the
-// index and IFLA_OPERSTATE of each are looked at.
+// index and IFLA_OPERSTATE of each are looked at. Its loop is not
+// nlraw.Conn.Do's: it waits (poll) for events no request asked for, and
+// recovers from a full queue by asking again.
 
 const (
 	// ifOperUp is IF_OPER_UP (RFC 2863 operstate, include/uapi/linux/if.h).
@@ -37,33 +38,22 @@ const (
 // (and if the queue overflows, Wait asks the kernel for the link's state
 // again). Not safe for concurrent use.
 type OperUpWatch struct {
-	fd     int // -1 once closed
-	seq    uint32
-	buf    []byte
-	req    [getLinkLen]byte
-	kernel unix.SockaddrNetlink
-	pfd    [1]unix.PollFd
+	c   nlraw.Conn
+	seq uint32 // of the last RTM_GETLINK
+	req [getLinkLen]byte
+	pfd [1]unix.PollFd
 }
 
 // WatchOperUp subscribes to the link events (RTNLGRP_LINK) of the network
 // namespace of the calling thread. The watch stays in that namespace:
 // Wait may be called from any thread.
 func WatchOperUp() (*OperUpWatch, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("open rtnetlink socket for link events: %w", err)
+	w := new(OperUpWatch)
+	if err := w.c.Init(nlraw.Options{Groups: 1 << (unix.RTNLGRP_LINK - 1)}); err != nil {
+		return nil, fmt.Errorf("watch link events: %w", err)
 	}
-	sa := &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (unix.RTNLGRP_LINK - 1)}
-	if err := unix.Bind(fd, sa); err != nil {
-		_ = unix.Close(fd)
-		return nil, fmt.Errorf("subscribe to link events: %w", err)
-	}
-	return &OperUpWatch{
-		fd:     fd,
-		buf:    make([]byte, rtnlRecvBufSize),
-		kernel: unix.SockaddrNetlink{Family: unix.AF_NETLINK},
-		pfd:    [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}},
-	}, nil
+	w.pfd[0] = unix.PollFd{Fd: int32(w.c.Fd()), Events: unix.POLLIN}
+	return w, nil
 }
 
 // Wait returns when the link with this index is operationally up: for the
@@ -83,7 +73,7 @@ func WatchOperUp() (*OperUpWatch, error) {
 // once, until the queue has been emptied. Wait then empties it and asks
 // for the link's state again: the event of the link may have been dropped.
 func (w *OperUpWatch) Wait(index int, timeout time.Duration) error {
-	if w.fd < 0 {
+	if w.c.Fd() < 0 {
 		return fmt.Errorf("wait for link %d to be up: watch closed", index)
 	}
 	deadline := time.Now().Add(timeout)
@@ -92,10 +82,8 @@ func (w *OperUpWatch) Wait(index int, timeout time.Duration) error {
 	}
 	ask := false // ask the kernel for the link's state once the queue is empty
 	for {
-		n, _, rflags, from, err := unix.Recvmsg(w.fd, w.buf, nil, unix.MSG_DONTWAIT)
+		data, truncated, err := w.c.Recv(unix.MSG_DONTWAIT)
 		switch {
-		case err == unix.EINTR:
-			continue
 		case err == unix.ENOBUFS:
 			ask = true
 			continue
@@ -114,16 +102,13 @@ func (w *OperUpWatch) Wait(index int, timeout time.Duration) error {
 		case err != nil:
 			return fmt.Errorf("wait for link %d to be up: read link events: %w", index, err)
 		}
-		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
-			continue // not from the kernel
-		}
-		if rflags&unix.MSG_TRUNC != 0 {
-			// Larger than buf (a link with many SR-IOV VFs): it may
-			// have been the link's, ask again.
+		if truncated {
+			// Larger than the buffer (a link with many SR-IOV VFs): it
+			// may have been the link's, ask again.
 			ask = true
 			continue
 		}
-		up, complete, err := w.scan(w.buf[:n], index)
+		up, complete, err := w.scan(data, index)
 		if err != nil || up {
 			return err
 		}
@@ -168,29 +153,15 @@ func notUpError(index int, timeout time.Duration) error {
 // the answer is read with the events (see Wait). No ack is asked for: the
 // answer is either the link or an error.
 func (w *OperUpWatch) getLink(index int) error {
-	native := nl.NativeEndian()
-	w.seq++
-	b := w.req[:]
-	clear(b)
-	native.PutUint32(b[0:], getLinkLen)           // nlmsg_len
-	native.PutUint16(b[4:], unix.RTM_GETLINK)     // nlmsg_type
-	native.PutUint16(b[6:], unix.NLM_F_REQUEST)   // nlmsg_flags
-	native.PutUint32(b[8:], w.seq)                // nlmsg_seq
-	b = b[unix.SizeofNlMsghdr:]                   // ifinfomsg: AF_UNSPEC
-	native.PutUint32(b[4:], uint32(int32(index))) // ifi_index
-	b = b[unix.SizeofIfInfomsg:]                  // rtattr
-	native.PutUint16(b[0:], unix.SizeofRtAttr+4)  // rta_len
-	native.PutUint16(b[2:], unix.IFLA_EXT_MASK)   // rta_type
-	native.PutUint32(b[4:], rtextFilterSkipStats) // u32
-	for {
-		err := unix.Sendto(w.fd, w.req[:], 0, &w.kernel)
-		if err == nil {
-			return nil
-		}
-		if err != unix.EINTR {
-			return fmt.Errorf("wait for link %d to be up: ask for its state: %w", index, err)
-		}
+	w.seq = w.c.Seq()
+	m := nlraw.NewMsg(w.req[:0])
+	m.Begin(unix.RTM_GETLINK, 0, w.seq)
+	m.IfInfomsg(int32(index), 0, 0)
+	m.AttrUint32(unix.IFLA_EXT_MASK, rtextFilterSkipStats)
+	if err := w.c.Send(m.Bytes()); err != nil {
+		return fmt.Errorf("wait for link %d to be up: ask for its state: %w", index, err)
 	}
+	return nil
 }
 
 // scan reads the messages of one datagram: up when one says the link index
@@ -198,47 +169,33 @@ func (w *OperUpWatch) getLink(index int) error {
 // RTM_GETLINK with one or the link was removed, complete false when the
 // datagram ends in a truncated message.
 func (w *OperUpWatch) scan(b []byte, index int) (up, complete bool, err error) {
-	native := nl.NativeEndian()
-	for len(b) >= unix.SizeofNlMsghdr {
-		h := syscall.NlMsghdr{
-			Len:   native.Uint32(b[0:]),
-			Type:  native.Uint16(b[4:]),
-			Flags: native.Uint16(b[6:]),
-			Seq:   native.Uint32(b[8:]),
-			Pid:   native.Uint32(b[12:]),
-		}
-		if h.Len < unix.SizeofNlMsghdr || int(h.Len) > len(b) {
-			return false, false, nil
-		}
-		data := b[unix.SizeofNlMsghdr:h.Len]
+	complete = nlraw.Messages(b, func(h unix.NlMsghdr, data []byte) bool {
 		switch h.Type {
 		case unix.RTM_NEWLINK:
-			if m, ok := parseLinkMsg(data); ok && m.index == index && m.operState == ifOperUp {
-				return true, true, nil
+			if m, ok := nlraw.ParseLinkMsg(data); ok && m.Index == index && m.OperState == ifOperUp {
+				up = true
 			}
 		case unix.RTM_DELLINK:
-			if m, ok := parseLinkMsg(data); ok && m.index == index {
-				return false, true, fmt.Errorf("link %d removed while waiting for it to be up", index)
+			if m, ok := nlraw.ParseLinkMsg(data); ok && m.Index == index {
+				err = fmt.Errorf("link %d removed while waiting for it to be up", index)
 			}
 		case unix.NLMSG_ERROR:
 			if h.Seq == w.seq {
-				if err := ackError(syscall.NetlinkMessage{Header: h, Data: data}); err != nil {
-					return false, true, fmt.Errorf("look up link %d: %w", index, err)
+				if aerr := nlraw.AckError(h, data); aerr != nil {
+					err = fmt.Errorf("look up link %d: %w", index, aerr)
 				}
 			}
 		}
-		b = b[min(nlmAlign(int(h.Len)), len(b)):]
+		return !up && err == nil
+	})
+	if up || err != nil {
+		return up, true, err
 	}
-	return false, len(b) == 0, nil
+	return false, complete, nil
 }
 
 // Close ends the subscription. It may be called more than once.
-func (w *OperUpWatch) Close() {
-	if w.fd >= 0 {
-		_ = unix.Close(w.fd)
-		w.fd = -1
-	}
-}
+func (w *OperUpWatch) Close() { w.c.Close() }
 
 // SetHairpin turns hairpin mode on for the bridge port name: frames may be
 // sent back out of the port they came in on (a container reaching itself

@@ -164,7 +164,7 @@ func TestOperUpWatch(t *testing.T) {
 			name: "socket overrun",
 			afterWatch: func(w *OperUpWatch, p operUpPair) error {
 				// The kernel raises it to its minimum, a few KiB.
-				if err := unix.SetsockoptInt(w.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
+				if err := unix.SetsockoptInt(w.c.Fd(), unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
 					return err
 				}
 				if _, err := addUnrelatedLinks(50); err != nil {
@@ -176,7 +176,7 @@ func TestOperUpWatch(t *testing.T) {
 				if err := waitOperState(p.host.Attrs().Index, true); err != nil {
 					return err
 				}
-				drops, err := socketDrops(w.fd)
+				drops, err := socketDrops(w.c.Fd())
 				if err != nil {
 					return err
 				}

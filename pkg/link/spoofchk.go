@@ -15,7 +15,8 @@ import (
 // is dropped. One rule serves every attachment; ADD and DEL add and remove
 // set elements.
 
-// SpoofTable is the nftables table (family bridge) of the MAC spoof check.
+// SpoofTable is the nftables table (family bridge) of the MAC spoof check;
+// exported so that tests (and readers) can find what this package writes.
 const SpoofTable = "v6cni"
 
 const (

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/v6cni/v6cni/pkg/link/internal/nlraw"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -65,27 +66,27 @@ func CreateVeth(spec VethSpec) (*netlink.Veth, error) {
 // its host end. Without echo it takes the path of kernels before 6.2, which
 // send no echo of a new link: tests use that to cover it.
 func addVeth(spec VethSpec, echo bool) (*netlink.Veth, error) {
-	c, err := openRtnl()
+	c, err := nlraw.Open(nlraw.Options{ExtAck: true})
 	if err != nil {
 		return nil, err
 	}
-	defer c.close()
+	defer c.Close()
 
-	index, peer, err := c.newVeth(spec, echo)
+	index, peer, err := newVeth(c, spec, echo)
 	if err != nil {
 		// A kernel error leaves nothing: the kernel unregisters the pair
 		// if a step after registration fails (rtnl_newlink_create →
 		// out_unregister). Any other error lost the answer, and the pair
 		// may exist; a host end of that name can only be this
 		// attachment's.
-		var kerr *rtnlError
+		var kerr *nlraw.Error
 		if !errors.As(err, &kerr) {
 			_ = DeleteLinkByName(spec.HostName) // on a socket of its own
 		}
 		return nil, err
 	}
 	if index == 0 {
-		if index, peer, err = c.linkIndex(spec.HostName); err != nil {
+		if index, peer, err = linkIndex(c, spec.HostName); err != nil {
 			_ = DeleteLinkByName(spec.HostName)
 			return nil, fmt.Errorf("look up new host veth %s: %w", spec.HostName, err)
 		}
@@ -98,7 +99,7 @@ func addVeth(spec VethSpec, echo bool) (*netlink.Veth, error) {
 	// carrier comes up (the container end is still down), so no link-local
 	// address is ever formed. Best effort, as before: a kernel without IPv6
 	// or without the knob keeps one.
-	_ = c.setAddrGenMode(index, in6AddrGenModeNone)
+	_ = setAddrGenMode(c, index, in6AddrGenModeNone)
 
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = spec.HostName
@@ -123,12 +124,12 @@ func addVeth(spec VethSpec, echo bool) (*netlink.Veth, error) {
 func DeleteLinkByName(name string) error {
 	l, err := linkByName(name)
 	if err != nil {
-		if IsNotFound(err) {
+		if isNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("look up link %s: %w", name, err)
 	}
-	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) && !IsNotFound(err) {
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) && !isNotFound(err) {
 		return fmt.Errorf("delete link %s: %w", name, err)
 	}
 	return nil
@@ -141,7 +142,7 @@ func LinkExists(name string) (bool, error) {
 	switch {
 	case err == nil:
 		return true, nil
-	case IsNotFound(err):
+	case isNotFound(err):
 		return false, nil
 	}
 	return false, fmt.Errorf("look up link %s: %w", name, err)
@@ -152,7 +153,7 @@ func LinkExists(name string) (bool, error) {
 func CheckHostVeth(name string, br netlink.Link) error {
 	l, err := linkByName(name)
 	if err != nil {
-		if IsNotFound(err) {
+		if isNotFound(err) {
 			return fmt.Errorf("host veth %s not found", name)
 		}
 		return fmt.Errorf("look up host veth %s: %w", name, err)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/v6cni/v6cni/pkg/link/internal/nlraw"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -24,8 +25,8 @@ import (
 // itself, its untagged member.
 const DefaultPVID = 1
 
-// MaxVLAN is the highest VLAN ID (4095 is reserved by IEEE 802.1Q).
-const MaxVLAN = 4094
+// maxVLAN is the highest VLAN ID (4095 is reserved by IEEE 802.1Q).
+const maxVLAN = 4094
 
 // PrepareVLANBridge readies the bridge for ports in VLAN vid: it turns
 // vlan_filtering on unless it already is. Concurrent ADDs may all do so: the
@@ -40,8 +41,8 @@ const MaxVLAN = 4094
 // VLAN DefaultPVID on a bridge whose vlan_default_pvid is another VLAN is
 // refused: its gateways could not live on the bridge itself.
 func PrepareVLANBridge(br *netlink.Bridge, vid int) error {
-	if vid < 1 || vid > MaxVLAN {
-		return fmt.Errorf("VLAN %d out of range 1..%d", vid, MaxVLAN)
+	if vid < 1 || vid > maxVLAN {
+		return fmt.Errorf("VLAN %d out of range 1..%d", vid, maxVLAN)
 	}
 	if vid == DefaultPVID && br.VlanDefaultPVID != nil && *br.VlanDefaultPVID != DefaultPVID {
 		return fmt.Errorf("bridge %s has vlan_default_pvid %d: VLAN %d networks need it to be %d (their gateways are on the bridge, its untagged member)",
@@ -62,21 +63,37 @@ func PrepareVLANBridge(br *netlink.Bridge, vid int) error {
 }
 
 // setVLANFiltering turns vlan_filtering on for the bridge with this index
-// by a request that carries nothing else: netlink.BridgeSetVlanFiltering
-// also sends the name (the kernel then fails an up bridge with EBUSY, after
-// having changed the option) and every attribute of the Bridge it is given.
+// by a request that carries nothing else (so it goes through nlraw):
+// netlink.BridgeSetVlanFiltering also sends the name (the kernel then
+// fails an up bridge with EBUSY, after having changed the option) and
+// every attribute of the Bridge it is given.
 func setVLANFiltering(index int) error {
-	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(index)
-	req.AddData(msg)
-	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
-	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
-	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
-	data.AddRtAttr(nl.IFLA_BR_VLAN_FILTERING, []byte{1})
-	req.AddData(info)
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-	return err
+	var (
+		c   nlraw.Conn
+		req [64]byte
+	)
+	// The answer is an ack with the kernel's message, if any.
+	if err := c.Init(nlraw.Options{ExtAck: true, Buf: make([]byte, 4096)}); err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Request(vlanFilteringRequest(req[:0], c.Seq(), index), nil)
+}
+
+// vlanFilteringRequest appends to buf an RTM_NEWLINK of the bridge index
+// with IFLA_LINKINFO {IFLA_INFO_KIND "bridge", IFLA_INFO_DATA
+// {IFLA_BR_VLAN_FILTERING 1}} and nothing else.
+func vlanFilteringRequest(buf []byte, seq uint32, index int) []byte {
+	m := nlraw.NewMsg(buf)
+	m.Begin(unix.RTM_NEWLINK, unix.NLM_F_ACK, seq)
+	m.IfInfomsg(int32(index), 0, 0)
+	info := m.Nest(unix.IFLA_LINKINFO)
+	m.Attr(unix.IFLA_INFO_KIND, []byte("bridge"))
+	data := m.Nest(unix.IFLA_INFO_DATA)
+	m.Attr(nl.IFLA_BR_VLAN_FILTERING, []byte{1})
+	m.EndNest(data)
+	m.EndNest(info)
+	return m.Bytes()
 }
 
 // portsWithoutVLAN fails naming the first port of br that is in no VLAN:
@@ -108,8 +125,8 @@ func portsWithoutVLAN(br *netlink.Bridge) error {
 // comes up, so that no frame of the port is forwarded in another VLAN.
 func SetAccessVLAN(br *netlink.Bridge, port netlink.Link, vid int) error {
 	name := port.Attrs().Name
-	if vid < 1 || vid > MaxVLAN {
-		return fmt.Errorf("port %s: VLAN %d out of range 1..%d", name, vid, MaxVLAN)
+	if vid < 1 || vid > maxVLAN {
+		return fmt.Errorf("port %s: VLAN %d out of range 1..%d", name, vid, maxVLAN)
 	}
 	if err := netlink.BridgeVlanAdd(port, uint16(vid), true, true, false, true); err != nil {
 		return fmt.Errorf("put port %s in VLAN %d (pvid untagged): %w", name, vid, err)
@@ -140,7 +157,8 @@ func linkVLANs(index int) ([]*nl.BridgeVlanInfo, error) {
 }
 
 // VLANString formats VLAN entries as `bridge vlan show` does: "100 pvid
-// untagged, 200"; "none" for none.
+// untagged, 200"; "none" for none. Exported for bridge-v6's tests, which
+// print a port's VLANs as CHECK's errors do.
 func VLANString(vs []*nl.BridgeVlanInfo) string {
 	if len(vs) == 0 {
 		return "none"
@@ -188,8 +206,8 @@ func CheckAccessVLAN(name string, vid int) error {
 // VLAN DefaultPVID is refused: the bridge is its untagged member, and its
 // gateways belong on the bridge itself.
 func EnsureVLANGateway(br *netlink.Bridge, vid int, ifname string, mtu int) (*netlink.Vlan, error) {
-	if vid <= DefaultPVID || vid > MaxVLAN {
-		return nil, fmt.Errorf("VLAN %d: a gateway VLAN interface needs a VLAN in %d..%d", vid, DefaultPVID+1, MaxVLAN)
+	if vid <= DefaultPVID || vid > maxVLAN {
+		return nil, fmt.Errorf("VLAN %d: a gateway VLAN interface needs a VLAN in %d..%d", vid, DefaultPVID+1, maxVLAN)
 	}
 	// Tagged, not PVID: the bridge's untagged traffic stays in the
 	// default VLAN (the gateways of networks without a VLAN).
@@ -197,7 +215,7 @@ func EnsureVLANGateway(br *netlink.Bridge, vid int, ifname string, mtu int) (*ne
 		return nil, fmt.Errorf("add bridge %s itself to VLAN %d: %w", br.Name, vid, err)
 	}
 	l, err := linkByName(ifname)
-	if err != nil && !IsNotFound(err) {
+	if err != nil && !isNotFound(err) {
 		return nil, fmt.Errorf("look up VLAN interface %s: %w", ifname, err)
 	}
 	if err != nil {
@@ -260,7 +278,7 @@ func CheckVLANGateway(br *netlink.Bridge, vid int, ifname string) (*netlink.Vlan
 	}
 	l, err := linkByName(ifname)
 	if err != nil {
-		if IsNotFound(err) {
+		if isNotFound(err) {
 			return nil, fmt.Errorf("VLAN interface %s not found", ifname)
 		}
 		return nil, fmt.Errorf("look up VLAN interface %s: %w", ifname, err)
