@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
@@ -29,6 +31,11 @@ type hostSide struct {
 func setUpHost(conf *bridgeconf.NetConf, att *attachment, netns *link.NetNS, rollback *undo) (h *hostSide, err error) {
 	h = &hostSide{}
 	if h.bridge, err = link.EnsureBridge(conf.Bridge, conf.MTU); err != nil {
+		if errors.Is(err, link.ErrNotBridge) {
+			// Refused before anything is created: the config names a
+			// link of another kind, the host is fine (not 999).
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, "bridge: "+err.Error(), "")
+		}
 		return nil, err
 	}
 	// IPv4 forwarding waits for the addresses: only dual-stack needs it.
