@@ -20,6 +20,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
 
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
@@ -97,8 +98,8 @@ func corpusConf(t *testing.T, n *testNet, ver string) map[string]any {
 
 // badExecCases is the hand-written and generated corpus of plugin
 // invocations. good is the good config's bytes (for truncation), sub its
-// /48.
-func badExecCases(good []byte, sub string, socket string) []badExec {
+// /48, notBridge the name of a link the test made that is not a bridge.
+func badExecCases(good []byte, sub, socket, notBridge string) []badExec {
 	all3 := []string{"bridge-v6", "ipam-v6", "pd-ipam"}
 	long := strings.Repeat("a", 10*1024)
 	cs := []badExec{
@@ -284,6 +285,9 @@ func badExecCases(good []byte, sub string, socket string) []badExec {
 			setPath(c, "ipam.ranges.0.0.blockSize", 80)
 		}, code: 7, want: []string{"blockSize", "80"}},
 		{name: "ipam.type path traversal", plugins: []string{"bridge-v6"}, mutate: set("ipam.type", "../../bin/sh"), code: 7, want: []string{"ipam.type", "../../bin/sh"}},
+		// A bridge name taken by another kind of link (here a veth the
+		// test made, never the host's eth0): the config is at fault.
+		{name: "bridge name of a veth", plugins: []string{"bridge-v6"}, mutate: set("bridge", notBridge), code: 7, want: []string{"bridge", notBridge, "veth"}},
 	}
 
 	// CNI_CONTAINERID and CNI_IFNAME: hostile values for every plugin.
@@ -349,17 +353,6 @@ func shorten(s string) string {
 		return fmt.Sprintf("%s…(%d bytes)", s[:8], len(s))
 	}
 	return fmt.Sprintf("%q", s)
-}
-
-// knownHang are inputs the corpus does not run yet: a bridge name taken by
-// a non-bridge link fails with 999 where the config is at fault (7), in
-// pkg/link. (The pool that froze ipamd, /120 blocks with the first /64
-// excluded, is a valid config: pkg/daemon/allocator's TestExcludedFirst64WithSmallBlocks
-// proves it is served at once.)
-func knownHang(string) []badExec {
-	return []badExec{
-		{name: "bridge name eth0", plugins: []string{"bridge-v6"}, mutate: set("bridge", "eth0"), code: 7, want: []string{"bridge", "eth0"}},
-	}
 }
 
 // rawCase is one request body sent straight to ipamd's socket.
@@ -485,7 +478,20 @@ func TestBadInputCorpus(t *testing.T) {
 		}
 	}
 
-	for _, tc := range badExecCases(good, sub, d.socket) {
+	// The link the "bridge name of a veth" case names (this kernel has
+	// no dummy links): ADD must refuse it and leave it as it was.
+	notBridge := "v6tnb" + randomHex(t, 4)
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: notBridge}, PeerName: notBridge + "p"}); err != nil {
+		t.Fatalf("create veth %s: %v", notBridge, err)
+	}
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(notBridge); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+	})
+	notBridgeBefore := hostLinkState(t, notBridge)
+
+	for _, tc := range badExecCases(good, sub, d.socket, notBridge) {
 		plugins := tc.plugins
 		if plugins == nil {
 			plugins = []string{"bridge-v6", "ipam-v6"}
@@ -595,6 +601,29 @@ func TestBadInputCorpus(t *testing.T) {
 	requireNothingLeft(t, d, badNet.Bridge, badNS)
 	requireNothingLeft(t, d, goodNet.Bridge, goodNS)
 	requireIpamdCheckClean(t, d)
+	if after := hostLinkState(t, notBridge); after != notBridgeBefore {
+		t.Errorf("link %s was changed by ADDs naming it as the bridge: %s, was %s", notBridge, after, notBridgeBefore)
+	}
+}
+
+// hostLinkState is what an ADD could change on a host link: admin state, MTU,
+// master, addresses.
+func hostLinkState(t *testing.T, name string) string {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatalf("link %s: %v", name, err)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatalf("addresses of %s: %v", name, err)
+	}
+	a := l.Attrs()
+	s := fmt.Sprintf("flags %v mtu %d master %d addrs", a.Flags, a.MTU, a.MasterIndex)
+	for _, addr := range addrs {
+		s += " " + addr.IPNet.String()
+	}
+	return s
 }
 
 // requireIpamdCheckClean runs `ipamd check` and requires it to find the

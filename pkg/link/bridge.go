@@ -63,7 +63,7 @@ func reuseBridge(l netlink.Link, mtu int) (*netlink.Bridge, error) {
 	name := l.Attrs().Name
 	br, ok := l.(*netlink.Bridge)
 	if !ok {
-		return nil, fmt.Errorf("link %s already exists and is a %s, not a bridge", name, l.Type())
+		return nil, fmt.Errorf("link %s already exists and is a %s, %w", name, l.Type(), ErrNotBridge)
 	}
 	if err := mtuAndUp(br, "bridge", mtu); err != nil {
 		return nil, err

@@ -33,7 +33,7 @@ func OpenNetNS(path string) (*NetNS, error) {
 	}
 	if st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC {
 		_ = unix.Close(fd)
-		return nil, fmt.Errorf("%s is not a network namespace", path)
+		return nil, fmt.Errorf("%s is %w", path, ErrNotNetNS)
 	}
 	return &NetNS{fd: fd, path: path}, nil
 }

@@ -319,25 +319,51 @@ func TestAddIfnameExistsAllocatesNothing(t *testing.T) {
 
 func TestAddFailureRollsBack(t *testing.T) {
 	e := setup(t)
-	// A non-bridge link where the bridge should be makes ADD fail after IPAM.
+	// A non-bridge link where the bridge should be makes ADD fail (IPAM
+	// runs meanwhile): the config is at fault (7), and the link is left as
+	// it was.
 	if err := e.inHost(t, func() error {
 		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: e.bridge, TxQLen: -1}, PeerName: e.bridge + "p"})
 	}); err != nil {
 		t.Fatal(err)
 	}
+	state := func() (s string) {
+		_ = e.inHost(t, func() error {
+			l, err := netlink.LinkByName(e.bridge)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := l.Attrs()
+			s = fmt.Sprintf("flags %v mtu %d master %d", a.Flags, a.MTU, a.MasterIndex)
+			return nil
+		})
+		return s
+	}
+	before := state()
 	const containerID = "deadbeef"
 	args := e.args(containerID, e.conf("1.1.0", ""))
 	err := e.inHost(t, func() error {
 		_, _, err := testutils.CmdAddWithArgs(args, func() error { return cmdAdd(args) })
 		return err
 	})
-	if err == nil || !strings.Contains(err.Error(), e.bridge) {
-		t.Fatalf("ADD err = %v, want one naming %s", err, e.bridge)
+	if err == nil {
+		t.Fatal("ADD succeeded over a non-bridge link")
+	}
+	if code := cniCode(t, err); code != types.ErrInvalidNetworkConfig {
+		t.Errorf("code = %d, want %d", code, types.ErrInvalidNetworkConfig)
+	}
+	for _, want := range []string{"bridge: ", e.bridge, "veth"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("ADD err = %v, want it to contain %q", err, want)
+		}
 	}
 	if calls := e.ipamCalls(t); !strings.Contains(calls, "ADD "+containerID) || !strings.Contains(calls, "DEL "+containerID) {
 		t.Errorf("IPAM calls %q: want ADD then DEL", calls)
 	}
 	e.noAttachmentLeft(t, containerID, "a failed ADD")
+	if after := state(); after != before {
+		t.Errorf("link %s changed by the refused ADD: %s, was %s", e.bridge, after, before)
+	}
 }
 
 func TestAddIPAMFailure(t *testing.T) {

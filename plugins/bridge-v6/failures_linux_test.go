@@ -49,11 +49,16 @@ func TestAddRollbackFailureReported(t *testing.T) {
 			t.Errorf("ADD err = %q, want it to contain %q", err, want)
 		}
 	}
-	// The code is the ADD's (a plain error: skel answers 999), not the
-	// failed DEL's 11, which would make the runtime retry the ADD.
-	var ce *types.Error
-	if errors.As(err, &ce) {
-		t.Errorf("ADD err carries CNI code %d (%q): want the ADD's plain error", ce.Code, ce.Msg)
+	// The code is the ADD's (7: the bridge named is another kind of
+	// link), not the failed DEL's 11, which would make the runtime retry
+	// the ADD.
+	if code := cniCode(t, err); code != types.ErrInvalidNetworkConfig {
+		t.Errorf("ADD code %d, want the ADD's own %d", code, types.ErrInvalidNetworkConfig)
+	}
+	for _, want := range []string{"bridge: ", "is a veth, not a bridge"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("ADD err = %q, want it to contain %q", err, want)
+		}
 	}
 	if calls := e.ipamCalls(t); !strings.Contains(calls, "DEL "+containerID) {
 		t.Errorf("IPAM calls %q: want a DEL", calls)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/v6cni/v6cni/internal/testutil/linktest"
 	"github.com/v6cni/v6cni/pkg/daemon/ra"
+	"github.com/v6cni/v6cni/pkg/link"
 	"github.com/v6cni/v6cni/pkg/macaddr"
 )
 
@@ -130,7 +131,7 @@ func TestSLAACMode(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(want, 64))})
+		return netlink.AddrDel(l, &netlink.Addr{IPNet: link.IPNet(netip.PrefixFrom(want, 64))})
 	})
 	err = e.inHost(t, func() error {
 		return testutils.CmdCheckWithArgs(checkArgs, func() error { return cmdCheck(checkArgs) })
@@ -209,7 +210,7 @@ func TestStatefulModeDoesNotWait(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(want, 128))})
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: link.IPNet(netip.PrefixFrom(want, 128))})
 	})
 	if err := check(); err != nil {
 		t.Fatalf("CHECK with the address: %v", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/link"
 )
 
 // DefaultBridge is the bridge used when the config names none.
@@ -32,10 +33,12 @@ const (
 	MaxMTU = 65535
 )
 
-// VLAN IDs a port can be in: 0 and 4095 are reserved (IEEE 802.1Q).
+// VLAN IDs a port can be in: 0 and 4095 are reserved (IEEE 802.1Q). The
+// upper bound is the kernel side's (pkg/link, which bridge-v6 links
+// anyway), kept in one place.
 const (
 	MinVLAN = 1
-	MaxVLAN = 4094
+	MaxVLAN = link.MaxVLAN
 )
 
 // maxIfNameLen is IFNAMSIZ-1: the kernel refuses longer interface names.
@@ -192,8 +195,10 @@ func Parse(data []byte) (*NetConf, error) {
 	return conf, nil
 }
 
-// decode unmarshals data into raw, telling undecodable JSON (code 6) from
-// well-formed JSON with a value of the wrong type (code 7, naming the field).
+// decode unmarshals data into raw: undecodable JSON and a value of the
+// wrong JSON type are both code 6 (ErrDecodingFailure, as ipamconf
+// answers), the latter naming the field; a decodable value that is wrong
+// is validate's code 7.
 func decode(data []byte, raw *rawConf) error {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
