@@ -25,8 +25,8 @@ import (
 // itself, its untagged member.
 const DefaultPVID = 1
 
-// maxVLAN is the highest VLAN ID (4095 is reserved by IEEE 802.1Q).
-const maxVLAN = 4094
+// MaxVLAN is the highest VLAN ID (4095 is reserved by IEEE 802.1Q).
+const MaxVLAN = 4094
 
 // PrepareVLANBridge readies the bridge for ports in VLAN vid: it turns
 // vlan_filtering on unless it already is. Concurrent ADDs may all do so: the
@@ -41,8 +41,8 @@ const maxVLAN = 4094
 // VLAN DefaultPVID on a bridge whose vlan_default_pvid is another VLAN is
 // refused: its gateways could not live on the bridge itself.
 func PrepareVLANBridge(br *netlink.Bridge, vid int) error {
-	if vid < 1 || vid > maxVLAN {
-		return fmt.Errorf("VLAN %d out of range 1..%d", vid, maxVLAN)
+	if vid < 1 || vid > MaxVLAN {
+		return fmt.Errorf("VLAN %d out of range 1..%d", vid, MaxVLAN)
 	}
 	if vid == DefaultPVID && br.VlanDefaultPVID != nil && *br.VlanDefaultPVID != DefaultPVID {
 		return fmt.Errorf("bridge %s has vlan_default_pvid %d: VLAN %d networks need it to be %d (their gateways are on the bridge, its untagged member)",
@@ -125,8 +125,8 @@ func portsWithoutVLAN(br *netlink.Bridge) error {
 // comes up, so that no frame of the port is forwarded in another VLAN.
 func SetAccessVLAN(br *netlink.Bridge, port netlink.Link, vid int) error {
 	name := port.Attrs().Name
-	if vid < 1 || vid > maxVLAN {
-		return fmt.Errorf("port %s: VLAN %d out of range 1..%d", name, vid, maxVLAN)
+	if vid < 1 || vid > MaxVLAN {
+		return fmt.Errorf("port %s: VLAN %d out of range 1..%d", name, vid, MaxVLAN)
 	}
 	if err := netlink.BridgeVlanAdd(port, uint16(vid), true, true, false, true); err != nil {
 		return fmt.Errorf("put port %s in VLAN %d (pvid untagged): %w", name, vid, err)
@@ -206,8 +206,8 @@ func CheckAccessVLAN(name string, vid int) error {
 // VLAN DefaultPVID is refused: the bridge is its untagged member, and its
 // gateways belong on the bridge itself.
 func EnsureVLANGateway(br *netlink.Bridge, vid int, ifname string, mtu int) (*netlink.Vlan, error) {
-	if vid <= DefaultPVID || vid > maxVLAN {
-		return nil, fmt.Errorf("VLAN %d: a gateway VLAN interface needs a VLAN in %d..%d", vid, DefaultPVID+1, maxVLAN)
+	if vid <= DefaultPVID || vid > MaxVLAN {
+		return nil, fmt.Errorf("VLAN %d: a gateway VLAN interface needs a VLAN in %d..%d", vid, DefaultPVID+1, MaxVLAN)
 	}
 	// Tagged, not PVID: the bridge's untagged traffic stays in the
 	// default VLAN (the gateways of networks without a VLAN).
