@@ -32,6 +32,6 @@ func acceptedKeys(t *testing.T) map[string]bool {
 // TestKeysDocumented: every key bridgeconf accepts is in the key table of
 // plugins/bridge-v6/README.md, and every key there is accepted.
 func TestKeysDocumented(t *testing.T) {
-	const readme = "../../plugins/bridge-v6/README.md"
+	const readme = "../../../plugins/bridge-v6/README.md"
 	docstest.Compare(t, readme, acceptedKeys(t), docstest.TableKeys(t, readme))
 }
