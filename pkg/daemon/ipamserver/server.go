@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,7 +30,6 @@ import (
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/ipmath"
 )
 
 // maxRequest bounds a request body: a network config is a few KiB.
@@ -74,7 +72,7 @@ type Server struct {
 
 // New returns a server for alloc.
 func New(alloc *allocator.Allocator, st *store.Store, log *slog.Logger) *Server {
-	s := &Server{alloc: alloc, store: st, log: log, NetnsExists: NetnsExists}
+	s := &Server{alloc: alloc, store: st, log: log, NetnsExists: allocator.NetnsExists}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ipamapi.PathAdd, s.handle(s.add))
 	mux.HandleFunc("POST "+ipamapi.PathDel, s.handle(s.del))
@@ -421,34 +419,17 @@ func (s *Server) gc(ctx context.Context, c *call) (any, error) {
 }
 
 func (s *Server) state(ctx context.Context, _ *call) (any, error) {
-	pools, err := s.store.Pools(ctx)
-	if err != nil {
-		return nil, err
-	}
-	blocks, err := s.store.Blocks(ctx)
+	pools, err := s.alloc.Pools(ctx)
 	if err != nil {
 		return nil, err
 	}
 	st := ipamapi.State{Node: s.alloc.Node()}
 	for _, p := range pools {
-		ns := ipamapi.NetworkState{Network: p.Network, Pool: p.Definition, Blocks: []ipamapi.BlockState{}}
-		for _, b := range blocks {
-			if b.Network != p.Network {
-				continue
-			}
-			bs := ipamapi.BlockState{Block: b.CIDR.String(), Node: b.Node, Addrs: []ipamapi.AddrState{}}
-			bs.Gateway = ipmath.Gateway(b.CIDR).String()
-			held, err := s.store.AddrsIn(ctx, b.CIDR)
-			if err != nil {
-				return nil, err
-			}
-			addrs := make([]netip.Addr, 0, len(held))
-			for a := range held {
-				addrs = append(addrs, a)
-			}
-			sortAddrs(addrs)
-			for _, a := range addrs {
-				bs.Addrs = append(bs.Addrs, ipamapi.AddrState{Addr: a.String(), ContainerID: held[a].ContainerID, IfName: held[a].IfName})
+		ns := ipamapi.NetworkState{Network: p.Network, Pool: p.Definition, Blocks: make([]ipamapi.BlockState, 0, len(p.Blocks))}
+		for _, b := range p.Blocks {
+			bs := ipamapi.BlockState{Block: b.CIDR.String(), Node: b.Node, Gateway: b.Gateway.String(), Addrs: make([]ipamapi.AddrState, 0, len(b.Addrs))}
+			for _, a := range b.Addrs {
+				bs.Addrs = append(bs.Addrs, ipamapi.AddrState{Addr: a.Addr.String(), ContainerID: a.ID.ContainerID, IfName: a.ID.IfName})
 			}
 			ns.Blocks = append(ns.Blocks, bs)
 		}
@@ -497,7 +478,7 @@ func (s *Server) health(ctx context.Context, _ *ipamapi.AdminRequest) (any, erro
 }
 
 func (s *Server) leases(ctx context.Context, req *ipamapi.AdminRequest) (any, error) {
-	hs, err := s.store.Handles(ctx, req.Network)
+	hs, err := s.alloc.Attachments(ctx, req.Network)
 	if err != nil {
 		return nil, err
 	}
@@ -509,15 +490,15 @@ func (s *Server) leases(ctx context.Context, req *ipamapi.AdminRequest) (any, er
 }
 
 func (s *Server) consistency(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) {
-	snap, err := s.store.Snapshot(ctx)
+	audit, err := s.alloc.Audit(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := ipamapi.Consistency{
-		Revision: snap.Revision, Blocks: len(snap.Blocks), Addrs: len(snap.Addrs),
-		Handles: len(snap.Handles), Stickies: len(snap.Stickies), Problems: []ipamapi.Problem{},
+		Revision: audit.Revision, Blocks: audit.Blocks, Addrs: audit.Addrs,
+		Handles: audit.Handles, Stickies: audit.Stickies, Problems: make([]ipamapi.Problem, 0, len(audit.Problems)),
 	}
-	for _, p := range store.Check(snap) {
+	for _, p := range audit.Problems {
 		out.Problems = append(out.Problems, ipamapi.Problem{Kind: p.Kind, Key: p.Key, Msg: p.Msg})
 	}
 	return out, nil
@@ -582,13 +563,6 @@ func lease(h store.Handle) ipamapi.Lease {
 	return l
 }
 
-// NetnsExists reports whether a network namespace path still exists. Only a
-// clear "does not exist" counts as gone: any other error keeps the lease.
-func NetnsExists(path string) bool {
-	_, err := os.Stat(path)
-	return !errors.Is(err, os.ErrNotExist)
-}
-
 func httpStatus(code uint) int {
 	switch code {
 	case types.ErrTryAgainLater, types.ErrPluginNotAvailable, types.ErrLimitedConnectivity:
@@ -606,8 +580,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-func sortAddrs(a []netip.Addr) {
-	slices.SortFunc(a, func(x, y netip.Addr) int { return x.Compare(y) })
 }
