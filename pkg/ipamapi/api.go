@@ -7,6 +7,11 @@
 // body (ADD: a CNI 1.1.0 result). A failure is a non-2xx status with a CNI
 // error object ({code, msg, details}) as body, which the plugin prints as its
 // own error, so the code ipamd chose reaches the runtime unchanged.
+//
+// The request says explicitly what ipamd needs beyond the IPAM config: for
+// ADD, the Attachment (the main plugin's bridge, ipv6Mode and the
+// container's MAC), which the plugin reads from the main plugin's config;
+// ipamd validates it and never parses another plugin's configuration.
 package ipamapi
 
 import (
