@@ -61,8 +61,7 @@ func TestReleasedBlockReclaimedKeepsGateway(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			gw, _ := netip.AddrFromSlice(res.IPs[0].Gateway)
-			return addGateway(netip.PrefixFrom(gw, 64))
+			return addGateway(netip.PrefixFrom(res.IPs[0].Gateway, 64))
 		}
 		// The lowest block stays (it is never released); the second one
 		// empties and goes back.

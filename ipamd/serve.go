@@ -225,7 +225,7 @@ func splitList(s string) []string {
 func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics.Metrics, log *slog.Logger, interval, grace, blockGrace time.Duration, sync func(context.Context) error) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
-		released, err := alloc.Reclaim(rctx, grace, ipamserver.NetnsExists)
+		released, err := alloc.Reclaim(rctx, grace, allocator.NetnsExists)
 		cancel()
 		m.Reclaimed(len(released))
 		for _, h := range released {

@@ -7,10 +7,16 @@
 // body (ADD: a CNI 1.1.0 result). A failure is a non-2xx status with a CNI
 // error object ({code, msg, details}) as body, which the plugin prints as its
 // own error, so the code ipamd chose reaches the runtime unchanged.
+//
+// The request says explicitly what ipamd needs beyond the IPAM config: for
+// ADD, the Attachment (the main plugin's bridge, ipv6Mode and the
+// container's MAC), which the plugin reads from the main plugin's config;
+// ipamd validates it and never parses another plugin's configuration.
 package ipamapi
 
 import (
 	"encoding/json"
+	"fmt"
 )
 
 // Paths of the verbs, version 1.
@@ -37,7 +43,73 @@ type Request struct {
 	// Config is the network configuration exactly as the plugin read it on
 	// stdin (ipam section, runtimeConfig, args, prevResult, GC lists).
 	Config json.RawMessage `json:"config"`
+	// Attachment is what the main plugin does with the container's
+	// interface, when ipamd needs to know it (ADD only): the IPAM plugin
+	// fills it from the main plugin's config, so ipamd never parses
+	// another plugin's configuration. Nil means a static attachment whose
+	// MAC does not matter.
+	Attachment *Attachment `json:"attachment,omitempty"`
 }
+
+// Attachment is how the main plugin (bridge-v6) attaches the container.
+type Attachment struct {
+	// Bridge is the host bridge the container is attached to; required
+	// when IPv6Mode is self-configuring (ipamd serves RAs/DHCPv6 there).
+	Bridge string `json:"bridge,omitempty"`
+	// IPv6Mode is how the container gets its IPv6 address ("" is static).
+	IPv6Mode IPv6Mode `json:"ipv6Mode,omitempty"`
+	// MAC is the container interface's MAC ("02:00:5e:10:00:01"), when the
+	// addresses depend on it (eui64 addressing, a self-configuring mode)
+	// or DHCPv6 must recognise the client.
+	MAC string `json:"mac,omitempty"`
+}
+
+// IPv6Mode is how a container gets its IPv6 address: bridge-v6's ipv6Mode.
+// The values live here, once, for the plugins and for ipamd.
+type IPv6Mode string
+
+// The ipv6Mode values.
+const (
+	// IPv6ModeStatic: the plugin adds the IPAM address (the default).
+	IPv6ModeStatic IPv6Mode = "static"
+	// IPv6ModeSLAAC: the container's kernel forms the EUI-64 address from
+	// router advertisements (which IPAM recorded as the address).
+	IPv6ModeSLAAC IPv6Mode = "slaac"
+	// IPv6ModeDHCPv6Stateless: SLAAC address, DNS by DHCPv6
+	// Information-Request.
+	IPv6ModeDHCPv6Stateless IPv6Mode = "dhcpv6-stateless"
+	// IPv6ModeDHCPv6Stateful: address and DNS by DHCPv6, from a client
+	// the workload runs.
+	IPv6ModeDHCPv6Stateful IPv6Mode = "dhcpv6-stateful"
+)
+
+// IPv6Modes are the valid ipv6Mode values, in the order messages list them.
+var IPv6Modes = []IPv6Mode{IPv6ModeStatic, IPv6ModeSLAAC, IPv6ModeDHCPv6Stateless, IPv6ModeDHCPv6Stateful}
+
+// Valid reports whether m is one of IPv6Modes.
+func (m IPv6Mode) Valid() bool {
+	switch m {
+	case IPv6ModeStatic, IPv6ModeSLAAC, IPv6ModeDHCPv6Stateless, IPv6ModeDHCPv6Stateful:
+		return true
+	}
+	return false
+}
+
+// IPv6ModeError says why m is not a valid ipv6Mode, for a message that
+// names the field first: `%q: want static, slaac, dhcpv6-stateless or
+// dhcpv6-stateful`.
+func IPv6ModeError(m IPv6Mode) string {
+	return fmt.Sprintf("%q: want %s, %s, %s or %s", string(m),
+		IPv6ModeStatic, IPv6ModeSLAAC, IPv6ModeDHCPv6Stateless, IPv6ModeDHCPv6Stateful)
+}
+
+// SelfConfiguring reports whether the container configures its address
+// itself (not "" and not static): ipamd then serves its bridge.
+func (m IPv6Mode) SelfConfiguring() bool { return m != "" && m != IPv6ModeStatic }
+
+// Autoconf reports whether the container's kernel forms its address from
+// the MAC (SLAAC): IPAM must assign that EUI-64 address.
+func (m IPv6Mode) Autoconf() bool { return m == IPv6ModeSLAAC || m == IPv6ModeDHCPv6Stateless }
 
 // State is what ipamd holds for this node, for the CLI and the demo.
 type State struct {

@@ -18,9 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
-
 	"github.com/v6cni/v6cni/internal/crashpoint"
 	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
@@ -178,7 +175,10 @@ type Request struct {
 // trips: concurrent ADDs commit in parallel and etcd batches their fsyncs.
 // A repeated ADD is found by that transaction (the handle exists) or, when
 // picking fails first, by reading the handle.
-func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, error) {
+//
+// A failure the allocator decides is an *Error (see Kind); any other comes
+// from the store or from ctx.
+func (a *Allocator) Add(ctx context.Context, req Request) (*Assignment, error) {
 	conf, id := req.Conf, req.ID
 	h := store.Handle{AttachmentID: id, Node: a.node, Netns: req.Netns, Created: time.Now().UTC()}
 	if req.Mode != "" && req.Mode != "static" {
@@ -213,7 +213,7 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 		err = a.store.Allocate(ctx, h)
 		if err == nil {
 			crashpoint.Hit("add:after-allocate")
-			return Result(&h, conf), nil
+			return assignment(&h, conf), nil
 		}
 		a.unreserve(ips)
 		var taken *store.AddrTakenError
@@ -227,8 +227,7 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 			}
 			return a.repeated(existing, conf)
 		case errors.As(err, &taken) && slices.Contains(req.Args.IPs, taken.Addr):
-			return nil, types.NewError(types.ErrTryAgainLater,
-				fmt.Sprintf("requested address %s is in use", taken.Addr), "")
+			return nil, newError(KindTaken, "requested address %s is in use", taken.Addr)
 		case errors.As(err, &taken) && try < maxAllocateTries:
 			// Another writer has it (the cache was behind): learn and retry.
 			a.mu.Lock()
@@ -245,20 +244,21 @@ func (a *Allocator) Add(ctx context.Context, req Request) (*current.Result, erro
 // with the same network, container ID and interface (two nodes see the
 // same container ID) has addresses of that node's blocks, which this node
 // cannot route: the ADD fails instead of sharing them.
-func (a *Allocator) repeated(h *store.Handle, conf *ipamconf.NetConf) (*current.Result, error) {
+func (a *Allocator) repeated(h *store.Handle, conf *ipamconf.NetConf) (*Assignment, error) {
 	if h.Node != a.node {
 		return nil, foreignError(h, a.node)
 	}
-	return Result(h, conf), nil
+	return assignment(h, conf), nil
 }
 
-// foreignError is the CNI error for an attachment of another node: code 7,
-// the call's identity (network, container ID, interface) conflicts with an
+// foreignError is the failure for an attachment of another node: the
+// call's identity (network, container ID, interface) conflicts with an
 // attachment the cluster already has, and retrying cannot help.
 func foreignError(h *store.Handle, node string) error {
-	return types.NewError(types.ErrInvalidNetworkConfig,
-		fmt.Sprintf("attachment %s belongs to node %s, not to this node %s", h.AttachmentID, h.Node, node),
-		"two nodes use the same container ID on one network; delete the container on the other node or use a unique ID")
+	e := newError(KindForeign, "attachment %s belongs to node %s, not to this node %s", h.AttachmentID, h.Node, node).
+		withDetails("two nodes use the same container ID on one network; delete the container on the other node or use a unique ID")
+	e.Owner = h.Node
+	return e
 }
 
 // reserveAll picks one address per range set and marks them used in the
@@ -316,8 +316,7 @@ func (a *Allocator) unreserve(ips []store.IP) {
 func checkRequested(conf *ipamconf.NetConf, ips []netip.Addr) error {
 	for _, ip := range ips {
 		if _, ok := requestedFamily(conf, ip); !ok {
-			return types.NewError(types.ErrInvalidNetworkConfig,
-				fmt.Sprintf("requested address %s: network %q has no range of its family", ip, conf.Name), "")
+			return newError(KindInvalid, "requested address %s: network %q has no range of its family", ip, conf.Name)
 		}
 	}
 	return nil
@@ -355,26 +354,22 @@ func (a *Allocator) reserve(ctx context.Context, network string, set ipamconf.Ra
 		}
 	}
 	if !found {
-		return store.IP{}, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("requested address %s is not in the pool of network %q", want, network), "")
+		return store.IP{}, newError(KindInvalid, "requested address %s is not in the pool of network %q", want, network)
 	}
 	if e, ok := r.Excluded(want); ok {
-		return store.IP{}, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("requested address %s is excluded (%s) in network %q", want, e, network), "")
+		return store.IP{}, newError(KindInvalid, "requested address %s is excluded (%s) in network %q", want, e, network)
 	}
 	cidr := netip.PrefixFrom(want, r.BlockSize).Masked()
 	if !ipmath.IsHost(cidr, want) {
-		return store.IP{}, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("requested address %s is the gateway or a reserved address of block %s", want, cidr), "")
+		return store.IP{}, newError(KindInvalid, "requested address %s is the gateway or a reserved address of block %s", want, cidr)
 	}
 	b := a.blocks[cidr]
 	if b == nil {
 		nb := store.Block{CIDR: cidr, Node: a.node, Network: network, Subnet: r.Subnet, Source: sourceOf(r), Claimed: time.Now().UTC()}
 		err := a.store.ClaimBlock(ctx, nb)
 		if errors.Is(err, store.ErrExists) {
-			return store.IP{}, types.NewError(types.ErrTryAgainLater,
-				fmt.Sprintf("requested address %s is in block %s, which another node owns", want, cidr),
-				"a container can only get addresses of its own node's blocks")
+			return store.IP{}, newError(KindTaken, "requested address %s is in block %s, which another node owns", want, cidr).
+				withDetails("a container can only get addresses of its own node's blocks")
 		}
 		if err != nil {
 			return store.IP{}, err
@@ -388,8 +383,7 @@ func (a *Allocator) reserve(ctx context.Context, network string, set ipamconf.Ra
 		return store.IP{}, err
 	}
 	if _, taken := b.used[want]; taken {
-		return store.IP{}, types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("requested address %s is in use", want), "")
+		return store.IP{}, newError(KindTaken, "requested address %s is in use", want)
 	}
 	return ipIn(b, want), nil
 }
@@ -446,15 +440,14 @@ func (a *Allocator) Check(ctx context.Context, id store.AttachmentID) error {
 		return err
 	}
 	if h == nil {
-		return types.NewError(types.ErrUnknownContainer,
-			fmt.Sprintf("no addresses are allocated to %s", id), "")
+		return newError(KindNotFound, "no addresses are allocated to %s", id)
 	}
 	if h.Node != a.node {
 		return foreignError(h, a.node)
 	}
 	if h.Lost {
-		return types.NewError(types.ErrUnknownContainer,
-			fmt.Sprintf("the addresses of %s were lost with their delegated prefix", id), "delete and re-create the container")
+		return newError(KindNotFound, "the addresses of %s were lost with their delegated prefix", id).
+			withDetails("delete and re-create the container")
 	}
 	for _, ip := range h.IPs {
 		holders, err := a.store.AddrsIn(ctx, netip.PrefixFrom(ip.Address.Addr(), ip.Address.Addr().BitLen()))
@@ -462,57 +455,66 @@ func (a *Allocator) Check(ctx context.Context, id store.AttachmentID) error {
 			return err
 		}
 		if holder, ok := holders[ip.Address.Addr()]; !ok || holder != id {
-			return types.NewError(types.ErrUnknownContainer,
-				fmt.Sprintf("address %s of %s is not reserved for it", ip.Address.Addr(), id), "")
+			return newError(KindNotFound, "address %s of %s is not reserved for it", ip.Address.Addr(), id)
 		}
 	}
 	return nil
 }
 
-// Status reports whether an ADD on the network could be served now.
+// Status reports whether an ADD on the network could be served now: nil,
+// or an *Error of KindUnavailable saying why not (re-stating the failure an
+// ADD would meet), or of KindDegraded when containers lost their addresses.
 func (a *Allocator) Status(ctx context.Context, conf *ipamconf.NetConf) error {
 	if err := a.store.Ping(ctx); err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("etcd unavailable: %v", err), "")
+		return unavailable(err, "etcd unavailable: %v", err)
 	}
 	if err := a.mu.LockCtx(ctx); err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
+		return unavailable(err, "%s", err)
 	}
 	defer a.mu.Unlock()
 	if conf.IPAM.PD != nil {
 		lost, err := a.lostIn(ctx, conf.Name)
 		if err != nil {
-			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("etcd: %v", err), "")
+			return unavailable(err, "etcd: %v", err)
 		}
 		if lost > 0 {
-			return types.NewError(types.ErrLimitedConnectivity,
-				fmt.Sprintf("network %q: %d container(s) lost their addresses with an expired delegated prefix", conf.Name, lost), "")
+			return newError(KindDegraded,
+				"network %q: %d container(s) lost their addresses with an expired delegated prefix", conf.Name, lost)
 		}
 		if err := a.resolvePD(conf); err != nil {
-			var te *types.Error
-			if errors.As(err, &te) {
-				return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
-			}
-			return err
+			return restate(err)
 		}
 	}
 	if err := a.ensurePool(ctx, conf); err != nil {
-		var te *types.Error
-		if errors.As(err, &te) {
-			return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
-		}
-		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
+		return restate(err)
 	}
 	for _, set := range conf.IPAM.Ranges {
 		ok, err := a.hasRoom(ctx, conf.Name, set)
 		if err != nil {
-			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("etcd: %v", err), "")
+			return unavailable(err, "etcd: %v", err)
 		}
 		if !ok {
-			return types.NewError(types.ErrPluginNotAvailable,
-				fmt.Sprintf("no address available in pool %s for network %q", subnetsOf(set), conf.Name), "")
+			return newError(KindUnavailable, "no address available in pool %s for network %q", subnetsOf(set), conf.Name)
 		}
 	}
 	return nil
+}
+
+// unavailable is STATUS's verdict for a failure of the store or the lock.
+func unavailable(cause error, format string, args ...any) error {
+	e := newError(KindUnavailable, format, args...)
+	e.Err = cause
+	return e
+}
+
+// restate is STATUS's verdict for the failure an ADD would meet: the same
+// message and details, as KindUnavailable.
+func restate(err error) error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return &Error{Kind: KindUnavailable, Msg: ae.Msg, Details: ae.Details, Err: err}
+	}
+	return unavailable(err, "%s", err)
 }
 
 // hasRoom reports whether an ADD could get an address of the range set: a
@@ -564,17 +566,15 @@ func (a *Allocator) ensurePool(ctx context.Context, conf *ipamconf.NetConf) erro
 	got, err := a.store.RegisterPool(ctx, p)
 	var overlap *store.OverlapError
 	if errors.As(err, &overlap) {
-		return types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("network %q: ipam.ranges: %s", conf.Name, overlap), "")
+		return newError(KindInvalid, "network %q: ipam.ranges: %s", conf.Name, overlap)
 	}
 	if err != nil {
 		return err
 	}
 	if got.Definition != def {
-		return types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("network %q: ipam.ranges [%s] differ from the pool registered for it [%s]",
-				conf.Name, def, got.Definition),
-			"a network's pool cannot change while in use; use a new network name")
+		return newError(KindInvalid, "network %q: ipam.ranges [%s] differ from the pool registered for it [%s]",
+			conf.Name, def, got.Definition).
+			withDetails("a network's pool cannot change while in use; use a new network name")
 	}
 	a.pools[conf.Name] = def
 	a.poolSizes[conf.Name] = size(p.Subnets)
@@ -604,33 +604,4 @@ func (a *Allocator) Communities(network string) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.communities[network]
-}
-
-// Result is the CNI result of a handle: its addresses, the configured routes
-// (a route without gw goes via the block gateway of its family) and DNS.
-func Result(h *store.Handle, conf *ipamconf.NetConf) *current.Result {
-	r := &current.Result{CNIVersion: current.ImplementedSpecVersion, DNS: conf.IPAM.DNS}
-	gw := map[bool]netip.Addr{}
-	for _, ip := range h.IPs {
-		addr := ip.Address.Addr()
-		r.IPs = append(r.IPs, &current.IPConfig{
-			Address: net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(ip.Address.Bits(), addr.BitLen())},
-			Gateway: ip.Gateway.AsSlice(),
-		})
-		if _, ok := gw[addr.Is4()]; !ok {
-			gw[addr.Is4()] = ip.Gateway
-		}
-	}
-	for _, rt := range conf.IPAM.Routes {
-		via := rt.GW
-		if !via.IsValid() {
-			via = gw[rt.Dst.Addr().Is4()]
-		}
-		route := &types.Route{Dst: net.IPNet{IP: rt.Dst.Addr().AsSlice(), Mask: net.CIDRMask(rt.Dst.Bits(), rt.Dst.Addr().BitLen())}}
-		if via.IsValid() {
-			route.GW = via.AsSlice()
-		}
-		r.Routes = append(r.Routes, route)
-	}
-	return r
 }

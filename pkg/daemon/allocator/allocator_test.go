@@ -11,9 +11,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
-
 	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
@@ -47,7 +44,7 @@ func id(net, c string) store.AttachmentID {
 	return store.AttachmentID{Network: net, ContainerID: c, IfName: "eth0"}
 }
 
-func addrs(r *current.Result) []string {
+func addrs(r *Assignment) []string {
 	var out []string
 	for _, ip := range r.IPs {
 		out = append(out, ip.Address.String()+" via "+ip.Gateway.String())
@@ -55,7 +52,7 @@ func addrs(r *current.Result) []string {
 	return out
 }
 
-func mustAdd(t *testing.T, a *Allocator, aid store.AttachmentID, c *ipamconf.NetConf) *current.Result {
+func mustAdd(t *testing.T, a *Allocator, aid store.AttachmentID, c *ipamconf.NetConf) *Assignment {
 	t.Helper()
 	r, err := a.Add(context.Background(), Request{ID: aid, Conf: c})
 	if err != nil {
@@ -64,18 +61,21 @@ func mustAdd(t *testing.T, a *Allocator, aid store.AttachmentID, c *ipamconf.Net
 	return r
 }
 
-func wantCode(t *testing.T, err error, code uint, substr ...string) {
+// wantKind checks that err is the allocator's failure of kind, with a
+// message naming each of substr. The CNI code of each kind is checked by
+// ipamserver's table test.
+func wantKind(t *testing.T, err error, kind Kind, substr ...string) {
 	t.Helper()
-	var te *types.Error
-	if !errors.As(err, &te) {
-		t.Fatalf("error = %v, want CNI error %d", err, code)
+	var ae *Error
+	if !errors.As(err, &ae) {
+		t.Fatalf("error = %v (%T), want an allocator error of kind %s", err, err, kind)
 	}
-	if te.Code != code {
-		t.Fatalf("code = %d (%s), want %d", te.Code, te.Msg, code)
+	if ae.Kind != kind || !errors.Is(err, kind) {
+		t.Fatalf("kind = %s (%s), want %s", ae.Kind, ae.Msg, kind)
 	}
 	for _, s := range substr {
-		if !strings.Contains(te.Msg, s) {
-			t.Errorf("message %q does not name %q", te.Msg, s)
+		if !strings.Contains(ae.Msg, s) {
+			t.Errorf("message %q does not name %q", ae.Msg, s)
 		}
 	}
 }
@@ -113,7 +113,7 @@ func TestSequentialDualStack(t *testing.T) {
 	if h, err := a.Del(context.Background(), id("ds", "c1"), 0); err != nil || h != nil {
 		t.Fatalf("second Del = %v, %v; want nil, nil", h, err)
 	}
-	wantCode(t, a.Check(context.Background(), id("ds", "c1")), types.ErrUnknownContainer, "ds/c1/eth0")
+	wantKind(t, a.Check(context.Background(), id("ds", "c1")), KindNotFound, "ds/c1/eth0")
 	held, err := st.AddrsIn(context.Background(), netip.MustParsePrefix("2001:db8:cafe::/64"))
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func TestBlockExhaustionAndPoolFull(t *testing.T) {
 		t.Errorf("allocations = %s", got)
 	}
 	_, err := a.Add(context.Background(), Request{ID: id("tiny", "c3"), Conf: c})
-	wantCode(t, err, types.ErrTryAgainLater, "no address available", "10.9.0.0/29", "tiny")
+	wantKind(t, err, KindExhausted, "no address available", "10.9.0.0/29", "tiny")
 	if h, _ := st.Handle(context.Background(), id("tiny", "c3")); h != nil {
 		t.Errorf("failed ADD left a handle: %+v", h)
 	}
@@ -153,15 +153,15 @@ func TestPoolDefinitionIsFixed(t *testing.T) {
 	mustAdd(t, a, id("n1", "c1"), conf(t, "n1", `[[{"subnet":"2001:db8:1::/48"}]]`))
 
 	_, err := a.Add(context.Background(), Request{ID: id("n1", "c2"), Conf: conf(t, "n1", `[[{"subnet":"2001:db8:1::/48","blockSize":56}]]`)})
-	wantCode(t, err, types.ErrInvalidNetworkConfig, "2001:db8:1::/48 blockSize 56", "2001:db8:1::/48 blockSize 64", `"n1"`)
+	wantKind(t, err, KindInvalid, "2001:db8:1::/48 blockSize 56", "2001:db8:1::/48 blockSize 64", `"n1"`)
 
 	// Another node's ipamd, with a fresh cache, gets the same answer.
 	b := newAlloc(t, st, "node2")
 	_, err = b.Add(context.Background(), Request{ID: id("n1", "c3"), Conf: conf(t, "n1", `[[{"subnet":"2001:db8:2::/48"}]]`)})
-	wantCode(t, err, types.ErrInvalidNetworkConfig, "2001:db8:2::/48", "2001:db8:1::/48")
+	wantKind(t, err, KindInvalid, "2001:db8:2::/48", "2001:db8:1::/48")
 
 	_, err = b.Add(context.Background(), Request{ID: id("n2", "c1"), Conf: conf(t, "n2", `[[{"subnet":"2001:db8:1:8000::/49"}]]`)})
-	wantCode(t, err, types.ErrInvalidNetworkConfig, "overlaps", `"n1"`)
+	wantKind(t, err, KindInvalid, "overlaps", `"n1"`)
 }
 
 // TestNodesNeverShareAddresses runs two ipamds (allocators) of different
@@ -191,7 +191,7 @@ func TestNodesNeverShareAddresses(t *testing.T) {
 						return
 					}
 					mu.Lock()
-					ip := r.IPs[0].Address.IP.String()
+					ip := r.IPs[0].Address.Addr().String()
 					if prev, dup := seen[ip]; dup {
 						t.Errorf("address %s given to %s and %s", ip, prev, cid)
 					}

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
-
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipmath"
@@ -63,8 +61,7 @@ func (a *Allocator) pick(ctx context.Context, req *Request, set ipamconf.RangeSe
 			return ipIn(b, addr), nil
 		}
 	}
-	return store.IP{}, types.NewError(types.ErrTryAgainLater,
-		fmt.Sprintf("no address available in pool %s for network %q", subnetsOf(set), network), "")
+	return store.IP{}, newError(KindExhausted, "no address available in pool %s for network %q", subnetsOf(set), network)
 }
 
 func ipIn(b *block, addr netip.Addr) store.IP {
@@ -212,14 +209,12 @@ func (a *Allocator) freeIn(ctx context.Context, b *block, r ipamconf.Range, req 
 	case ipamconf.EUI64:
 		if b.CIDR.Addr().Is6() {
 			if len(req.MAC) != 6 {
-				return netip.Addr{}, false, types.NewError(types.ErrInvalidNetworkConfig,
-					fmt.Sprintf("addressing %q: no container MAC known for %s", ipamconf.EUI64, req.ID), "")
+				return netip.Addr{}, false, newError(KindInvalid, "addressing %q: no container MAC known for %s", ipamconf.EUI64, req.ID)
 			}
 			c := macaddr.EUI64(b.CIDR, req.MAC)
 			if !b.free(r, c) {
-				return netip.Addr{}, false, types.NewError(types.ErrTryAgainLater,
-					fmt.Sprintf("EUI-64 address %s of MAC %s is taken in block %s", c, req.MAC, b.CIDR),
-					"another attachment has the same MAC")
+				return netip.Addr{}, false, newError(KindTaken, "EUI-64 address %s of MAC %s is taken in block %s", c, req.MAC, b.CIDR).
+					withDetails("another attachment has the same MAC")
 			}
 			return c, true, nil
 		}

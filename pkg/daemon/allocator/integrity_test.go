@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
-
 	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
@@ -141,8 +139,8 @@ func TestAttachmentOfAnotherNode(t *testing.T) {
 			mine := res.IPs[0].Address.String()
 
 			_, err = b.Add(ctx, req)
-			wantCode(t, err, types.ErrInvalidNetworkConfig, "node1")
-			wantCode(t, b.Check(ctx, req.ID), types.ErrInvalidNetworkConfig, "node1")
+			wantKind(t, err, KindForeign, "node1")
+			wantKind(t, b.Check(ctx, req.ID), KindForeign, "node1")
 
 			if _, err := b.Del(ctx, req.ID, 0); err != nil {
 				t.Errorf("DEL on node2 must succeed (idempotent): %v", err)

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
-
 	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
@@ -50,14 +48,14 @@ func TestRequestedAddresses(t *testing.T) {
 		t.Fatalf("requested both = %q, %v", got, err)
 	}
 	_, err = ask(a, "c3", "2001:db8:dd:5::99")
-	wantCode(t, err, types.ErrTryAgainLater, "2001:db8:dd:5::99", "in use")
+	wantKind(t, err, KindTaken, "2001:db8:dd:5::99", "in use")
 	_, err = ask(a, "c3", "2001:db8:ee::1")
-	wantCode(t, err, types.ErrInvalidNetworkConfig, "not in the pool")
+	wantKind(t, err, KindInvalid, "not in the pool")
 	_, err = ask(a, "c3", "2001:db8:dd:5::1")
-	wantCode(t, err, types.ErrInvalidNetworkConfig, "gateway")
+	wantKind(t, err, KindInvalid, "gateway")
 	// Block 2001:db8:dd:5::/64 is node1's: node2 cannot hand out its addresses.
 	_, err = ask(other, "c4", "2001:db8:dd:5::200")
-	wantCode(t, err, types.ErrTryAgainLater, "another node")
+	wantKind(t, err, KindTaken, "another node")
 	for _, cid := range []string{"c3", "c4"} {
 		if h, _ := st.Handle(ctx, id("req", cid)); h != nil {
 			t.Errorf("refused request left handle %+v", h)
@@ -113,9 +111,9 @@ func TestEUI64Addressing(t *testing.T) {
 		t.Errorf("IPv4 in eui64 mode = %s, want sequential 10.6.0.2/24", got)
 	}
 	_, err = a.Add(context.Background(), Request{ID: id("eui", "c2"), Conf: c, MAC: mac})
-	wantCode(t, err, types.ErrTryAgainLater, "fa:16:3e:79:5a:cc", "is taken")
+	wantKind(t, err, KindTaken, "fa:16:3e:79:5a:cc", "is taken")
 	_, err = a.Add(context.Background(), Request{ID: id("eui", "c3"), Conf: c})
-	wantCode(t, err, types.ErrInvalidNetworkConfig, "no container MAC")
+	wantKind(t, err, KindInvalid, "no container MAC")
 }
 
 func TestStatusPoolExhausted(t *testing.T) {
@@ -127,7 +125,7 @@ func TestStatusPoolExhausted(t *testing.T) {
 		t.Fatalf("STATUS on a fresh pool: %v", err)
 	}
 	mustAdd(t, a, id("st", "c1"), c)
-	wantCode(t, a.Status(ctx, c), types.ErrPluginNotAvailable, "no address available", "10.8.0.0/30")
+	wantKind(t, a.Status(ctx, c), KindUnavailable, "no address available", "10.8.0.0/30")
 	if _, err := a.Del(ctx, id("st", "c1"), 0); err != nil {
 		t.Fatal(err)
 	}

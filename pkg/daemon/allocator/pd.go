@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
-
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/ipmath"
@@ -50,15 +48,14 @@ func (a *Allocator) SetPD(src PDSource) {
 }
 
 // resolvePD fills a pd-ipam network's one range with its /64 of the
-// delegated prefix. Errors are CNI errors: 11 while no prefix is held (or it
-// is deprecated), 7 when the subnet ID does not fit the prefix.
+// delegated prefix. It fails with KindNoPrefix while no prefix is held (or
+// it is deprecated), KindInvalid when the subnet ID does not fit the prefix.
 func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 	if conf.IPAM.PD == nil {
 		return nil
 	}
 	if a.pd == nil {
-		return types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("network %q uses pd-ipam, but this ipamd runs no DHCPv6-PD client (start it with --pd-interface)", conf.Name), "")
+		return newError(KindNoPrefix, "network %q uses pd-ipam, but this ipamd runs no DHCPv6-PD client (start it with --pd-interface)", conf.Name)
 	}
 	now := time.Now()
 	held := a.pd.Delegated()
@@ -71,8 +68,7 @@ func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 		}
 		sub, ok := ipmath.Subnet(d.Prefix, 64, uint64(id))
 		if !ok {
-			return types.NewError(types.ErrInvalidNetworkConfig,
-				fmt.Sprintf("ipam.subnetId: %d does not fit the delegated prefix %s (0..%d)", id, d.Prefix, uint64(1)<<(64-d.Prefix.Bits())-1), "")
+			return newError(KindInvalid, "ipam.subnetId: %d does not fit the delegated prefix %s (0..%d)", id, d.Prefix, uint64(1)<<(64-d.Prefix.Bits())-1)
 		}
 		if !d.usable(now) {
 			deprecated = append(deprecated, d.Prefix.String())
@@ -82,14 +78,13 @@ func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 		return nil
 	}
 	if len(deprecated) > 0 {
-		return types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("delegated prefix %v on %s is past its preferred lifetime: no new addresses from it", deprecated, a.pd.Interface()), "")
+		return newError(KindNoPrefix, "delegated prefix %v on %s is past its preferred lifetime: no new addresses from it", deprecated, a.pd.Interface())
 	}
 	msg := fmt.Sprintf("waiting for a delegated prefix on %s", a.pd.Interface())
 	if e, ok := a.pd.(interface{ Err() error }); ok && e.Err() != nil {
 		msg += fmt.Sprintf(" (the DHCPv6-PD client stopped: %v)", e.Err())
 	}
-	return types.NewError(types.ErrTryAgainLater, msg, "")
+	return &Error{Kind: KindNoPrefix, Msg: msg}
 }
 
 // DropPrefix handles a delegated prefix whose valid lifetime ended: its

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
-
 	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 )
@@ -40,13 +38,13 @@ func TestPDNetworks(t *testing.T) {
 	big := parse(t, `{"name":"pd3","ipam":{"type":"pd-ipam","subnetId":256}}`)
 
 	_, err := a.Add(ctx, Request{ID: id("pd1", "c1"), Conf: one})
-	wantCode(t, err, types.ErrTryAgainLater, "no DHCPv6-PD client")
+	wantKind(t, err, KindNoPrefix, "no DHCPv6-PD client")
 
 	pd := &fakePD{}
 	a.SetPD(pd)
 	_, err = a.Add(ctx, Request{ID: id("pd1", "c1"), Conf: one})
-	wantCode(t, err, types.ErrTryAgainLater, "waiting for a delegated prefix on uplink0")
-	wantCode(t, a.Status(ctx, one), types.ErrPluginNotAvailable, "waiting for a delegated prefix")
+	wantKind(t, err, KindNoPrefix, "waiting for a delegated prefix on uplink0")
+	wantKind(t, a.Status(ctx, one), KindUnavailable, "waiting for a delegated prefix")
 
 	pd.set(Delegated{Prefix: netip.MustParsePrefix("2001:db8:aa00::/56"), Preferred: time.Now().Add(time.Hour), Valid: time.Now().Add(2 * time.Hour)})
 	r1 := mustAdd(t, a, id("pd1", "c1"), one)
@@ -61,7 +59,7 @@ func TestPDNetworks(t *testing.T) {
 		t.Errorf("routes = %v", r1.Routes)
 	}
 	_, err = a.Add(ctx, Request{ID: id("pd3", "c1"), Conf: big})
-	wantCode(t, err, types.ErrInvalidNetworkConfig, "ipam.subnetId: 256", "2001:db8:aa00::/56", "0..255")
+	wantKind(t, err, KindInvalid, "ipam.subnetId: 256", "2001:db8:aa00::/56", "0..255")
 	if err := a.Status(ctx, one); err != nil {
 		t.Errorf("STATUS with a prefix: %v", err)
 	}
@@ -75,7 +73,7 @@ func TestPDNetworks(t *testing.T) {
 	// Deprecated: no new addresses, existing ones stay.
 	pd.set(Delegated{Prefix: netip.MustParsePrefix("2001:db8:aa00::/56"), Preferred: time.Now().Add(-time.Second), Valid: time.Now().Add(time.Hour)})
 	_, err = a.Add(ctx, Request{ID: id("pd1", "c2"), Conf: one})
-	wantCode(t, err, types.ErrTryAgainLater, "preferred lifetime")
+	wantKind(t, err, KindNoPrefix, "preferred lifetime")
 	if err := a.Check(ctx, id("pd1", "c1")); err != nil {
 		t.Errorf("CHECK of an existing container on a deprecated prefix: %v", err)
 	}
@@ -86,8 +84,8 @@ func TestPDNetworks(t *testing.T) {
 	if err != nil || len(dropped) != 2 {
 		t.Fatalf("DropPrefix = %v, %v; want two blocks", dropped, err)
 	}
-	wantCode(t, a.Status(ctx, one), types.ErrLimitedConnectivity, "lost")
-	wantCode(t, a.Check(ctx, id("pd1", "c1")), types.ErrUnknownContainer, "lost")
+	wantKind(t, a.Status(ctx, one), KindDegraded, "lost")
+	wantKind(t, a.Check(ctx, id("pd1", "c1")), KindNotFound, "lost")
 	if blocks, _ := st.Blocks(ctx); len(blocks) != 0 {
 		t.Errorf("blocks after the prefix expired: %+v", blocks)
 	}
@@ -95,7 +93,7 @@ func TestPDNetworks(t *testing.T) {
 	if _, err := a.Del(ctx, id("pd1", "c1"), 0); err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, a.Status(ctx, one), types.ErrPluginNotAvailable, "waiting")
+	wantKind(t, a.Status(ctx, one), KindUnavailable, "waiting")
 
 	// A new prefix serves again.
 	pd.set(Delegated{Prefix: netip.MustParsePrefix("2001:db8:bb00::/64")})
@@ -104,5 +102,5 @@ func TestPDNetworks(t *testing.T) {
 		t.Errorf("/64 delegation = %s", r.IPs[0].Address)
 	}
 	_, err = a.Add(ctx, Request{ID: id("pd1", "c3"), Conf: one})
-	wantCode(t, err, types.ErrInvalidNetworkConfig, "subnetId: 1", "2001:db8:bb00::/64", "0..0")
+	wantKind(t, err, KindInvalid, "subnetId: 1", "2001:db8:bb00::/64", "0..0")
 }

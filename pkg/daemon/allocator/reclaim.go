@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"time"
 
-	current "github.com/containernetworking/cni/pkg/types/100"
-
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
@@ -51,7 +49,7 @@ func (a *Allocator) releaseWhere(ctx context.Context, network string, stale func
 
 // unstick gives the pod's kept addresses to its new attachment, when they
 // are on this node and not expired.
-func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.NetConf) (*current.Result, bool, error) {
+func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.NetConf) (*Assignment, bool, error) {
 	st, err := a.store.StickyFor(ctx, h.Network, h.Pod, h.IfName)
 	if err != nil || st == nil {
 		return nil, false, err
@@ -85,7 +83,7 @@ func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.
 	a.unkeep(st.IPs)
 	a.mu.Unlock()
 	a.log.Info("sticky addresses reused", "pod", h.Pod, "network", h.Network, "container", h.ContainerID)
-	return Result(&h, conf), true, nil
+	return assignment(&h, conf), true, nil
 }
 
 // stickyFits reports whether a record's addresses fit the network now: one

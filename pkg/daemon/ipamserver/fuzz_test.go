@@ -48,7 +48,8 @@ func FuzzDecode(f *testing.F) {
 
 // FuzzHandler drives ipamd's real request handler (Server.handle: body
 // limit, decode, config parsing, CNI error encoding) and ADD's input
-// parsing (addRequest), stopping short of the allocator. For every body
+// parsing (addRequest: arguments and the attachment the plugin describes),
+// stopping short of the allocator. For every body
 // and verb: no panic, and the answer is 200 or a CNI error object with a
 // client-side code (1–7) naming what is wrong — never 11, which would make
 // a runtime retry input that cannot succeed.
@@ -106,4 +107,11 @@ var handlerSeeds = []string{
 	`{"network":"n","containerID":"abc","ifName":"eth0","args":"garbage;=x","config":{"name":"n","args":{"cni":{"ips":["::zz"]}},"cni.dev/valid-attachments":"all","prevResult":"x","ipam":{"ranges":[[{"subnet":"fe80::/64"}]],"stickyGrace":"-5m","bgpCommunities":["65536:1"]}}}`,
 	`{"config":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`,
 	`{"network":5}`, `null`, `[]`, `"x"`, ``, `{"network":"n","config":{"name":"n","ipam":{}}}{}`,
+	// The attachment the plugin describes (bridge-v6's bridge, ipv6Mode, MAC).
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"cniVersion":"1.1.0","name":"n","ipam":{"type":"ipam-v6","ranges":[[{"subnet":"2001:db8::/48"}]]}},"attachment":{"bridge":"v6cni0","ipv6Mode":"slaac","mac":"02:00:00:00:00:01"}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"cniVersion":"1.1.0","name":"n","ipam":{"type":"ipam-v6","addressing":"eui64","ranges":[[{"subnet":"2001:db8::/48"}]]}},"attachment":{"mac":"fa:16:3e:79:5a:cc"}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"cniVersion":"1.1.0","name":"n","ipam":{"type":"ipam-v6","ranges":[[{"subnet":"2001:db8::/48","blockSize":96}]]}},"attachment":{"bridge":"br0","ipv6Mode":"dhcpv6-stateless","mac":"02:00:00:00:00:01"}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::/48"}]]}},"attachment":{"bridge":"a/b\u0000","ipv6Mode":"magic","mac":"ff:ff:ff:ff:ff:ff"}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::/48"}]]}},"attachment":{"ipv6Mode":6,"mac":[]}}`,
+	`{"network":"n","containerID":"abc","ifName":"eth0","config":{"name":"n","ipam":{"ranges":[[{"subnet":"2001:db8::/48"}]]}},"attachment":null,"attachment":{}}`,
 }

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,9 +30,6 @@ import (
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/ipmath"
-	"github.com/v6cni/v6cni/pkg/macaddr"
-	"github.com/v6cni/v6cni/pkg/plugin/bridgeconf"
 )
 
 // maxRequest bounds a request body: a network config is a few KiB.
@@ -76,7 +72,7 @@ type Server struct {
 
 // New returns a server for alloc.
 func New(alloc *allocator.Allocator, st *store.Store, log *slog.Logger) *Server {
-	s := &Server{alloc: alloc, store: st, log: log, NetnsExists: NetnsExists}
+	s := &Server{alloc: alloc, store: st, log: log, NetnsExists: allocator.NetnsExists}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+ipamapi.PathAdd, s.handle(s.add))
 	mux.HandleFunc("POST "+ipamapi.PathDel, s.handle(s.del))
@@ -146,46 +142,6 @@ type Services interface {
 	Status(network string) error
 }
 
-// selfConfiguring reads bridge-v6's bridge and ipv6Mode from the network
-// config IPAM received (IPAM gets the whole config): in the slaac and
-// dhcpv6-* modes the container configures itself, so IPAM records the
-// address its kernel (SLAAC: EUI-64 of its MAC) or ipamd's DHCPv6 server
-// will give it. Other main plugins, and static mode, return "".
-func selfConfiguring(c *call) (bridge, mode string, err error) {
-	var head struct {
-		Type     string `json:"type"`
-		IPv6Mode any    `json:"ipv6Mode"`
-	}
-	if json.Unmarshal(c.req.Config, &head) != nil || head.Type != "bridge-v6" {
-		return "", "", nil
-	}
-	if m, ok := head.IPv6Mode.(string); head.IPv6Mode == nil || ok && (m == "" || m == bridgeconf.IPv6ModeStatic) {
-		// The common case, decided without parsing the whole config.
-		return "", "", nil
-	}
-	bc, err := bridgeconf.Parse(c.req.Config)
-	if err != nil {
-		return "", "", err
-	}
-	switch bc.IPv6Mode {
-	case "", bridgeconf.IPv6ModeStatic:
-		return "", "", nil
-	case bridgeconf.IPv6ModeSLAAC, bridgeconf.IPv6ModeDHCPv6Stateless:
-		// The kernel forms the address from the MAC: IPAM must pick that
-		// same address, so it can keep it unique.
-		for i, set := range c.conf.IPAM.Ranges {
-			for j, r := range set {
-				if r.Subnet.Addr().Is6() && r.BlockSize != 64 {
-					return "", "", types.NewError(types.ErrInvalidNetworkConfig,
-						fmt.Sprintf("ipam.ranges[%d][%d].blockSize: %d: ipv6Mode %q needs /64 blocks (SLAAC forms addresses in a /64)", i, j, r.BlockSize, bc.IPv6Mode), "")
-				}
-			}
-		}
-		c.conf.IPAM.Addressing = ipamconf.EUI64
-	}
-	return bc.Bridge, bc.IPv6Mode, nil
-}
-
 // call is one decoded request.
 type call struct {
 	req  ipamapi.Request
@@ -207,11 +163,10 @@ func (s *Server) handle(fn handlerFunc) http.HandlerFunc {
 		}
 		verb := strings.TrimPrefix(r.URL.Path, "/v1/")
 		if err != nil {
-			cerr := toCNIError(err)
+			cerr, etcd := cniError(err)
 			if s.Metrics != nil {
 				s.Metrics.Observe(verb, time.Since(start), cerr)
-				var te *types.Error
-				if !errors.As(err, &te) {
+				if etcd {
 					s.Metrics.EtcdError()
 				}
 			}
@@ -288,26 +243,70 @@ func decode(r *http.Request) (*call, error) {
 }
 
 // addRequest is the input parsing of ADD beyond decode: requested
-// addresses (runtimeConfig, args, CNI_ARGS), bridge-v6's ipv6Mode and the
-// MAC. It touches no state.
+// addresses (runtimeConfig, args, CNI_ARGS) and the attachment the plugin
+// describes (bridge, ipv6Mode, MAC). It touches no state.
 func addRequest(c *call) (allocator.Request, error) {
 	args, err := ipamconf.ParseArgs(c.req.Config, c.req.Args)
 	if err != nil {
 		return allocator.Request{}, err
 	}
 	req := allocator.Request{ID: c.id, Netns: c.req.Netns, Conf: c.conf, Args: args}
-	req.Bridge, req.Mode, err = selfConfiguring(c)
-	if err != nil {
+	if err := attachment(c, &req); err != nil {
 		return allocator.Request{}, err
 	}
-	if c.conf.IPAM.Addressing == ipamconf.EUI64 || req.Mode != "" {
-		// The MAC bridge-v6 gives the interface, by the same rules: the
-		// EUI-64 address must be the one the kernel would form from it.
-		if req.MAC, err = macaddr.ForAttachment(c.req.Config, c.req.Args, c.id.Network, c.id.ContainerID, c.id.IfName); err != nil {
-			return allocator.Request{}, err
+	return req, nil
+}
+
+// attachment validates the request's attachment (code 7 naming the field)
+// and applies it: the MAC for eui64 addressing and DHCPv6, and for the
+// modes where the container configures itself the bridge ipamd serves and
+// the mode. In slaac and dhcpv6-stateless the container's kernel forms its
+// address from the MAC, so IPAM picks that same EUI-64 address (and can
+// keep it unique), which needs /64 blocks.
+func attachment(c *call, req *allocator.Request) error {
+	at := c.req.Attachment
+	if at == nil {
+		return nil
+	}
+	invalid := func(format string, args ...any) error {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, args...), "")
+	}
+	if at.IPv6Mode != "" && !at.IPv6Mode.Valid() {
+		return invalid("request attachment.ipv6Mode: %s", ipamapi.IPv6ModeError(at.IPv6Mode))
+	}
+	if at.Bridge != "" {
+		if err := cniutils.ValidateInterfaceName(at.Bridge); err != nil || strings.ContainsFunc(at.Bridge, unicode.IsControl) {
+			return invalid("request attachment.bridge: %q is not a valid interface name", at.Bridge)
 		}
 	}
-	return req, nil
+	if at.MAC != "" {
+		mac, err := net.ParseMAC(at.MAC)
+		if err != nil || len(mac) != 6 || mac[0]&0x01 != 0 || slices.Equal(mac, make(net.HardwareAddr, 6)) {
+			return invalid("request attachment.mac: %q is not a unicast 6-byte Ethernet address", at.MAC)
+		}
+		req.MAC = mac
+	}
+	if !at.IPv6Mode.SelfConfiguring() {
+		return nil
+	}
+	if at.Bridge == "" {
+		return invalid("request attachment.bridge: required with ipv6Mode %q", at.IPv6Mode)
+	}
+	if req.MAC == nil {
+		return invalid("request attachment.mac: required with ipv6Mode %q", at.IPv6Mode)
+	}
+	if at.IPv6Mode.Autoconf() {
+		for i, set := range c.conf.IPAM.Ranges {
+			for j, r := range set {
+				if r.Subnet.Addr().Is6() && r.BlockSize != 64 {
+					return invalid("ipam.ranges[%d][%d].blockSize: %d: ipv6Mode %q needs /64 blocks (SLAAC forms addresses in a /64)", i, j, r.BlockSize, at.IPv6Mode)
+				}
+			}
+		}
+		c.conf.IPAM.Addressing = ipamconf.EUI64
+	}
+	req.Bridge, req.Mode = at.Bridge, string(at.IPv6Mode)
+	return nil
 }
 
 func (s *Server) add(ctx context.Context, c *call) (any, error) {
@@ -316,17 +315,18 @@ func (s *Server) add(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.alloc.Add(ctx, req)
+	asg, err := s.alloc.Add(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	res := cniResult(asg, c.conf)
 	if req.Mode != "" && s.Services != nil {
 		if err := s.Services.Attached(ctx, req, c.req.Config, res); err != nil {
 			s.log.Warn("serve RAs/DHCPv6 for the attachment", "bridge", req.Bridge, "mode", req.Mode, "error", err)
 		}
 	}
-	addrs := make([]string, 0, len(res.IPs))
-	for _, ip := range res.IPs {
+	addrs := make([]string, 0, len(asg.IPs))
+	for _, ip := range asg.IPs {
 		addrs = append(addrs, ip.Address.String())
 	}
 	s.log.Info("ADD", "network", c.id.Network, "container", ipamapi.ShortID(c.id.ContainerID), "ifname", c.id.IfName,
@@ -419,34 +419,17 @@ func (s *Server) gc(ctx context.Context, c *call) (any, error) {
 }
 
 func (s *Server) state(ctx context.Context, _ *call) (any, error) {
-	pools, err := s.store.Pools(ctx)
-	if err != nil {
-		return nil, err
-	}
-	blocks, err := s.store.Blocks(ctx)
+	pools, err := s.alloc.Pools(ctx)
 	if err != nil {
 		return nil, err
 	}
 	st := ipamapi.State{Node: s.alloc.Node()}
 	for _, p := range pools {
-		ns := ipamapi.NetworkState{Network: p.Network, Pool: p.Definition, Blocks: []ipamapi.BlockState{}}
-		for _, b := range blocks {
-			if b.Network != p.Network {
-				continue
-			}
-			bs := ipamapi.BlockState{Block: b.CIDR.String(), Node: b.Node, Addrs: []ipamapi.AddrState{}}
-			bs.Gateway = ipmath.Gateway(b.CIDR).String()
-			held, err := s.store.AddrsIn(ctx, b.CIDR)
-			if err != nil {
-				return nil, err
-			}
-			addrs := make([]netip.Addr, 0, len(held))
-			for a := range held {
-				addrs = append(addrs, a)
-			}
-			sortAddrs(addrs)
-			for _, a := range addrs {
-				bs.Addrs = append(bs.Addrs, ipamapi.AddrState{Addr: a.String(), ContainerID: held[a].ContainerID, IfName: held[a].IfName})
+		ns := ipamapi.NetworkState{Network: p.Network, Pool: p.Definition, Blocks: make([]ipamapi.BlockState, 0, len(p.Blocks))}
+		for _, b := range p.Blocks {
+			bs := ipamapi.BlockState{Block: b.CIDR.String(), Node: b.Node, Gateway: b.Gateway.String(), Addrs: make([]ipamapi.AddrState, 0, len(b.Addrs))}
+			for _, a := range b.Addrs {
+				bs.Addrs = append(bs.Addrs, ipamapi.AddrState{Addr: a.Addr.String(), ContainerID: a.ID.ContainerID, IfName: a.ID.IfName})
 			}
 			ns.Blocks = append(ns.Blocks, bs)
 		}
@@ -471,7 +454,7 @@ func (s *Server) handleAdmin(fn func(ctx context.Context, req *ipamapi.AdminRequ
 		defer cancel()
 		out, err := fn(ctx, &req)
 		if err != nil {
-			cerr := toCNIError(err)
+			cerr, _ := cniError(err)
 			writeJSON(w, httpStatus(cerr.Code), cerr)
 			return
 		}
@@ -495,7 +478,7 @@ func (s *Server) health(ctx context.Context, _ *ipamapi.AdminRequest) (any, erro
 }
 
 func (s *Server) leases(ctx context.Context, req *ipamapi.AdminRequest) (any, error) {
-	hs, err := s.store.Handles(ctx, req.Network)
+	hs, err := s.alloc.Attachments(ctx, req.Network)
 	if err != nil {
 		return nil, err
 	}
@@ -507,15 +490,15 @@ func (s *Server) leases(ctx context.Context, req *ipamapi.AdminRequest) (any, er
 }
 
 func (s *Server) consistency(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) {
-	snap, err := s.store.Snapshot(ctx)
+	audit, err := s.alloc.Audit(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := ipamapi.Consistency{
-		Revision: snap.Revision, Blocks: len(snap.Blocks), Addrs: len(snap.Addrs),
-		Handles: len(snap.Handles), Stickies: len(snap.Stickies), Problems: []ipamapi.Problem{},
+		Revision: audit.Revision, Blocks: audit.Blocks, Addrs: audit.Addrs,
+		Handles: audit.Handles, Stickies: audit.Stickies, Problems: make([]ipamapi.Problem, 0, len(audit.Problems)),
 	}
-	for _, p := range store.Check(snap) {
+	for _, p := range audit.Problems {
 		out.Problems = append(out.Problems, ipamapi.Problem{Kind: p.Kind, Key: p.Key, Msg: p.Msg})
 	}
 	return out, nil
@@ -580,30 +563,6 @@ func lease(h store.Handle) ipamapi.Lease {
 	return l
 }
 
-// NetnsExists reports whether a network namespace path still exists. Only a
-// clear "does not exist" counts as gone: any other error keeps the lease.
-func NetnsExists(path string) bool {
-	_, err := os.Stat(path)
-	return !errors.Is(err, os.ErrNotExist)
-}
-
-// toCNIError gives every failure a CNI code. Errors that are not already CNI
-// errors come from etcd (unreachable, no quorum, timeout): the runtime
-// should try again later.
-func toCNIError(err error) *types.Error {
-	var te *types.Error
-	if errors.As(err, &te) {
-		return te
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		// The deadline can pass in etcd or while waiting behind other
-		// requests for the node's lock: the error says which.
-		return types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("no answer within %s: %v", EtcdTimeout, err), "")
-	}
-	return types.NewError(types.ErrTryAgainLater, "etcd: "+err.Error(), "")
-}
-
 func httpStatus(code uint) int {
 	switch code {
 	case types.ErrTryAgainLater, types.ErrPluginNotAvailable, types.ErrLimitedConnectivity:
@@ -621,8 +580,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-func sortAddrs(a []netip.Addr) {
-	slices.SortFunc(a, func(x, y netip.Addr) int { return x.Compare(y) })
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 	"github.com/v6cni/v6cni/pkg/link"
 )
@@ -44,19 +45,13 @@ const (
 // maxIfNameLen is IFNAMSIZ-1: the kernel refuses longer interface names.
 const maxIfNameLen = 15
 
-// The values of ipv6Mode: how the container gets its IPv6 address.
+// The values of ipv6Mode: how the container gets its IPv6 address. They
+// are ipamapi's (one definition for the plugins and ipamd), as strings.
 const (
-	// IPv6ModeStatic: the plugin adds the IPAM address (the default).
-	IPv6ModeStatic = "static"
-	// IPv6ModeSLAAC: the container's kernel forms the EUI-64 address from
-	// router advertisements (which IPAM recorded as the address).
-	IPv6ModeSLAAC = "slaac"
-	// IPv6ModeDHCPv6Stateless: SLAAC address, DNS by DHCPv6
-	// Information-Request.
-	IPv6ModeDHCPv6Stateless = "dhcpv6-stateless"
-	// IPv6ModeDHCPv6Stateful: address and DNS by DHCPv6, from a client
-	// the workload runs.
-	IPv6ModeDHCPv6Stateful = "dhcpv6-stateful"
+	IPv6ModeStatic          = string(ipamapi.IPv6ModeStatic)
+	IPv6ModeSLAAC           = string(ipamapi.IPv6ModeSLAAC)
+	IPv6ModeDHCPv6Stateless = string(ipamapi.IPv6ModeDHCPv6Stateless)
+	IPv6ModeDHCPv6Stateful  = string(ipamapi.IPv6ModeDHCPv6Stateful)
 )
 
 // NetConf is the validated configuration of one bridge-v6 invocation.
@@ -102,13 +97,13 @@ type NetConf struct {
 // address itself (every mode but static): it accepts router
 // advertisements, and the plugin does not add its IPv6 address.
 func (c *NetConf) SelfConfiguring() bool {
-	return c.IPv6Mode != "" && c.IPv6Mode != IPv6ModeStatic
+	return ipamapi.IPv6Mode(c.IPv6Mode).SelfConfiguring()
 }
 
 // Autoconf reports whether the container's kernel forms its address by
 // SLAAC (slaac and dhcpv6-stateless).
 func (c *NetConf) Autoconf() bool {
-	return c.IPv6Mode == IPv6ModeSLAAC || c.IPv6Mode == IPv6ModeDHCPv6Stateless
+	return ipamapi.IPv6Mode(c.IPv6Mode).Autoconf()
 }
 
 // rawConf is what users write. Booleans are pointers so that an absent key
@@ -254,11 +249,8 @@ func (c *NetConf) validate() error {
 	if c.EnableDAD && c.HairpinMode {
 		return invalid("enableDad: true cannot be combined with hairpinMode: true (hairpin reflects DAD probes, every address would be a duplicate)")
 	}
-	switch c.IPv6Mode {
-	case IPv6ModeStatic, IPv6ModeSLAAC, IPv6ModeDHCPv6Stateless, IPv6ModeDHCPv6Stateful:
-	default:
-		return invalid(fmt.Sprintf("ipv6Mode: %q: want %s, %s, %s or %s", c.IPv6Mode,
-			IPv6ModeStatic, IPv6ModeSLAAC, IPv6ModeDHCPv6Stateless, IPv6ModeDHCPv6Stateful))
+	if !ipamapi.IPv6Mode(c.IPv6Mode).Valid() {
+		return invalid("ipv6Mode: " + ipamapi.IPv6ModeError(ipamapi.IPv6Mode(c.IPv6Mode)))
 	}
 	// ipamd sends router advertisements and answers DHCPv6 on the bridge
 	// itself, which is the untagged member of VLAN 1 only.

@@ -18,6 +18,8 @@ import (
 
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/macaddr"
+	"github.com/v6cni/v6cni/pkg/plugin/bridgeconf"
 )
 
 // Funcs are the CNI verbs of an IPAM plugin named name, for
@@ -117,6 +119,9 @@ func PrepareAdd(args *skel.CmdArgs) (func(context.Context) (*current.Result, err
 		return nil, err
 	}
 	req := request(conf, args)
+	if req.Attachment, err = Attachment(conf, args); err != nil {
+		return nil, err
+	}
 	return func(ctx context.Context) (*current.Result, error) {
 		ctx, cancel := context.WithTimeout(ctx, ipamapi.DefaultTimeout)
 		defer cancel()
@@ -179,4 +184,44 @@ func request(conf *ipamconf.NetConf, args *skel.CmdArgs) *ipamapi.Request {
 		Args:        args.Args,
 		Config:      args.StdinData,
 	}
+}
+
+// Attachment is what ipamd needs to know of the main plugin's attachment
+// for an ADD (nil when nothing): bridge-v6's bridge and ipv6Mode when the
+// container configures its address itself, and the MAC bridge-v6 gives the
+// container interface (macaddr.ForAttachment, the function bridge-v6 sets
+// it with) when the address depends on it (eui64 addressing, slaac) or
+// DHCPv6 must recognise the client. IPAM receives the main plugin's whole
+// config, so bridge-v6's keys are read here, on the plugin side; ipamd
+// only validates what it is told.
+func Attachment(conf *ipamconf.NetConf, args *skel.CmdArgs) (*ipamapi.Attachment, error) {
+	var at ipamapi.Attachment
+	var head struct {
+		Type     string `json:"type"`
+		IPv6Mode any    `json:"ipv6Mode"`
+	}
+	// The common case (another main plugin, or static mode) is decided
+	// without parsing bridge-v6's whole config.
+	if json.Unmarshal(args.StdinData, &head) == nil && head.Type == "bridge-v6" {
+		if m, ok := head.IPv6Mode.(string); head.IPv6Mode != nil && (!ok || ipamapi.IPv6Mode(m).SelfConfiguring()) {
+			bc, err := bridgeconf.Parse(args.StdinData)
+			if err != nil {
+				return nil, err
+			}
+			if bc.SelfConfiguring() {
+				at.Bridge, at.IPv6Mode = bc.Bridge, ipamapi.IPv6Mode(bc.IPv6Mode)
+			}
+		}
+	}
+	if conf.IPAM.Addressing == ipamconf.EUI64 || at.IPv6Mode != "" {
+		mac, err := macaddr.ForAttachment(args.StdinData, args.Args, conf.Name, args.ContainerID, args.IfName)
+		if err != nil {
+			return nil, err
+		}
+		at.MAC = mac.String()
+	}
+	if at == (ipamapi.Attachment{}) {
+		return nil, nil
+	}
+	return &at, nil
 }
