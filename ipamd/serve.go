@@ -22,9 +22,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/bgpnet"
+	"github.com/v6cni/v6cni/pkg/daemon/bridgesvc"
 	"github.com/v6cni/v6cni/pkg/daemon/etcdembed"
 	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/daemon/ipamserver"
+	"github.com/v6cni/v6cni/pkg/daemon/pdnet"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
@@ -156,14 +159,16 @@ func serve(args []string, stderr io.Writer) error {
 		defer ms.Close()
 		log.Info("metrics serving", "addr", ml.Addr().String())
 	}
-	if fc != nil && len(fc.BGP) > 0 && string(fc.BGP) != "null" {
-		bgp, err := startBGP(ctx, fc.BGP, alloc, log)
+	if bgpCfg, ok, err := bgpConfig(fc); err != nil {
+		return err
+	} else if ok {
+		bgp, err := bgpnet.Start(ctx, bgpCfg, alloc, log)
 		if err != nil {
 			return err
 		}
-		defer bgp.stop()
-		srv.Routing, srv.BGP = bgp.health, bgp.state
-		srv.Metrics.SetBGP(bgp.metrics)
+		defer bgp.Stop()
+		srv.Routing, srv.BGP = bgp.Health, bgp.State
+		srv.Metrics.SetBGP(bgp.Metrics)
 	}
 	var pdSection json.RawMessage
 	if fc != nil {
@@ -174,17 +179,17 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	if pdCfg.Interface != "" {
-		pd, err := startPD(ctx, pdCfg, st, *nodeName, alloc, log)
+		pd, err := pdnet.Start(ctx, pdCfg, st, *nodeName, alloc, log)
 		if err != nil {
 			return err
 		}
-		srv.PD, srv.PDRelease = pd.state, pd.release
-		srv.Metrics.SetPD(pd.metrics)
+		srv.PD, srv.PDRelease = pd.State, pd.Release
+		srv.Metrics.SetPD(pd.Metrics)
 	}
-	svc := newServices(ctx, st, *nodeName, log)
+	svc := bridgesvc.New(ctx, st, *nodeName, log)
 	srv.Services = svc
-	srv.Metrics.SetServices(svc.metrics)
-	defer svc.stop()
+	srv.Metrics.SetServices(svc.Metrics)
+	defer svc.Stop()
 	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace, *blockGrace, svc.Sync)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
@@ -244,7 +249,7 @@ func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics
 			log.Info("sticky addresses expired", "network", st.Network, "pod", st.Pod, "ifname", st.IfName)
 		}
 		rctx, cancel = context.WithTimeout(ctx, time.Minute)
-		releaseEmptyBlocks(rctx, alloc, blockGrace, log)
+		bridgesvc.ReleaseEmptyBlocks(rctx, alloc, blockGrace, log)
 		cancel()
 		// Router advertisements follow the attachments that remain.
 		rctx, cancel = context.WithTimeout(ctx, time.Minute)
