@@ -10,6 +10,9 @@ import (
 	"unicode"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/v6cni/v6cni/pkg/daemon/bgpspeaker"
+	"github.com/v6cni/v6cni/pkg/daemon/dhcp6pd"
 )
 
 // fileConfig is ipamd's YAML config file (--config). Every flag of serve
@@ -136,4 +139,33 @@ func checkInlineSecrets(path string, bgp json.RawMessage) error {
 		}
 	}
 	return nil
+}
+
+// pdConfig merges the config file's pd section with the flags (which win).
+func pdConfig(section json.RawMessage, iface string, prefixLen int) (dhcp6pd.Config, error) {
+	var cfg dhcp6pd.Config
+	if len(section) > 0 && string(section) != "null" {
+		if err := json.Unmarshal(section, &cfg); err != nil {
+			return cfg, fmt.Errorf("--config: pd: %w", err)
+		}
+	}
+	if iface != "" {
+		cfg.Interface = iface
+	}
+	if prefixLen != 0 {
+		cfg.PrefixLength = prefixLen
+	}
+	return cfg, nil
+}
+
+// bgpConfig decodes the config file's bgp section; ok is false when there
+// is none (no BGP speaker).
+func bgpConfig(fc *fileConfig) (cfg bgpspeaker.Config, ok bool, err error) {
+	if fc == nil || len(fc.BGP) == 0 || string(fc.BGP) == "null" {
+		return cfg, false, nil
+	}
+	if cfg, err = bgpspeaker.ParseConfig(fc.BGP); err != nil {
+		return cfg, false, fmt.Errorf("--config: bgp: %w", err)
+	}
+	return cfg, true, nil
 }

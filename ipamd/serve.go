@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,20 +10,19 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/v6cni/v6cni/pkg/daemon/allocator"
-	"github.com/v6cni/v6cni/pkg/daemon/etcdembed"
+	"github.com/v6cni/v6cni/pkg/daemon/bgpnet"
+	"github.com/v6cni/v6cni/pkg/daemon/bridgesvc"
 	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/daemon/ipamserver"
+	"github.com/v6cni/v6cni/pkg/daemon/pdnet"
+	"github.com/v6cni/v6cni/pkg/daemon/reclaim"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
@@ -32,6 +30,11 @@ import (
 // nodeTTL is how long a node record outlives its ipamd.
 const nodeTTL = 30 * time.Second
 
+// serve runs the daemon: flags and the config file → etcd → store and
+// allocator → the socket's server, with the metrics, the BGP speaker, the
+// PD client and the bridges' services plugged in → the GC loop. It returns
+// when a signal, the socket's server, the embedded etcd or the metrics
+// server ends it.
 func serve(args []string, stderr io.Writer) error {
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -75,46 +78,17 @@ func serve(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	eps := splitList(*endpoints)
-	var embedded *etcdembed.Server
-	if len(eps) == 0 {
-		startCtx, cancel := context.WithTimeout(ctx, time.Minute)
-		embedded, err = etcdembed.Start(startCtx, *dataDir, log)
-		cancel()
-		if err != nil {
-			return err
-		}
-		defer embedded.Close()
-		eps = []string{embedded.Endpoint()}
-	}
-	tlsConf, err := etcdTLS(*etcdCA, *etcdCert, *etcdKey)
+	db, err := openEtcd(ctx, *endpoints, *dataDir, *etcdCA, *etcdCert, *etcdKey, log)
 	if err != nil {
 		return err
 	}
-	if tlsConf != nil && embedded != nil {
-		return errors.New("--etcd-cacert/--etcd-cert/--etcd-key need --etcd-endpoints (the embedded etcd listens on a root-only unix socket)")
-	}
-	var cli *clientv3.Client
-	if embedded != nil {
-		cli = embedded.Client()
-	} else {
-		cli, err = clientv3.New(clientv3.Config{
-			Endpoints:   eps,
-			DialTimeout: 5 * time.Second,
-			TLS:         tlsConf,
-			Logger:      nopZap(),
-		})
-		if err != nil {
-			return fmt.Errorf("etcd client for %s: %w", strings.Join(eps, ","), err)
-		}
-	}
-	defer cli.Close()
-	st := store.New(cli)
+	defer db.close()
+	st := store.New(db.cli)
 
 	initCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := st.Ping(initCtx); err != nil {
-		return fmt.Errorf("etcd at %s: %w%s", strings.Join(eps, ","), err, diagnoseEtcd(eps, tlsConf))
+		return fmt.Errorf("etcd at %s: %w%s", strings.Join(db.eps, ","), err, diagnoseEtcd(db.eps, db.tls))
 	}
 	if err := st.RegisterNode(ctx, store.Node{Name: *nodeName, Started: time.Now().UTC()}, nodeTTL); err != nil {
 		return err
@@ -133,37 +107,21 @@ func serve(args []string, stderr io.Writer) error {
 	srv := ipamserver.New(alloc, st, log)
 	srv.Version = version
 	srv.Metrics = ipammetrics.New(alloc)
-	// Metrics are how an operator notices trouble: a port that is taken
-	// fails the start (listened here, before serving), and a server that
-	// stops later stops ipamd (metricsErr, below) rather than leaving it
-	// running unwatched.
-	var metricsErr <-chan error
-	if *metricsAddr != "" {
-		ml, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr %s: %w", *metricsAddr, err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", srv.Metrics.Handler())
-		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		merr := make(chan error, 1)
-		go func() {
-			if err := ms.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
-				merr <- fmt.Errorf("metrics server on --metrics-addr %s: %w", *metricsAddr, err)
-			}
-		}()
-		metricsErr = merr
-		defer ms.Close()
-		log.Info("metrics serving", "addr", ml.Addr().String())
+	metricsErr, closeMetrics, err := serveMetrics(*metricsAddr, srv.Metrics, log)
+	if err != nil {
+		return err
 	}
-	if fc != nil && len(fc.BGP) > 0 && string(fc.BGP) != "null" {
-		bgp, err := startBGP(ctx, fc.BGP, alloc, log)
+	defer closeMetrics()
+	if bgpCfg, ok, err := bgpConfig(fc); err != nil {
+		return err
+	} else if ok {
+		bgp, err := bgpnet.Start(ctx, bgpCfg, alloc, log)
 		if err != nil {
 			return err
 		}
-		defer bgp.stop()
-		srv.Routing, srv.BGP = bgp.health, bgp.state
-		srv.Metrics.SetBGP(bgp.metrics)
+		defer bgp.Stop()
+		srv.Routing, srv.BGP = bgp.Health, bgp.State
+		srv.Metrics.SetBGP(bgp.Metrics)
 	}
 	var pdSection json.RawMessage
 	if fc != nil {
@@ -174,32 +132,32 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	if pdCfg.Interface != "" {
-		pd, err := startPD(ctx, pdCfg, st, *nodeName, alloc, log)
+		pd, err := pdnet.Start(ctx, pdCfg, st, *nodeName, alloc, log)
 		if err != nil {
 			return err
 		}
-		srv.PD, srv.PDRelease = pd.state, pd.release
-		srv.Metrics.SetPD(pd.metrics)
+		srv.PD, srv.PDRelease = pd.State, pd.Release
+		srv.Metrics.SetPD(pd.Metrics)
 	}
-	svc := newServices(ctx, st, *nodeName, log)
+	svc := bridgesvc.New(ctx, st, *nodeName, log)
 	srv.Services = svc
-	srv.Metrics.SetServices(svc.metrics)
-	defer svc.stop()
-	go reclaimLoop(ctx, alloc, srv.Metrics, log, *gcInterval, *gcGrace, *blockGrace, svc.Sync)
+	srv.Metrics.SetServices(svc.Metrics)
+	defer svc.Stop()
+	go reclaim.Run(ctx, reclaim.Config{
+		Alloc: alloc, Metrics: srv.Metrics, Log: log,
+		Interval: *gcInterval, Grace: *gcGrace, BlockGrace: *blockGrace,
+		NetnsExists: allocator.NetnsExists, Sync: svc.Sync,
+	})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
-	log.Info("ipamd serving", "version", version, "node", *nodeName, "socket", *socket, "etcd", strings.Join(eps, ","))
+	log.Info("ipamd serving", "version", version, "node", *nodeName, "socket", *socket, "etcd", strings.Join(db.eps, ","))
 
-	var etcdErr <-chan error
-	if embedded != nil {
-		etcdErr = embedded.Err()
-	}
 	select {
 	case <-ctx.Done():
 		log.Info("ipamd stopping")
 	case err := <-errc:
 		return fmt.Errorf("serve %s: %w", *socket, err)
-	case err := <-etcdErr:
+	case err := <-db.err():
 		return fmt.Errorf("embedded etcd: %w", err)
 	case err := <-metricsErr:
 		return err // main prints it and exits 1
@@ -209,105 +167,28 @@ func serve(args []string, stderr io.Writer) error {
 	return srv.Shutdown(shutCtx)
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
+// serveMetrics serves Prometheus metrics on addr ("": none). Metrics are
+// how an operator notices trouble: a port that is taken fails the start
+// (listened here, before serving), and a server that stops later stops
+// ipamd (the error on the channel) rather than leaving it running
+// unwatched.
+func serveMetrics(addr string, m *ipammetrics.Metrics, log *slog.Logger) (<-chan error, func(), error) {
+	if addr == "" {
+		return nil, func() {}, nil
 	}
-	return out
-}
-
-// reclaimLoop releases, at start and then every interval, this node's
-// attachments whose network namespace is gone: runtimes skip DEL after a
-// crash or a reboot, and those addresses would leak forever.
-func reclaimLoop(ctx context.Context, alloc *allocator.Allocator, m *ipammetrics.Metrics, log *slog.Logger, interval, grace, blockGrace time.Duration, sync func(context.Context) error) {
-	for {
-		rctx, cancel := context.WithTimeout(ctx, time.Minute)
-		released, err := alloc.Reclaim(rctx, grace, allocator.NetnsExists)
-		cancel()
-		m.Reclaimed(len(released))
-		for _, h := range released {
-			log.Info("GC released", "network", h.Network, "container", h.ContainerID, "ifname", h.IfName, "netns", h.Netns)
-		}
-		if err != nil && ctx.Err() == nil {
-			log.Warn("GC of stale attachments", "error", err)
-		}
-		rctx, cancel = context.WithTimeout(ctx, time.Minute)
-		expired, err := alloc.ExpireSticky(rctx)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			log.Warn("release of expired sticky addresses", "error", err)
-		}
-		for _, st := range expired {
-			log.Info("sticky addresses expired", "network", st.Network, "pod", st.Pod, "ifname", st.IfName)
-		}
-		rctx, cancel = context.WithTimeout(ctx, time.Minute)
-		releaseEmptyBlocks(rctx, alloc, blockGrace, log)
-		cancel()
-		// Router advertisements follow the attachments that remain.
-		rctx, cancel = context.WithTimeout(ctx, time.Minute)
-		if err := sync(rctx); err != nil && ctx.Err() == nil {
-			log.Warn("router advertisement services", "error", err)
-		}
-		cancel()
-		if interval <= 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(interval):
-		}
-	}
-}
-
-// etcdTLS builds the client TLS configuration from the three flags; nil
-// when none is set.
-func etcdTLS(ca, cert, key string) (*tls.Config, error) {
-	if ca == "" && cert == "" && key == "" {
-		return nil, nil
-	}
-	if (cert == "") != (key == "") {
-		return nil, errors.New("--etcd-cert and --etcd-key go together")
-	}
-	info := transport.TLSInfo{TrustedCAFile: ca, CertFile: cert, KeyFile: key}
-	c, err := info.ClientConfig()
+	ml, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("etcd TLS (--etcd-cacert %q, --etcd-cert %q, --etcd-key %q): %w", ca, cert, key, err)
+		return nil, nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
 	}
-	return c, nil
-}
-
-// diagnoseEtcd says why etcd did not answer when the client only knows it
-// timed out: a TLS handshake with the first TCP endpoint names a bad
-// certificate or a refused connection.
-func diagnoseEtcd(eps []string, conf *tls.Config) string {
-	for _, ep := range eps {
-		u, err := url.Parse(ep)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") {
-			continue
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	merr := make(chan error, 1)
+	go func() {
+		if err := ms.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
+			merr <- fmt.Errorf("metrics server on --metrics-addr %s: %w", addr, err)
 		}
-		d := &net.Dialer{Timeout: 3 * time.Second}
-		if u.Scheme == "http" {
-			c, err := d.Dial("tcp", u.Host)
-			if err != nil {
-				return fmt.Sprintf(" (%s: %v)", ep, err)
-			}
-			c.Close()
-			continue
-		}
-		tc := &tls.Config{}
-		if conf != nil {
-			tc = conf.Clone()
-		}
-		tc.ServerName = u.Hostname()
-		c, err := tls.DialWithDialer(d, "tcp", u.Host, tc)
-		if err != nil {
-			return fmt.Sprintf(" (TLS with %s: %v)", ep, err)
-		}
-		c.Close()
-	}
-	return ""
+	}()
+	log.Info("metrics serving", "addr", ml.Addr().String())
+	return merr, func() { ms.Close() }, nil
 }

@@ -10,8 +10,8 @@
 //	add:after-reserve   pkg/daemon/allocator/allocator.go  Add: addresses picked (block claimed), nothing written for them
 //	add:after-allocate  pkg/daemon/allocator/allocator.go  Add: address and handle written, no answer sent yet
 //	del:after-handle    pkg/daemon/allocator/allocator.go  Del: handle read, nothing released yet
-//	pd:before-save      ipamd/pd.go                 a DHCPv6 Reply taken, the binding not yet stored
-//	pd:after-save       ipamd/pd.go                 the binding stored, not yet acted on
+//	pd:before-save      pkg/daemon/pdnet/pdnet.go          a DHCPv6 Reply taken, the binding not yet stored
+//	pd:after-save       pkg/daemon/pdnet/pdnet.go          the binding stored, not yet acted on
 //
 // The PD points are hit on every Reply; "pd:before-save@2" is the first
 // renewal's.

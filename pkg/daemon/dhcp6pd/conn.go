@@ -35,6 +35,13 @@ type udpTransport struct {
 
 // openUDP binds [link-local%iface]:546, waiting (bounded) for the
 // link-local address to appear and pass DAD.
+//
+// Not the per-bridge servers' open-ended backoff (internal/listenretry): the
+// uplink exists before ipamd starts, so only its link-local address and
+// DAD are waited for, at a steady short poll and up to linkLocalWait;
+// longer is a fault the client reports (Run returns, and STATUS and
+// `ipamd pd` say why), where a bridge's server must wait for a bridge that
+// appears only with its first container.
 func openUDP(ctx context.Context, iface string) (transport, error) {
 	deadline := time.Now().Add(linkLocalWait)
 	var lastErr error

@@ -8,18 +8,13 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/dhcpv6/server6"
 	"github.com/insomniacslk/dhcp/iana"
 	"golang.org/x/net/ipv6"
-)
 
-// Retry bounds while the interface is missing or the socket cannot open.
-const (
-	minListenRetry = 100 * time.Millisecond
-	maxListenRetry = 5 * time.Second
+	"github.com/v6cni/v6cni/pkg/daemon/internal/listenretry"
 )
 
 // Server serves DHCPv6 on one interface. Create it with New, run it with
@@ -80,10 +75,13 @@ func (s *Server) Update(cfg Config) error {
 // and after a socket error, it retries with backoff (logging, not
 // returning). Run it in the network namespace of the interface.
 func (s *Server) Run(ctx context.Context) error {
-	retry := minListenRetry
+	// While the interface is missing or the socket cannot open: the same
+	// backoff as the RA server's on the same bridge (its cap was 5 s here,
+	// for no reason but history).
+	var retry listenretry.Backoff
 	failing := false
 	for {
-		err := s.serveOnce(ctx)
+		err := s.serveOnce(ctx, retry.Reset)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -92,16 +90,15 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Warn("DHCPv6 server waiting for the interface", "err", err)
 			failing = true
 		}
-		select {
-		case <-ctx.Done():
+		if !retry.Wait(ctx) {
 			return nil
-		case <-time.After(retry):
 		}
-		retry = min(2*retry, maxListenRetry)
 	}
 }
 
-func (s *Server) serveOnce(ctx context.Context) error {
+// serveOnce opens the sockets and serves until an error or ctx ends;
+// listening is called once it serves.
+func (s *Server) serveOnce(ctx context.Context, listening func()) error {
 	name := s.cfg.Load().Interface
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
@@ -143,6 +140,7 @@ func (s *Server) serveOnce(ctx context.Context) error {
 	}
 	defer pc.close()
 	s.failure.Store(nil)
+	listening()
 	s.log.Info("DHCPv6 server started")
 	buf := make([]byte, 65536)
 	for ctx.Err() == nil {

@@ -15,20 +15,23 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
 
 // The address modes, as in bridge-v6's ipv6Mode (and OpenStack's
-// ipv6_address_mode).
+// ipv6_address_mode). The values are ipamapi's, the one place they live;
+// here they are plain strings because the RA flags are derived from them.
 const (
 	// ModeSLAAC: the host forms its address from the prefix (PIO A=1);
 	// M=0, O=0.
-	ModeSLAAC = "slaac"
+	ModeSLAAC = string(ipamapi.IPv6ModeSLAAC)
 	// ModeDHCPv6Stateless: SLAAC address, other configuration (DNS) by
 	// DHCPv6 Information-Request: A=1, M=0, O=1.
-	ModeDHCPv6Stateless = "dhcpv6-stateless"
+	ModeDHCPv6Stateless = string(ipamapi.IPv6ModeDHCPv6Stateless)
 	// ModeDHCPv6Stateful: address and other configuration by DHCPv6:
 	// M=1, O=1, A=0.
-	ModeDHCPv6Stateful = "dhcpv6-stateful"
+	ModeDHCPv6Stateful = string(ipamapi.IPv6ModeDHCPv6Stateful)
 )
 
 // Defaults (RFC 4861 section 6.2.1 and RFC 8106 section 5.1).

@@ -14,6 +14,8 @@ import (
 
 	"github.com/mdlayher/ndp"
 	"golang.org/x/net/ipv6"
+
+	"github.com/v6cni/v6cni/pkg/daemon/internal/listenretry"
 )
 
 // Protocol constants of RFC 4861 section 10 (router side).
@@ -33,16 +35,6 @@ const withdrawnAdvertisements = 3
 const (
 	unicastBurst     = 20
 	unicastPerSecond = 10
-)
-
-// Retry bounds while the interface or its link-local address is missing
-// (a bridge without ports has no carrier, so no link-local address; a new
-// one is tentative for about a second).
-const (
-	minListenRetry = 100 * time.Millisecond
-	// A bridge appears when its first container is attached, right after
-	// IPAM asked ipamd to serve it: look again often, briefly.
-	maxListenRetry = time.Second
 )
 
 var (
@@ -139,7 +131,10 @@ func (s *Server) Err() error {
 // error, it retries with backoff (logging, not returning). Run it in the
 // network namespace of the interface: its sockets are opened there.
 func (s *Server) Run(ctx context.Context) error {
-	retry := minListenRetry
+	// While the interface or its link-local address is missing: a bridge
+	// without ports has no carrier, so no link-local address; a new one is
+	// tentative for about a second.
+	var retry listenretry.Backoff
 	failing := false
 	for {
 		conn, ifi, err := s.listen()
@@ -149,19 +144,16 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.Warn("router advertisements waiting for the interface", "err", err)
 				failing = true
 			}
-			select {
-			case <-ctx.Done():
+			if !retry.Wait(ctx) {
 				return nil
-			case <-time.After(retry):
 			}
-			retry = min(2*retry, maxListenRetry)
 			continue
 		}
 		if failing {
 			s.log.Info("router advertisements started")
 			failing = false
 		}
-		retry = minListenRetry
+		retry.Reset()
 		s.failure.Store(nil)
 		err = s.serve(ctx, conn, ifi)
 		_ = conn.Close()

@@ -1,4 +1,11 @@
-package main
+// Package pdnet ties the node's DHCPv6-PD client (pkg/daemon/dhcp6pd) to
+// the rest of ipamd: the binding persists in etcd (a restarted ipamd renews
+// the same prefix), the allocator takes pd-ipam networks' /64s from the
+// delegated prefixes (it is the allocator's PDSource), and a prefix whose
+// valid lifetime ends takes its blocks, their gateway addresses and so
+// their announcements along, retried until etcd lets the drop through.
+// It also gives `ipamd pd` its view and the metrics their PD figures.
+package pdnet
 
 import (
 	"context"
@@ -14,13 +21,14 @@ import (
 	"github.com/v6cni/v6cni/pkg/daemon/dhcp6pd"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
+	"github.com/v6cni/v6cni/pkg/link"
 )
 
-// delegation runs the node's DHCPv6-PD client and ties it to the rest of
+// Delegation runs the node's DHCPv6-PD client and ties it to the rest of
 // ipamd: the binding lives in etcd (a restarted ipamd renews the same
 // prefix), pd-ipam networks take their /64s from it, and a prefix whose
 // valid lifetime ends takes its blocks (and so their announcements) along.
-type delegation struct {
+type Delegation struct {
 	client *dhcp6pd.Client
 	iface  string
 	alloc  *allocator.Allocator
@@ -49,7 +57,7 @@ const dropRetry = 2 * time.Second
 
 // Err is why the PD client stopped (port 546 taken, no such interface), so
 // pd-ipam's errors and STATUS can say it.
-func (d *delegation) Err() error {
+func (d *Delegation) Err() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.runErr
@@ -84,30 +92,14 @@ func (p etcdPersister) Save(ctx context.Context, b dhcp6pd.Binding) error {
 	return p.st.SavePD(ctx, p.node, p.iaid, raw)
 }
 
-// pdConfig merges the config file's pd section with the flags (which win).
-func pdConfig(section json.RawMessage, iface string, prefixLen int) (dhcp6pd.Config, error) {
-	var cfg dhcp6pd.Config
-	if len(section) > 0 && string(section) != "null" {
-		if err := json.Unmarshal(section, &cfg); err != nil {
-			return cfg, fmt.Errorf("--config: pd: %w", err)
-		}
-	}
-	if iface != "" {
-		cfg.Interface = iface
-	}
-	if prefixLen != 0 {
-		cfg.PrefixLength = prefixLen
-	}
-	return cfg, nil
-}
-
-// startPD starts the PD client on cfg.Interface and hands the allocator its
-// prefixes. The client runs until ctx ends (no Release on a plain stop).
-func startPD(ctx context.Context, cfg dhcp6pd.Config, st *store.Store, node string, alloc *allocator.Allocator, log *slog.Logger) (*delegation, error) {
+// Start starts the PD client on cfg.Interface, its binding kept in st under
+// node, and hands the allocator its prefixes. The client runs until ctx
+// ends (no Release on a plain stop).
+func Start(ctx context.Context, cfg dhcp6pd.Config, st *store.Store, node string, alloc *allocator.Allocator, log *slog.Logger) (*Delegation, error) {
 	if cfg.IAID == 0 {
 		cfg.IAID = dhcp6pd.IAIDFromName(cfg.Interface)
 	}
-	d := &delegation{iface: cfg.Interface, alloc: alloc, log: log, valid: map[netip.Prefix]bool{}, stop: ctx.Done()}
+	d := &Delegation{iface: cfg.Interface, alloc: alloc, log: log, valid: map[netip.Prefix]bool{}, stop: ctx.Done()}
 	cfg.Persister = etcdPersister{st: st, node: node, iaid: cfg.IAID}
 	cfg.Logger = log.With("component", "pd", "interface", cfg.Interface)
 	cfg.OnChange = d.changed
@@ -129,10 +121,10 @@ func startPD(ctx context.Context, cfg dhcp6pd.Config, st *store.Store, node stri
 }
 
 // Interface is the uplink (allocator.PDSource).
-func (d *delegation) Interface() string { return d.iface }
+func (d *Delegation) Interface() string { return d.iface }
 
 // Delegated lists the prefixes held now (allocator.PDSource).
-func (d *delegation) Delegated() []allocator.Delegated {
+func (d *Delegation) Delegated() []allocator.Delegated {
 	b := d.client.Binding()
 	out := make([]allocator.Delegated, 0, len(b.Prefixes))
 	for _, p := range b.Prefixes {
@@ -143,7 +135,7 @@ func (d *delegation) Delegated() []allocator.Delegated {
 
 // changed follows the binding: a prefix that is no longer valid loses its
 // blocks, their gateway addresses and their announcements.
-func (d *delegation) changed(b dhcp6pd.Binding) {
+func (d *Delegation) changed(b dhcp6pd.Binding) {
 	now := time.Now()
 	valid := map[netip.Prefix]bool{}
 	for _, p := range b.Valid(now) {
@@ -183,7 +175,7 @@ func (d *delegation) changed(b dhcp6pd.Binding) {
 // reports whether some remain. Only blocks actually released lose their
 // gateway (and, through the allocator, their announcement); a prefix is
 // forgotten only when its drop succeeded entirely.
-func (d *delegation) dropExpired() (remaining bool) {
+func (d *Delegation) dropExpired() (remaining bool) {
 	d.dropMu.Lock()
 	defer d.dropMu.Unlock()
 	d.mu.Lock()
@@ -197,7 +189,7 @@ func (d *delegation) dropExpired() (remaining bool) {
 		dropped, err := d.alloc.DropPrefix(ctx, p)
 		cancel()
 		for _, blk := range dropped {
-			if err := removeGateway(blk.CIDR); err != nil {
+			if err := link.RemoveGateway(blk.CIDR); err != nil {
 				d.log.Warn("pd: remove gateway", "block", blk.CIDR, "error", err)
 			}
 		}
@@ -216,7 +208,7 @@ func (d *delegation) dropExpired() (remaining bool) {
 
 // retryDrops starts (once) the retries of dropExpired until nothing
 // remains.
-func (d *delegation) retryDrops() {
+func (d *Delegation) retryDrops() {
 	d.mu.Lock()
 	if d.retrying {
 		d.mu.Unlock()
@@ -247,8 +239,8 @@ func (d *delegation) retryDrops() {
 	}()
 }
 
-// state is `ipamd pd`'s view.
-func (d *delegation) state(context.Context) (ipamapi.PDState, error) {
+// State is `ipamd pd`'s view (ipamserver.Server.PD).
+func (d *Delegation) State(context.Context) (ipamapi.PDState, error) {
 	b := d.client.Binding()
 	now := time.Now()
 	st := ipamapi.PDState{
@@ -272,16 +264,18 @@ func (d *delegation) state(context.Context) (ipamapi.PDState, error) {
 	return st, nil
 }
 
-// release gives the prefixes back to the server on purpose.
-func (d *delegation) release(ctx context.Context) (ipamapi.PDState, error) {
+// Release gives the prefixes back to the server on purpose
+// (ipamserver.Server.PDRelease).
+func (d *Delegation) Release(ctx context.Context) (ipamapi.PDState, error) {
 	if err := d.client.Release(ctx); err != nil {
 		return ipamapi.PDState{}, fmt.Errorf("pd release: %w", err)
 	}
-	return d.state(ctx)
+	return d.State(ctx)
 }
 
-// metrics reports the valid lifetime left per prefix and the exchanges.
-func (d *delegation) metrics() (validLeft map[string]float64, exchanges map[[2]string]uint64) {
+// Metrics reports the valid lifetime left per prefix and the exchanges
+// (ipammetrics.Metrics.SetPD).
+func (d *Delegation) Metrics() (validLeft map[string]float64, exchanges map[[2]string]uint64) {
 	now := time.Now()
 	validLeft = map[string]float64{}
 	for _, p := range d.client.Binding().Prefixes {

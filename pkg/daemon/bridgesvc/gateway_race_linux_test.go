@@ -1,4 +1,4 @@
-package main
+package bridgesvc
 
 import (
 	"context"
@@ -81,7 +81,7 @@ func TestReleasedBlockReclaimedKeepsGateway(t *testing.T) {
 			}
 		}
 		t.Cleanup(func() { afterBlocksReleased = nil })
-		released := releaseEmptyBlocks(ctx, alloc, 0, log)
+		released := ReleaseEmptyBlocks(ctx, alloc, 0, log)
 		if len(released) != 1 || released[0].CIDR != reclaimed {
 			t.Errorf("released %+v, want %s", released, reclaimed)
 		}

@@ -1,4 +1,4 @@
-package main
+package link
 
 import (
 	"net"
@@ -37,7 +37,7 @@ func TestRemoveGateway(t *testing.T) {
 			}
 		}
 		for _, b := range []string{"2001:db8:5:1::/64", "10.12.0.0/24"} {
-			if err := removeGateway(netip.MustParsePrefix(b)); err != nil {
+			if err := RemoveGateway(netip.MustParsePrefix(b)); err != nil {
 				return err
 			}
 		}

@@ -1,8 +1,10 @@
-package main
+// Package bgpnet keeps the node's BGP announcements (pkg/daemon/bgpspeaker)
+// equal to the node's blocks in the allocator, and gives STATUS its
+// routing check, `ipamd bgp` its view and the metrics their BGP figures.
+package bgpnet
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,29 +16,25 @@ import (
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
 
-// announcer keeps the BGP speaker's routes equal to the node's blocks: pool
+// Announcer keeps the BGP speaker's routes equal to the node's blocks: pool
 // blocks and the /64s in use from delegated prefixes. The set is derived
 // from the allocator (itself loaded from etcd), so it is right after a
 // restart too.
-type announcer struct {
+type Announcer struct {
 	cfg   bgpspeaker.Config
 	sp    *bgpspeaker.Speaker
 	alloc *allocator.Allocator
 	log   *slog.Logger
 }
 
-// startBGP starts the speaker described by the config file's bgp section
-// with the node's current blocks, and follows their changes until ctx ends.
-func startBGP(ctx context.Context, section json.RawMessage, alloc *allocator.Allocator, log *slog.Logger) (*announcer, error) {
-	cfg, err := bgpspeaker.ParseConfig(section)
-	if err != nil {
-		return nil, fmt.Errorf("--config: bgp: %w", err)
-	}
+// Start starts the speaker cfg describes with the node's current blocks,
+// and follows their changes until ctx ends.
+func Start(ctx context.Context, cfg bgpspeaker.Config, alloc *allocator.Allocator, log *slog.Logger) (*Announcer, error) {
 	sp, err := bgpspeaker.New(cfg, log.With("component", "bgp"))
 	if err != nil {
 		return nil, fmt.Errorf("bgp: %w", err)
 	}
-	a := &announcer{cfg: cfg, sp: sp, alloc: alloc, log: log}
+	a := &Announcer{cfg: cfg, sp: sp, alloc: alloc, log: log}
 	if err := sp.Start(ctx, a.routes()); err != nil {
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
@@ -46,7 +44,7 @@ func startBGP(ctx context.Context, section json.RawMessage, alloc *allocator.All
 
 // routes is the node's blocks of the families the speaker negotiates (an
 // IPv4 block is announced only with ipv4-unicast configured).
-func (a *announcer) routes() []bgpspeaker.Route {
+func (a *Announcer) routes() []bgpspeaker.Route {
 	fam := map[bool]bool{}
 	for _, f := range a.cfg.Families {
 		switch f {
@@ -66,7 +64,7 @@ func (a *announcer) routes() []bgpspeaker.Route {
 	return out
 }
 
-func (a *announcer) follow(ctx context.Context) {
+func (a *Announcer) follow(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -79,9 +77,9 @@ func (a *announcer) follow(ctx context.Context) {
 	}
 }
 
-// stop ends the speaker the planned way: no Cease, so peers keep the routes
+// Stop ends the speaker the planned way: no Cease, so peers keep the routes
 // as stale until this node is back (graceful restart).
-func (a *announcer) stop() {
+func (a *Announcer) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := a.sp.Stop(ctx); err != nil {
@@ -89,9 +87,10 @@ func (a *announcer) stop() {
 	}
 }
 
-// health is STATUS's routing check: 51 when prefixes need announcing and no
-// peer session is up, so existing containers are unreachable from outside.
-func (a *announcer) health(ctx context.Context) error {
+// Health is STATUS's routing check (ipamserver.Server.Routing): 51 when
+// prefixes need announcing and no peer session is up, so existing
+// containers are unreachable from outside.
+func (a *Announcer) Health(ctx context.Context) error {
 	routes := a.sp.Routes()
 	if len(routes) == 0 {
 		return nil
@@ -110,8 +109,8 @@ func (a *announcer) health(ctx context.Context) error {
 		"containers of this node are not reachable from outside it")
 }
 
-// state is `ipamd bgp`'s view.
-func (a *announcer) state(ctx context.Context) (ipamapi.BGPState, error) {
+// State is `ipamd bgp`'s view (ipamserver.Server.BGP).
+func (a *Announcer) State(ctx context.Context) (ipamapi.BGPState, error) {
 	st := ipamapi.BGPState{Enabled: true, Peers: []ipamapi.BGPPeer{}, Announced: []string{}}
 	peers, err := a.sp.Peers(ctx)
 	if err != nil {
@@ -133,8 +132,9 @@ func (a *announcer) state(ctx context.Context) (ipamapi.BGPState, error) {
 	return st, nil
 }
 
-// metrics reports sessions up and prefixes announced, at scrape time.
-func (a *announcer) metrics() (up map[string]bool, announced int) {
+// Metrics reports sessions up and prefixes announced, at scrape time
+// (ipammetrics.Metrics.SetBGP).
+func (a *Announcer) Metrics() (up map[string]bool, announced int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	up = map[string]bool{}

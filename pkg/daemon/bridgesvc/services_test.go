@@ -1,4 +1,4 @@
-package main
+package bridgesvc
 
 import (
 	"bytes"
@@ -41,8 +41,8 @@ func TestUnparsableMACReported(t *testing.T) {
 	}
 	var logs lockedBuffer // the servers' goroutines log too
 	svcCtx, stop := context.WithCancel(context.Background())
-	s := newServices(svcCtx, st, "n1", slog.New(slog.NewTextHandler(&logs, nil)))
-	t.Cleanup(func() { stop(); s.stop() })
+	s := New(svcCtx, st, "n1", slog.New(slog.NewTextHandler(&logs, nil)))
+	t.Cleanup(func() { stop(); s.Stop() })
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestUnparsableMACReported(t *testing.T) {
 		t.Fatalf("STATUS of the network = %v, want 51 naming the unparsable MAC", err)
 	}
 	m := ipammetrics.New(emptySource{})
-	m.SetServices(s.metrics)
+	m.SetServices(s.Metrics)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if want := `v6cni_ipamd_dhcpv6_unservable_attachments{bridge="h2nobr0"} 1`; !strings.Contains(rec.Body.String(), want) {
@@ -107,8 +107,8 @@ func TestServiceFailureInStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	svcCtx, stop := context.WithCancel(context.Background())
-	s := newServices(svcCtx, st, "n1", slog.New(slog.DiscardHandler))
-	t.Cleanup(func() { stop(); s.stop() })
+	s := New(svcCtx, st, "n1", slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { stop(); s.Stop() })
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestServiceFailureInStatus(t *testing.T) {
 		t.Errorf("STATUS of another network = %v, want nil", err)
 	}
 	m := ipammetrics.New(emptySource{})
-	m.SetServices(s.metrics)
+	m.SetServices(s.Metrics)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for _, want := range []string{`v6cni_ipamd_service_up{bridge="h2gone0",service="ra"} 0`, `v6cni_ipamd_service_up{bridge="h2gone0",service="dhcpv6"} 0`} {

@@ -1,7 +1,8 @@
-package main
+package bridgesvc
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,16 +21,15 @@ import (
 	"github.com/v6cni/v6cni/pkg/daemon/ra"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/link"
-	"github.com/v6cni/v6cni/pkg/plugin/bridgeconf"
 )
 
-// services serves router advertisements (and DHCPv6, in the dhcpv6-*
+// Services serves router advertisements (and DHCPv6, in the dhcpv6-*
 // modes) on each bridge that has at least one self-configuring attachment
 // on this node (bridge-v6 ipv6Mode slaac, dhcpv6-stateless,
 // dhcpv6-stateful). The membership is the node's handles in etcd: ADD and
 // DEL update it at once, and Sync rebuilds it at start and after GC, so it
 // survives restarts and releases it did not see.
-type services struct {
+type Services struct {
 	root context.Context
 	st   *store.Store
 	node string
@@ -63,17 +63,16 @@ type svcMember struct {
 	block netip.Prefix
 }
 
-func newServices(root context.Context, st *store.Store, node string, log *slog.Logger) *services {
-	return &services{root: root, st: st, node: node, log: log,
+// New returns the services of node, with none running yet: Sync starts
+// them from the handles in st. Servers run until root ends or Stop.
+func New(root context.Context, st *store.Store, node string, log *slog.Logger) *Services {
+	return &Services{root: root, st: st, node: node, log: log,
 		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}, badMAC: map[store.AttachmentID]string{}}
 }
 
 // Attached records a new (or repeated) self-configuring attachment.
-func (s *services) Attached(ctx context.Context, req allocator.Request, config []byte, res *current.Result) error {
-	ns := store.NetService{Network: req.ID.Network, DNS: req.Conf.IPAM.DNS.Nameservers, Search: req.Conf.IPAM.DNS.Search}
-	if bc, err := bridgeconf.Parse(config); err == nil {
-		ns.MTU = bc.MTU
-	}
+func (s *Services) Attached(ctx context.Context, req allocator.Request, config []byte, res *current.Result) error {
+	ns := store.NetService{Network: req.ID.Network, DNS: req.Conf.IPAM.DNS.Nameservers, Search: req.Conf.IPAM.DNS.Search, MTU: configMTU(config)}
 	s.mu.Lock()
 	prev, known := s.nets[ns.Network]
 	s.mu.Unlock()
@@ -101,7 +100,7 @@ func (s *services) Attached(ctx context.Context, req allocator.Request, config [
 }
 
 // Detached forgets an attachment; the bridge's servers stop with the last.
-func (s *services) Detached(_ context.Context, h *store.Handle) error {
+func (s *Services) Detached(_ context.Context, h *store.Handle) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.badMAC, h.AttachmentID)
@@ -110,7 +109,7 @@ func (s *services) Detached(_ context.Context, h *store.Handle) error {
 }
 
 // Sync makes the running servers match the node's handles in etcd.
-func (s *services) Sync(ctx context.Context) error {
+func (s *Services) Sync(ctx context.Context) error {
 	handles, err := s.st.Handles(ctx, "")
 	if err != nil {
 		return err
@@ -131,7 +130,7 @@ func (s *services) Sync(ctx context.Context) error {
 			continue
 		}
 		mac, err := net.ParseMAC(h.MAC)
-		if err != nil && h.Mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+		if err != nil && h.Mode == ra.ModeDHCPv6Stateful {
 			// Without its MAC the attachment gets no DHCPv6 address: say so.
 			s.log.Error("stateful DHCPv6 disabled for an attachment: stored MAC unparsable", "attachment", h.AttachmentID.String(), "mac", h.MAC, "error", err)
 			s.badMAC[h.AttachmentID] = h.Bridge
@@ -158,7 +157,7 @@ func (s *services) Sync(ctx context.Context) error {
 // bridge cannot configure themselves) while a bridge's RA or DHCPv6
 // server is not serving (the servers keep retrying), or a stateful
 // attachment's stored MAC does not parse.
-func (s *services) Status(network string) error {
+func (s *Services) Status(network string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var problems []string
@@ -192,9 +191,10 @@ func (s *services) Status(network string) error {
 	return types.NewError(types.ErrLimitedConnectivity, "containers cannot configure themselves", strings.Join(problems, "; "))
 }
 
-// metrics is the bridges' service state for the metrics
-// (v6cni_ipamd_service_up, v6cni_ipamd_dhcpv6_unservable_attachments).
-func (s *services) metrics() []ipammetrics.ServiceState {
+// Metrics is the bridges' service state for the metrics
+// (v6cni_ipamd_service_up, v6cni_ipamd_dhcpv6_unservable_attachments):
+// ipammetrics.Metrics.SetServices takes it.
+func (s *Services) Metrics() []ipammetrics.ServiceState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	byBridge := map[string]*ipammetrics.ServiceState{}
@@ -207,7 +207,7 @@ func (s *services) metrics() []ipammetrics.ServiceState {
 	for _, b := range s.bridges {
 		st := state(b.bridge)
 		st.Up["ra"] = b.ra != nil && b.ra.Err() == nil
-		if b.mode == bridgeconf.IPv6ModeDHCPv6Stateless || b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+		if b.mode == ra.ModeDHCPv6Stateless || b.mode == ra.ModeDHCPv6Stateful {
 			st.Up["dhcpv6"] = b.dhcp != nil && b.dhcp.Err() == nil
 		}
 	}
@@ -222,7 +222,7 @@ func (s *services) metrics() []ipammetrics.ServiceState {
 }
 
 // add (s.mu held) adds a member and starts or updates the bridge's servers.
-func (s *services) add(bridge, mode string, id store.AttachmentID, m svcMember) {
+func (s *Services) add(bridge, mode string, id store.AttachmentID, m svcMember) {
 	b := s.bridges[bridge]
 	if b == nil {
 		b = &bridgeService{bridge: bridge, mode: mode, network: id.Network, members: map[store.AttachmentID]svcMember{}}
@@ -233,7 +233,7 @@ func (s *services) add(bridge, mode string, id store.AttachmentID, m svcMember) 
 }
 
 // remove (s.mu held) removes a member; the servers stop with the last one.
-func (s *services) remove(bridge string, id store.AttachmentID) {
+func (s *Services) remove(bridge string, id store.AttachmentID) {
 	b := s.bridges[bridge]
 	if b == nil {
 		return
@@ -255,7 +255,7 @@ func (s *services) remove(bridge string, id store.AttachmentID) {
 
 // configure (s.mu held) starts the bridge's servers or updates them to the
 // members' prefixes and the network's DNS and MTU.
-func (s *services) configure(b *bridgeService) {
+func (s *Services) configure(b *bridgeService) {
 	ns := s.nets[b.network]
 	var prefixes []netip.Prefix
 	for _, m := range b.members {
@@ -272,7 +272,7 @@ func (s *services) configure(b *bridgeService) {
 	}
 	raCfg := ra.Config{Interface: b.bridge, Mode: b.mode, Prefixes: prefixes, MTU: ns.MTU, DNS: dns, Search: ns.Search}
 	dhCfg := dhcp6server.Config{Interface: b.bridge, DNS: dns, Search: ns.Search}
-	if b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+	if b.mode == ra.ModeDHCPv6Stateful {
 		bridge := b.bridge
 		dhCfg.Lookup = func(from dhcp6server.Origin) (netip.Addr, bool) { return s.lookup(bridge, from) }
 	}
@@ -304,7 +304,7 @@ func (s *services) configure(b *bridgeService) {
 			s.log.Error("router advertisements stopped", "bridge", b.bridge, "error", err)
 		}
 	}()
-	if b.mode == bridgeconf.IPv6ModeDHCPv6Stateless || b.mode == bridgeconf.IPv6ModeDHCPv6Stateful {
+	if b.mode == ra.ModeDHCPv6Stateless || b.mode == ra.ModeDHCPv6Stateful {
 		dh, err := dhcp6server.New(dhCfg, s.log.With("component", "dhcp6", "bridge", b.bridge))
 		if err != nil {
 			b.startErr = fmt.Errorf("DHCPv6 server: %w", err)
@@ -328,7 +328,7 @@ func (s *services) configure(b *bridgeService) {
 // host veth (link.HostVethName of its container ID and interface), which
 // the container cannot choose; the frame's source must also be the MAC
 // IPAM recorded. Only what IPAM recorded is ever handed out.
-func (s *services) lookup(bridge string, from dhcp6server.Origin) (netip.Addr, bool) {
+func (s *Services) lookup(bridge string, from dhcp6server.Origin) (netip.Addr, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.bridges[bridge]
@@ -343,11 +343,11 @@ func (s *services) lookup(bridge string, from dhcp6server.Origin) (netip.Addr, b
 	return netip.Addr{}, false
 }
 
-// stop ends every server at ipamd's stop, bounded. No final RA with
+// Stop ends every server at ipamd's stop, bounded. No final RA with
 // router lifetime 0: the containers keep their default route while ipamd
 // restarts (their RA state outlives the gap), unlike when a bridge's last
 // attachment goes.
-func (s *services) stop() {
+func (s *Services) Stop() {
 	s.mu.Lock()
 	var all []*bridgeService
 	for _, b := range s.bridges {
@@ -373,6 +373,21 @@ func (s *services) stop() {
 	case <-done:
 	case <-time.After(5 * time.Second):
 	}
+}
+
+// configMTU is the network config's top-level "mtu" (bridge-v6's MTU of
+// the bridge and the veths), which the RAs advertise; 0 when absent. Only
+// attachments of bridge-v6 networks reach Attached, and ipamserver has
+// validated their whole config by then (MTU type and range), so reading
+// the one key is enough: the daemon does not link the plugin's parser.
+func configMTU(config []byte) int {
+	var c struct {
+		MTU int `json:"mtu"`
+	}
+	if json.Unmarshal(config, &c) != nil {
+		return 0
+	}
+	return c.MTU
 }
 
 func sameService(a, b store.NetService) bool {

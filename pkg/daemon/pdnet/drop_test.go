@@ -1,4 +1,4 @@
-package main
+package pdnet
 
 import (
 	"context"
@@ -100,7 +100,7 @@ func TestExpiredPrefixDropRetried(t *testing.T) {
 		t.Fatalf("before expiry: %d blocks announced, %d in etcd; want 2, 2", a, e)
 	}
 
-	d := &delegation{iface: "uplink0", alloc: alloc, log: log, valid: map[netip.Prefix]bool{prefix: true}, retryEvery: 50 * time.Millisecond}
+	d := &Delegation{iface: "uplink0", alloc: alloc, log: log, valid: map[netip.Prefix]bool{prefix: true}, retryEvery: 50 * time.Millisecond}
 	// Per block: mark the attachment lost, release the block (2 txns);
 	// the first block goes, then etcd fails.
 	allow.Store(2)
