@@ -21,7 +21,6 @@ import (
 
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
-	"github.com/v6cni/v6cni/pkg/link"
 )
 
 // DefaultBridge is the bridge used when the config names none.
@@ -35,11 +34,13 @@ const (
 )
 
 // VLAN IDs a port can be in: 0 and 4095 are reserved (IEEE 802.1Q). The
-// upper bound is the kernel side's (pkg/link, which bridge-v6 links
-// anyway), kept in one place.
+// bound is pkg/link's MaxVLAN, written out rather than imported: ipam-v6
+// and pd-ipam parse bridge-v6's keys through this package, and importing
+// pkg/link would link netlink into them. TestVLANBoundIsLinks keeps the
+// two equal.
 const (
 	MinVLAN = 1
-	MaxVLAN = link.MaxVLAN
+	MaxVLAN = 4094
 )
 
 // maxIfNameLen is IFNAMSIZ-1: the kernel refuses longer interface names.
