@@ -11,7 +11,9 @@
 //	/v6cni/blocks/<cidr>                              Block
 //	/v6cni/addrs/<sortable address>                   AttachmentID (the holder)
 //	/v6cni/handles/<network>/<containerID>/<ifname>   Handle
-//	/v6cni/nodes/<node>                               Node (under a lease)
+//	/v6cni/nodes/<node>                               Node (the registration; its CreateRevision is the epoch)
+//	/v6cni/alive/<node>                               Alive (under the ipamd's lease: liveness)
+//	/v6cni/removed/<node>                             Removed (tombstone left by a node's removal)
 //	/v6cni/sticky/<network>/<pod ns>/<pod>/<ifname>   Sticky (addresses kept for a pod)
 //	/v6cni/pd/<node>/<iaid>                           the node's DHCPv6-PD binding
 package store
@@ -39,6 +41,8 @@ const (
 	addrsPrefix   = Prefix + "addrs/"
 	handlesPrefix = Prefix + "handles/"
 	nodesPrefix   = Prefix + "nodes/"
+	alivePrefix   = Prefix + "alive/"
+	removedPrefix = Prefix + "removed/"
 	stickyPrefix  = Prefix + "sticky/"
 	pdPrefix      = Prefix + "pd/"
 )
@@ -109,12 +113,6 @@ type Handle struct {
 	Mode    string    `json:"mode,omitempty"`
 	IPs     []IP      `json:"ips"`
 	Created time.Time `json:"created"`
-}
-
-// Node is a node's liveness record.
-type Node struct {
-	Name    string    `json:"name"`
-	Started time.Time `json:"started"`
 }
 
 // Store reads and writes v6cni's keys through an etcd client.
