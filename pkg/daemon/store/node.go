@@ -65,6 +65,9 @@ type Removed struct {
 	// Attachments and Blocks count what the removal released.
 	Attachments int `json:"attachments"`
 	Blocks      int `json:"blocks"`
+	// Revision is the etcd revision of the removal's first transaction:
+	// the node's records as of the revision before it are what it lost.
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // NodeKey, AliveKey and RemovedKey build the keys of a node's records.
@@ -523,6 +526,7 @@ func (s *Store) RemoveNode(ctx context.Context, name, reason string) (*Removed, 
 			s.cli.Revoke(ctx, clientv3.LeaseID(aliveKvs[0].Lease))
 		}
 		bound = txn.Header.Revision + 1
+		rm.Revision = txn.Header.Revision
 		break
 	}
 	atts, blocks, found, err := s.sweepNode(ctx, name, bound)
@@ -707,4 +711,46 @@ func (b *batch) flush(ctx context.Context) error {
 	}
 	b.ops, b.keys = b.ops[:0], map[string]bool{}
 	return nil
+}
+
+// HandlesAt returns the handles of node as they were at revision rev (the
+// current ones if rev is 0): a fenced node reads what it had just before
+// its removal, which the removal's sweep may have deleted since.
+func (s *Store) HandlesAt(ctx context.Context, node string, rev int64) ([]Handle, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.cli.Get(ctx, handlesPrefix, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("read handles of node %s at revision %d: %w", node, rev, err)
+	}
+	var out []Handle
+	for _, kv := range resp.Kvs {
+		var h Handle
+		if err := json.Unmarshal(kv.Value, &h); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		if h.Node == node {
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+// KeepAlive keeps a registration's lease alive until ctx ends; the
+// channel closes when the lease is lost (expired or revoked).
+func (s *Store) KeepAlive(ctx context.Context, lease clientv3.LeaseID) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	return s.cli.KeepAlive(ctx, lease)
+}
+
+// Revoke ends a lease (and the liveness record under it).
+func (s *Store) Revoke(ctx context.Context, lease clientv3.LeaseID) error {
+	_, err := s.cli.Revoke(ctx, lease)
+	return err
+}
+
+// WatchNode watches a node's registration from revision rev on.
+func (s *Store) WatchNode(ctx context.Context, name string, rev int64) clientv3.WatchChan {
+	return s.cli.Watch(clientv3.WithRequireLeader(ctx), NodeKey(name), clientv3.WithRev(rev))
 }
