@@ -196,6 +196,11 @@ type AdminRequest struct {
 	IfName      string `json:"ifName,omitempty"`
 	// GraceSeconds: GC releases only attachments older than this.
 	GraceSeconds int `json:"graceSeconds,omitempty"`
+	// Node, Force and Reason are node remove's: the node, whether to
+	// remove it while alive or local, and why (kept in its tombstone).
+	Node   string `json:"node,omitempty"`
+	Force  bool   `json:"force,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Released lists what an admin verb released.

@@ -88,6 +88,8 @@ func New(alloc *allocator.Allocator, st *store.Store, log *slog.Logger) *Server 
 	mux.HandleFunc("POST "+ipamapi.PathBGP, s.handleAdmin(s.bgp))
 	mux.HandleFunc("POST "+ipamapi.PathPD, s.handleAdmin(s.pd))
 	mux.HandleFunc("POST "+ipamapi.PathPDRelease, s.handleAdmin(s.pdRelease))
+	mux.HandleFunc("POST "+ipamapi.PathNodes, s.handleAdmin(s.nodes))
+	mux.HandleFunc("POST "+ipamapi.PathNodeRemove, s.handleAdmin(s.removeNode))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s
 }
