@@ -46,7 +46,7 @@ func TestFlagsDocumented(t *testing.T) {
 			t.Errorf("ipamd/README.md documents --%s, which serve does not have", f)
 		}
 	}
-	for _, cmd := range []string{"serve", "status", "pools", "blocks", "leases", "state", "gc", "release", "bgp", "pd", "version"} {
+	for _, cmd := range []string{"serve", "status", "pools", "blocks", "leases", "state", "gc", "release", "bgp", "pd", "version", "nodes", "node remove"} {
 		if !strings.Contains(string(readme), "ipamd "+cmd) && !strings.Contains(string(readme), "ipamd ["+cmd+"]") {
 			t.Errorf("command %q is not in ipamd/README.md", cmd)
 		}

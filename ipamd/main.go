@@ -5,6 +5,7 @@
 //	ipamd [serve] [flags]      run the daemon (the default)
 //	ipamd status|pools|blocks|leases|state   inspect (-o json for scripts)
 //	ipamd gc | release                        release stale or chosen attachments
+//	ipamd nodes | node remove NAME            the cluster's nodes; decommission one
 //	ipamd version                             print the version
 package main
 
@@ -60,6 +61,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return release(args, stdout, stderr)
 	case "check":
 		return check(args, stdout, stderr)
+	case "nodes":
+		return nodes(args, stdout, stderr)
+	case "node":
+		return nodeCmd(args, stdout, stderr)
 	case "bgp":
 		return bgpCmd(args, stdout, stderr)
 	case "pd":
@@ -85,6 +90,8 @@ const usage = `usage:
   ipamd gc [--grace D]      release attachments whose netns is gone
   ipamd release --network N --container ID [--ifname IF]
   ipamd check               check the cluster's state (exit 1 on a problem)
+  ipamd nodes               the cluster's nodes: state, epoch, blocks, attachments
+  ipamd node remove NAME [--force] [--reason TEXT]  decommission a node
   ipamd bgp                 BGP sessions and announced prefixes
   ipamd pd [release]        the DHCPv6-PD binding (release: give it back)
   ipamd version             print the version
