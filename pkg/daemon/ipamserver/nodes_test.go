@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,5 +318,74 @@ func TestNodeRemoveRefusals(t *testing.T) {
 	rm, err = a.cli.RemoveNode(ctx, "a", true, "")
 	if err != nil || !rm.WasAlive || !rm.Forced {
 		t.Errorf("forced removal of the local node: %+v, %v", rm, err)
+	}
+}
+
+// TestNodeRemoveRacesADDs: a forced removal while the node's ipamd serves
+// ADDs. Whatever order etcd puts them in, nothing of the node survives:
+// its writes before the removal are swept, those after fail their epoch
+// guard. The cluster's state is consistent after.
+func TestNodeRemoveRacesADDs(t *testing.T) {
+	ctx := context.Background()
+	st := store.New(etcdtest.Client(t))
+	a := startNode(t, st, "a", true)
+	d := startNode(t, st, "d", true)
+	conf := `{"cniVersion":"1.1.0","name":"race","ipam":{"type":"ipam-v6","ranges":[[{"subnet":"2001:db8:7::/112","blockSize":124}]]}}`
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	stop := make(chan struct{})
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req := &ipamapi.Request{Network: "race", ContainerID: fmt.Sprintf("w%d-%d", w, i), IfName: "eth0", Config: []byte(conf)}
+				if _, err := d.cli.Add(ctx, req); err == nil {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	// Remove once the node holds something (several blocks of 16).
+	for deadline := time.Now().Add(time.Minute); ok.Load() < 40; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("only %d ADDs on d succeeded in a minute", ok.Load())
+		}
+	}
+	rm, err := a.cli.RemoveNode(ctx, "d", true, "race")
+	if err != nil {
+		t.Fatalf("forced removal during ADDs: %v", err)
+	}
+	// Let the ADDs run into the fence for a while.
+	before := ok.Load()
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d ADDs succeeded (%d after the removal returned); the removal released %d attachments and %d blocks",
+		ok.Load(), ok.Load()-before, rm.Attachments, rm.Blocks)
+	// Every ADD that succeeded wrote before the fence, so the removal
+	// released it; none succeeded after.
+	if n := ok.Load(); int64(rm.Attachments) < n {
+		t.Errorf("%d ADDs succeeded, the removal released %d attachments", n, rm.Attachments)
+	}
+	if hs, err := st.HandlesAt(ctx, "d", 0); err != nil || len(hs) != 0 {
+		t.Errorf("handles of d after its removal: %d, %v; want none", len(hs), err)
+	}
+	ns, err := a.cli.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := findNode(ns, "d"); got == nil || got.State != ipamapi.NodeRemoved || got.Blocks != 0 || got.Attachments != 0 {
+		t.Errorf("d after its removal = %+v", got)
+	}
+	if cons, err := a.cli.Consistency(ctx); err != nil || len(cons.Problems) != 0 {
+		t.Errorf("check after the removal: %+v, %v", cons, err)
 	}
 }
