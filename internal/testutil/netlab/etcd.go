@@ -43,11 +43,14 @@ func (l *Lab) startEtcd() *Etcd {
 	}
 	e.Endpoint = fmt.Sprintf("http://[%s]:2379", e.Addr)
 	peer := fmt.Sprintf("http://[%s]:2380", e.Addr)
-	sock := filepath.Join(l.Dir, "etcd.sock")
+	// etcd 3.4 takes a unix URL's host:port as the socket's file name,
+	// relative to its working directory (the lab's Dir).
+	const sockName = "etcd.sock:0"
+	sock := filepath.Join(l.Dir, sockName)
 	var err error
-	e.p, err = startIn(e.NS, e.logPath, EtcdBin,
+	e.p, err = startIn(e.NS, e.logPath, l.Dir, EtcdBin,
 		"--name", "m0", "--data-dir", filepath.Join(l.Dir, "etcd"),
-		"--listen-client-urls", e.Endpoint+",unix://"+sock, "--advertise-client-urls", e.Endpoint,
+		"--listen-client-urls", e.Endpoint+",unix://"+sockName, "--advertise-client-urls", e.Endpoint,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "m0="+peer, "--initial-cluster-state", "new",
 		"--initial-cluster-token", "netlab-"+l.ID)
@@ -63,11 +66,14 @@ func (l *Lab) startEtcd() *Etcd {
 		l.t.Fatalf("etcd client: %v", err)
 	}
 	if !poll(30*time.Second, 50*time.Millisecond, func() bool {
+		if e.p.exited() {
+			return true
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := e.Client.Get(ctx, "health")
 		return err == nil
-	}) {
+	}) || e.p.exited() {
 		l.t.Fatalf("etcd in %s not serving after 30s:\n%s", e.NS, tailFile(e.logPath, 3000))
 	}
 	return e

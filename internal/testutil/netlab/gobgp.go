@@ -3,8 +3,8 @@ package netlab
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"net/netip"
 	"os/exec"
 	"strings"

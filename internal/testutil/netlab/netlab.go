@@ -34,6 +34,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -71,6 +73,10 @@ type Options struct {
 	RestartTime int
 	// NoGracefulRestart turns graceful restart off on the nodes.
 	NoGracefulRestart bool
+	// BlockSize6 and BlockSize4 are the pools' block sizes (defaults 64
+	// and 26: small IPv4 blocks, so a node's IPv4 routes are visibly its
+	// own).
+	BlockSize6, BlockSize4 int
 	// IpamdArgs are extra flags of every `ipamd serve`.
 	IpamdArgs []string
 }
@@ -87,6 +93,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.RestartTime == 0 {
 		o.RestartTime = 5
+	}
+	if o.BlockSize6 == 0 {
+		o.BlockSize6 = 64
+	}
+	if o.BlockSize4 == 0 {
+		o.BlockSize4 = 26
 	}
 }
 
@@ -107,23 +119,28 @@ type Lab struct {
 	// LinkPrefix6 and LinkPrefix4 are the link's subnets (LinkPrefix4 is
 	// valid only with Options.IPv4).
 	LinkPrefix6, LinkPrefix4 netip.Prefix
-	Router                   *Router
-	Etcd                     *Etcd
-	Nodes                    []*Node
+	// Pool6 and Pool4 are the pods' pools, shared by every node (Pool4
+	// only with Options.IPv4).
+	Pool6, Pool4 netip.Prefix
+	Router       *Router
+	Etcd         *Etcd
+	Nodes        []*Node
 	// Timings is how long each step of New took.
 	Timings Timings
 
+	mu         sync.Mutex
 	namespaces []string
+	podSeq     atomic.Int64
 }
 
 // Timings measure the bring-up of a lab.
 type Timings struct {
-	Link, Etcd, Router, Nodes, BGP, Total time.Duration
+	Build, Link, Etcd, Router, Nodes, BGP, Total time.Duration
 }
 
 func (t Timings) String() string {
-	return fmt.Sprintf("total %s (link %s, etcd %s, router %s, ipamds %s, BGP established %s)",
-		t.Total.Round(time.Millisecond), t.Link.Round(time.Millisecond), t.Etcd.Round(time.Millisecond),
+	return fmt.Sprintf("total %s (build %s, link %s, etcd %s, router %s, ipamds %s, BGP established %s)",
+		t.Total.Round(time.Millisecond), t.Build.Round(time.Millisecond), t.Link.Round(time.Millisecond), t.Etcd.Round(time.Millisecond),
 		t.Router.Round(time.Millisecond), t.Nodes.Round(time.Millisecond), t.BGP.Round(time.Millisecond))
 }
 
@@ -147,6 +164,8 @@ func New(t testing.TB, o Options) *Lab {
 	}
 	start := time.Now()
 	l := &Lab{t: t, ID: randomHex(3), Opts: o, Bin: Binaries(t)}
+	l.Timings.Build = time.Since(start)
+	step := time.Now()
 	dir, err := os.MkdirTemp("", "nl-")
 	if err != nil {
 		t.Fatal(err)
@@ -155,14 +174,16 @@ func New(t testing.TB, o Options) *Lab {
 	// One per lab: the prefix is fd6c:<id>::/64 (ULA, RFC 4193).
 	l.LinkPrefix6 = netip.MustParsePrefix(fmt.Sprintf("fd6c:%s:%s::/64", l.ID[:4], l.ID[4:]))
 	l.LinkPrefix4 = netip.MustParsePrefix("192.0.2.0/24")
+	l.Pool6 = netip.MustParsePrefix(fmt.Sprintf("fd6d:%s:%s00::/56", l.ID[:4], l.ID[4:]))
+	l.Pool4 = netip.MustParsePrefix("10.244.0.0/16")
 	t.Cleanup(l.cleanup)
 
 	l.Switch = l.newNetns("sw")
 	l.mustRun("ip", "-n", l.Switch, "link", "add", "br0", "type", "bridge")
 	l.mustRun("ip", "-n", l.Switch, "link", "set", "br0", "up")
-	l.Timings.Link = time.Since(start)
+	l.Timings.Link = time.Since(step)
 
-	step := time.Now()
+	step = time.Now()
 	l.Etcd = l.startEtcd()
 	l.Timings.Etcd = time.Since(step)
 
@@ -207,11 +228,19 @@ func (l *Lab) linkAddr4(h int) netip.Addr {
 func (l *Lab) newNetns(role string) string {
 	l.t.Helper()
 	name := l.netnsName(role)
+	l.track(name)
 	if err := createNetns(name); err != nil {
 		l.t.Fatal(err)
 	}
-	l.namespaces = append(l.namespaces, name)
 	return name
+}
+
+// track registers netns name for deletion by cleanup (before it exists:
+// a half-made netns goes too).
+func (l *Lab) track(name string) {
+	l.mu.Lock()
+	l.namespaces = append(l.namespaces, name)
+	l.mu.Unlock()
 }
 
 func (l *Lab) netnsName(role string) string { return "nl-" + l.ID + "-" + role }
@@ -298,6 +327,8 @@ func (l *Lab) cleanup() {
 		}
 	}
 	// Pods' and nodes' netns first (they hold veths into the switch).
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for i := len(l.namespaces) - 1; i >= 0; i-- {
 		if out, err := exec.Command("ip", "netns", "del", l.namespaces[i]).CombinedOutput(); err != nil &&
 			!strings.Contains(string(out), "No such file") {

@@ -56,7 +56,7 @@ func (l *Lab) newNode(i int) *Node {
 		n.Addr4 = l.linkAddr4(hostNode0 + i)
 	}
 	n.Client = ipamapi.NewClient(n.Socket)
-	l.namespaces = append(l.namespaces, n.NS)
+	l.track(n.NS)
 	if err := os.WriteFile(n.Config, []byte(n.config()), 0o600); err != nil {
 		l.t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func (n *Node) Start() error {
 	args := append([]string{filepath.Join(n.lab.Bin, "ipamd"), "serve", "--config", n.Config,
 		"--node-name", n.Name, "--etcd-endpoints", n.lab.Etcd.Endpoint,
 		"--socket", n.Socket, "--data-dir", n.DataDir, "--metrics-addr", "[::1]:9655"}, n.lab.Opts.IpamdArgs...)
-	p, err := startIn(n.NS, n.LogPath, args...)
+	p, err := startIn(n.NS, n.LogPath, "", args...)
 	if err != nil {
 		return err
 	}
@@ -236,12 +236,35 @@ func (n *Node) Exec(ctx context.Context, args ...string) ([]byte, error) {
 	return Exec(ctx, n.NS, args...)
 }
 
-// IPAMD runs the node's ipamd CLI on the node (inside its netns, where
-// its bridges are): `ipamd <args> --socket <its socket>`. The error
-// carries the exit status (*exec.ExitError) and the output.
-func (n *Node) IPAMD(ctx context.Context, args ...string) ([]byte, error) {
-	args = append(append([]string{filepath.Join(n.lab.Bin, "ipamd")}, args...), "--socket", n.Socket)
-	return n.Exec(ctx, args...)
+// Ipamd runs the node's ipamd CLI on the node (inside its netns, where
+// its bridges are) against the node's socket: Ipamd(ctx, "node", "remove",
+// "node-1") runs `ipamd node remove --socket <its socket> node-1`. The
+// --socket flag goes after the leading command words (args of only
+// lower-case letters), before flags and operands, where Go's flag package
+// parses it. The error carries the exit status (*exec.ExitError) and the
+// output.
+func (n *Node) Ipamd(ctx context.Context, args ...string) ([]byte, error) {
+	i := 0
+	for i < len(args) && isCommandWord(args[i]) {
+		i++
+	}
+	cmd := []string{filepath.Join(n.lab.Bin, "ipamd")}
+	cmd = append(cmd, args[:i]...)
+	cmd = append(cmd, "--socket", n.Socket)
+	cmd = append(cmd, args[i:]...)
+	return n.Exec(ctx, cmd...)
+}
+
+func isCommandWord(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < 'a' || r > 'z' {
+			return false
+		}
+	}
+	return true
 }
 
 // Routes is the node's kernel routes via a gateway (prefix → next hop).

@@ -21,9 +21,10 @@ type proc struct {
 }
 
 // startIn starts args inside netns ns (`ip netns exec` execs the command,
-// so the pid is the command's), output appended to logPath. The process
-// gets SIGKILL if the test binary dies.
-func startIn(ns, logPath string, args ...string) (*proc, error) {
+// so the pid is the command's) in directory dir (empty: the test's),
+// output appended to logPath. The process gets SIGKILL if the test binary
+// dies.
+func startIn(ns, logPath, dir string, args ...string) (*proc, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -31,7 +32,7 @@ func startIn(ns, logPath string, args ...string) (*proc, error) {
 	defer f.Close()
 	fmt.Fprintf(f, "---- started at %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Stdout, cmd.Stderr, cmd.Dir = f, f, dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s in netns %s: %w", args[0], ns, err)
@@ -86,17 +87,13 @@ func Binaries(t testing.TB) string {
 			return
 		}
 		_, self, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(self), "..", "..", "..")
-		for name, pkg := range map[string]string{
-			"bridge-v6": "./plugins/bridge-v6", "ipam-v6": "./plugins/ipam-v6", "ipamd": "./ipamd",
-		} {
-			cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(buildDir, name), pkg)
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
+		// One go build: it links the three in parallel.
+		cmd := exec.Command("go", "build", "-trimpath", "-o", buildDir+"/",
+			"./plugins/bridge-v6", "./plugins/ipam-v6", "./ipamd")
+		cmd.Dir = filepath.Join(filepath.Dir(self), "..", "..", "..")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

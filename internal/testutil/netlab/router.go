@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
 )
 
 // Router is the lab's upstream router: BIRD or gobgpd (AS 65000) in its
@@ -103,7 +105,7 @@ func (r *Router) startBird() error {
 		return err
 	}
 	var err error
-	if r.p, err = startIn(r.NS, r.logPath, "bird", "-f", "-c", conf, "-s", r.ctl); err != nil {
+	if r.p, err = startIn(r.NS, r.logPath, "", "bird", "-f", "-c", conf, "-s", r.ctl); err != nil {
 		return err
 	}
 	if !poll(10*time.Second, 20*time.Millisecond, func() bool {
@@ -138,7 +140,7 @@ func (r *Router) startGobgpd() error {
 		return err
 	}
 	var err error
-	if r.p, err = startIn(r.NS, r.logPath, "gobgpd", "-f", conf, "-p", "--api-hosts=unix://"+sock, "--pprof-disable"); err != nil {
+	if r.p, err = startIn(r.NS, r.logPath, "", "gobgpd", "-f", conf, "-p", "--api-hosts=unix://"+sock, "--pprof-disable"); err != nil {
 		return err
 	}
 	if !poll(10*time.Second, 20*time.Millisecond, func() bool {
@@ -235,10 +237,61 @@ func (r *Router) CLI(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// Routes is the router's kernel main table, both families, restricted to
-// routes via a gateway: what it learned by BGP (BIRD exports them, the lab
-// mirrors gobgpd's), prefix → next hop.
+// Routes is the router's BGP table, both families: the best path of each
+// prefix it learned from a node, prefix → next hop. BIRD: `birdc show
+// route` (BGP routes only); gobgpd: its global RIB (what `gobgp global rib`
+// prints), over the API.
 func (r *Router) Routes() (map[netip.Prefix]netip.Addr, error) {
+	if r.Kind == GoBGP {
+		m := map[netip.Prefix]netip.Addr{}
+		for _, afi := range []api.Family_Afi{api.Family_AFI_IP6, api.Family_AFI_IP} {
+			if err := r.api.bestPaths(context.Background(), afi, m); err != nil {
+				return nil, err
+			}
+		}
+		return m, nil
+	}
+	out, err := r.birdc("show", "route")
+	if err != nil {
+		return nil, err
+	}
+	return parseBirdRoutes(out), nil
+}
+
+// parseBirdRoutes reads `birdc show route`, taking the first (best) route
+// of each prefix when it came from a BGP protocol (named node<i>):
+//
+//	Table master6:
+//	fd6d:1:200::/64      unicast [node0 03:10:00.123] * (100) [AS65001i]
+//		via fd6c:1:2::11 on lan0
+func parseBirdRoutes(out string) map[netip.Prefix]netip.Addr {
+	m := map[netip.Prefix]netip.Addr{}
+	var cur netip.Prefix
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if line[0] != ' ' && line[0] != '\t' {
+			cur = netip.Prefix{}
+			if p, err := netip.ParsePrefix(f[0]); err == nil && strings.Contains(line, "[node") {
+				cur = p
+			}
+			continue
+		}
+		if _, seen := m[cur]; cur.IsValid() && !seen && f[0] == "via" && len(f) > 1 {
+			if nh, err := netip.ParseAddr(f[1]); err == nil {
+				m[cur] = nh
+			}
+		}
+	}
+	return m
+}
+
+// KernelRoutes is the router's kernel main table, both families,
+// restricted to routes via a gateway (BIRD exports what it learned, the
+// lab mirrors gobgpd's best paths): what it forwards by.
+func (r *Router) KernelRoutes() (map[netip.Prefix]netip.Addr, error) {
 	return kernelRoutes(r.NS)
 }
 
