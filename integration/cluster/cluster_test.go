@@ -23,15 +23,16 @@ const routeTimeout = 60 * time.Second
 
 // TestPodToPod attaches a pod on each of two nodes and pings each pod from
 // the other, every family, through the router; the router's BGP table
-// holds every node's blocks via that node. Once with BIRD and IPv6 only,
-// once with gobgpd and dual-stack (IPv4 blocks via the node's IPv4
-// address: bgpspeaker's nextHopIPv4).
+// holds every node's blocks via that node. With BIRD IPv6 only and
+// dual-stack, with gobgpd dual-stack (IPv4 blocks via the node's IPv4
+// address on the link: bgpspeaker's nextHopIPv4, over the IPv6 session).
 func TestPodToPod(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opts netlab.Options
 	}{
 		{"bird/ipv6", netlab.Options{Router: netlab.BIRD}},
+		{"bird/dual-stack", netlab.Options{Router: netlab.BIRD, IPv4: true}},
 		{"gobgpd/dual-stack", netlab.Options{Router: netlab.GoBGP, IPv4: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,23 +87,37 @@ func TestPodToPod(t *testing.T) {
 	}
 }
 
-// TestNodeStop stops one node's ipamd with SIGTERM and kills another's
-// with SIGKILL, and waits until the router's table has lost their blocks
-// and only theirs. With graceful restart on (the default, and ipamd's
-// SIGTERM is a planned restart that sends no NOTIFICATION) the router keeps
-// both nodes' routes as stale for the nodes' restart time, then drops
-// them: SIGKILL is the same as SIGTERM here, since the kernel closes the
-// dead process's TCP session and the router sees the restart at once. With
-// graceful restart off, SIGTERM withdraws at once (a Cease) and so does a
-// SIGKILL (the closed session). The BGP hold time matters only when the
-// node vanishes without closing the session (PowerOff: the link is cut).
+// TestNodeStop takes nodes away one way each and waits until the router's
+// BGP table has lost their blocks, and only theirs:
+//
+//   - SIGTERM of ipamd. With graceful restart on (the default) it is a
+//     planned restart: no NOTIFICATION, the router keeps the routes as
+//     stale for the node's restart time, then drops them. With graceful
+//     restart off ipamd sends a Cease and the routes go at once.
+//   - SIGKILL of ipamd (a crash). The kernel closes the dead process's TCP
+//     session, so the router sees the session end at once: with graceful
+//     restart the routes go after the restart time, as for SIGTERM;
+//     without it at once. Not the hold time.
+//   - Power off (the node's link is cut first, so no FIN ever leaves it):
+//     only the BGP hold time ends the session; run without graceful
+//     restart, where the routes then go at once.
 func TestNodeStop(t *testing.T) {
+	type step struct {
+		how  string
+		stop func(*netlab.Node) error
+	}
+	sigterm := step{"SIGTERM", (*netlab.Node).Stop}
+	sigkill := step{"SIGKILL", func(n *netlab.Node) error { n.Kill(); return nil }}
+	powerOff := step{"power off", (*netlab.Node).PowerOff}
 	for _, tc := range []struct {
-		name string
-		opts netlab.Options
+		name  string
+		opts  netlab.Options
+		steps []step
 	}{
-		{"bird/graceful-restart", netlab.Options{Router: netlab.BIRD, Nodes: 3, RestartTime: 3}},
-		{"gobgpd/no-graceful-restart", netlab.Options{Router: netlab.GoBGP, Nodes: 3, NoGracefulRestart: true, HoldTime: 3}},
+		{"bird/graceful-restart", netlab.Options{Router: netlab.BIRD, Nodes: 3, RestartTime: 3},
+			[]step{sigterm, sigkill}},
+		{"gobgpd/no-graceful-restart", netlab.Options{Router: netlab.GoBGP, Nodes: 4, NoGracefulRestart: true},
+			[]step{sigterm, sigkill, powerOff}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -113,51 +128,49 @@ func TestNodeStop(t *testing.T) {
 				addPod(t, ctx, n)
 			}
 			want := requireRoutes(t, ctx, lab)
-			keep, term, kill := lab.Nodes[0], lab.Nodes[1], lab.Nodes[2]
-
-			for _, step := range []struct {
-				how  string
-				node *netlab.Node
-				stop func(*netlab.Node) error
-			}{
-				{"SIGTERM", term, (*netlab.Node).Stop},
-				{"SIGKILL", kill, func(n *netlab.Node) error { n.Kill(); return nil }},
-			} {
-				gone := routesVia(want, lab, step.node)
-				if err := step.stop(step.node); err != nil {
+			keep := lab.Nodes[0]
+			for i, st := range tc.steps {
+				node := lab.Nodes[i+1]
+				gone := routesVia(want, node)
+				start := time.Now()
+				if err := st.stop(node); err != nil {
 					t.Fatal(err)
 				}
-				_, took, err := lab.Router.WaitRoutes(routeTimeout, func(rt map[netip.Prefix]netip.Addr) bool {
+				if _, _, err := lab.Router.WaitRoutes(routeTimeout, func(rt map[netip.Prefix]netip.Addr) bool {
 					for p := range gone {
 						if _, ok := rt[p]; ok {
 							return false
 						}
 					}
 					return true
-				})
-				if err != nil {
-					t.Fatalf("%s of %s: its routes %v did not leave: %v", step.how, step.node.Name, gone, err)
+				}); err != nil {
+					t.Fatalf("%s of %s: its routes %v did not leave: %v", st.how, node.Name, gone, err)
 				}
-				t.Logf("%s of %s's ipamd: its %d route(s) left the router after %s (%s)",
-					step.how, step.node.Name, len(gone), took.Round(10*time.Millisecond), grNote(tc.opts))
+				t.Logf("%s of %s: its %d route(s) left the router %s after the stop began (%s)", st.how, node.Name,
+					len(gone), time.Since(start).Round(10*time.Millisecond), grNote(lab.Opts, st.how))
 			}
 			// The node left alone still has all its routes.
 			rt, err := lab.Router.Routes()
 			if err != nil {
 				t.Fatal(err)
 			}
-			for p, nh := range routesVia(want, lab, keep) {
+			for p, nh := range routesVia(want, keep) {
 				if rt[p] != nh {
 					t.Errorf("route %s of %s (still running): router has next hop %v, want %s", p, keep.Name, rt[p], nh)
 				}
 			}
+			requireClean(t, ctx, lab)
 		})
 	}
 }
 
-func grNote(o netlab.Options) string {
-	if o.NoGracefulRestart {
-		return "graceful restart off: withdrawn when the session ends"
+// grNote says what ended the stopped node's routes.
+func grNote(o netlab.Options, how string) string {
+	switch {
+	case how == "power off":
+		return fmt.Sprintf("the session ended when the hold time, %d s, expired", o.HoldTime)
+	case o.NoGracefulRestart:
+		return "graceful restart off: withdrawn when the session ended"
 	}
 	return fmt.Sprintf("graceful restart: kept stale for the restart time, %d s", o.RestartTime)
 }
@@ -230,7 +243,7 @@ func requireRoutes(t *testing.T, ctx context.Context, lab *netlab.Lab) map[netip
 }
 
 // routesVia is the subset of routes via node n.
-func routesVia(routes map[netip.Prefix]netip.Addr, lab *netlab.Lab, n *netlab.Node) map[netip.Prefix]netip.Addr {
+func routesVia(routes map[netip.Prefix]netip.Addr, n *netlab.Node) map[netip.Prefix]netip.Addr {
 	out := map[netip.Prefix]netip.Addr{}
 	for p, nh := range routes {
 		if nh == n.Addr6 || n.Addr4.IsValid() && nh == n.Addr4 {

@@ -17,8 +17,13 @@
 // the other node. Each node runs its own ipamd inside its netns, with
 // --etcd-endpoints on the link and a config file whose bgp section peers
 // the router from the node's link address. A pod is a netns; ADD, DEL and
-// CHECK exec bin/bridge-v6 (ipam-v6 in-process) inside the node's netns
-// with CNI_NETNS pointing at the pod.
+// CHECK exec bridge-v6 inside the node's netns with CNI_NETNS pointing at
+// the pod, and bridge-v6 execs ipam-v6 (from CNI_PATH), which asks the
+// node's ipamd: every node serves the same pools (Lab.Pool6, Lab.Pool4).
+//
+// The router's BGP table (Router.Routes: `birdc show route`, gobgpd's
+// RIB) is what tests check; its kernel table (Router.KernelRoutes) is what
+// it forwards by.
 //
 // Every netns is named "nl-<lab id>-<role>", every process is started by
 // the lab and killed by pid, and everything is removed when the test ends,

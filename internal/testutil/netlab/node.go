@@ -244,15 +244,19 @@ func (n *Node) Exec(ctx context.Context, args ...string) ([]byte, error) {
 // parses it. The error carries the exit status (*exec.ExitError) and the
 // output.
 func (n *Node) Ipamd(ctx context.Context, args ...string) ([]byte, error) {
+	return n.Exec(ctx, ipamdCommand(filepath.Join(n.lab.Bin, "ipamd"), n.Socket, args)...)
+}
+
+// ipamdCommand is bin, the leading command words of args, --socket socket,
+// then the rest of args.
+func ipamdCommand(bin, socket string, args []string) []string {
 	i := 0
 	for i < len(args) && isCommandWord(args[i]) {
 		i++
 	}
-	cmd := []string{filepath.Join(n.lab.Bin, "ipamd")}
-	cmd = append(cmd, args[:i]...)
-	cmd = append(cmd, "--socket", n.Socket)
-	cmd = append(cmd, args[i:]...)
-	return n.Exec(ctx, cmd...)
+	cmd := append([]string{bin}, args[:i]...)
+	cmd = append(cmd, "--socket", socket)
+	return append(cmd, args[i:]...)
 }
 
 func isCommandWord(s string) bool {

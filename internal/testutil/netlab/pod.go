@@ -30,18 +30,21 @@ type Pod struct {
 	Node   *Node
 	// Addrs are the addresses of the ADD result (one per family).
 	Addrs []netip.Addr
+	// result is ADD's result, CHECK's prevResult.
+	result json.RawMessage
 }
 
 // netConf is the bridge-v6 configuration every node uses: the same pools
-// everywhere (one cluster), served by the node's own ipamd.
-func (n *Node) netConf(cmdVersion string) []byte {
+// everywhere (one cluster), served by the node's own ipamd; prevResult
+// when given.
+func (n *Node) netConf(prevResult json.RawMessage) []byte {
 	l := n.lab
 	ranges := []any{[]any{map[string]any{"subnet": l.Pool6.String(), "blockSize": l.Opts.BlockSize6}}}
 	if l.Opts.IPv4 {
 		ranges = append(ranges, []any{map[string]any{"subnet": l.Pool4.String(), "blockSize": l.Opts.BlockSize4}})
 	}
-	b, _ := json.Marshal(map[string]any{
-		"cniVersion":       cmdVersion,
+	conf := map[string]any{
+		"cniVersion":       "1.1.0",
 		"name":             NetworkName,
 		"type":             "bridge-v6",
 		"bridge":           Bridge,
@@ -50,7 +53,11 @@ func (n *Node) netConf(cmdVersion string) []byte {
 		// No NAT anywhere: pod addresses are routed as they are.
 		"ipMasq": false,
 		"ipam":   map[string]any{"type": "ipam-v6", "socket": n.Socket, "ranges": ranges},
-	})
+	}
+	if prevResult != nil {
+		conf["prevResult"] = prevResult
+	}
+	b, _ := json.Marshal(conf)
 	return b
 }
 
@@ -67,7 +74,11 @@ func (n *Node) cni(ctx context.Context, command string, p *Pod) ([]byte, error) 
 		"CNI_PATH="+bin,
 		"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME="+p.ID,
 	)
-	cmd.Stdin = bytes.NewReader(n.netConf("1.1.0"))
+	var prev json.RawMessage
+	if command == "CHECK" {
+		prev = p.result
+	}
+	cmd.Stdin = bytes.NewReader(n.netConf(prev))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -109,6 +120,7 @@ func (n *Node) AddPod(ctx context.Context) (*Pod, error) {
 		}
 		p.Addrs = append(p.Addrs, pfx.Addr())
 	}
+	p.result = out
 	n.mu.Lock()
 	n.pods = append(n.pods, p)
 	n.mu.Unlock()
