@@ -59,6 +59,11 @@ func TestPodToPod(t *testing.T) {
 			if tc.opts.IPv4 && !hasFamily(want, 4) {
 				t.Fatalf("dual-stack: no IPv4 block among the nodes' blocks: %v", want)
 			}
+			table, err := lab.Router.ShowRoutes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("router %s's table:\n%s", lab.Router.Kind, table)
 
 			v6Before, v4Before := forwarded(t, lab)
 			for _, fam := range families {
@@ -101,6 +106,9 @@ func TestPodToPod(t *testing.T) {
 //   - Power off (the node's link is cut first, so no FIN ever leaves it):
 //     only the BGP hold time ends the session; run without graceful
 //     restart, where the routes then go at once.
+//
+// With graceful restart, the stopped ipamds then start again and the
+// router learns their blocks again, via them.
 func TestNodeStop(t *testing.T) {
 	type step struct {
 		how  string
@@ -110,14 +118,15 @@ func TestNodeStop(t *testing.T) {
 	sigkill := step{"SIGKILL", func(n *netlab.Node) error { n.Kill(); return nil }}
 	powerOff := step{"power off", (*netlab.Node).PowerOff}
 	for _, tc := range []struct {
-		name  string
-		opts  netlab.Options
-		steps []step
+		name    string
+		opts    netlab.Options
+		steps   []step
+		restart bool
 	}{
 		{"bird/graceful-restart", netlab.Options{Router: netlab.BIRD, Nodes: 3, RestartTime: 3},
-			[]step{sigterm, sigkill}},
+			[]step{sigterm, sigkill}, true},
 		{"gobgpd/no-graceful-restart", netlab.Options{Router: netlab.GoBGP, Nodes: 4, NoGracefulRestart: true},
-			[]step{sigterm, sigkill, powerOff}},
+			[]step{sigterm, sigkill, powerOff}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -158,6 +167,17 @@ func TestNodeStop(t *testing.T) {
 				if rt[p] != nh {
 					t.Errorf("route %s of %s (still running): router has next hop %v, want %s", p, keep.Name, rt[p], nh)
 				}
+			}
+			if tc.restart {
+				for _, n := range lab.Nodes[1 : 1+len(tc.steps)] {
+					if err := n.Start(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := lab.Router.WaitEstablished(lab.Nodes, routeTimeout); err != nil {
+					t.Fatal(err)
+				}
+				requireRoutes(t, ctx, lab)
 			}
 			requireClean(t, ctx, lab)
 		})
@@ -230,7 +250,8 @@ func requireRoutes(t *testing.T, ctx context.Context, lab *netlab.Lab) map[netip
 		return true
 	})
 	if err != nil {
-		t.Fatalf("router %s: want every block via its node %v: %v", lab.Router.Kind, want, err)
+		table, _ := lab.Router.ShowRoutes()
+		t.Fatalf("router %s: want every block via its node %v: %v\n%s", lab.Router.Kind, want, err, table)
 	}
 	for p, nh := range rt {
 		inPool := lab.Pool6.Overlaps(p) || lab.Opts.IPv4 && lab.Pool4.Overlaps(p)

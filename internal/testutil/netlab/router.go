@@ -237,6 +237,24 @@ func (r *Router) CLI(args ...string) (string, error) {
 	return string(out), nil
 }
 
+// ShowRoutes is the router's BGP table as its CLI prints it, both
+// families: `birdc show route`, or `gobgp global rib -a ipv6` and `-a
+// ipv4` against gobgpd; for logs.
+func (r *Router) ShowRoutes() (string, error) {
+	if r.Kind == BIRD {
+		return r.CLI("show", "route")
+	}
+	var sb strings.Builder
+	for _, fam := range []string{"ipv6", "ipv4"} {
+		out, err := r.CLI("global", "rib", "-a", fam)
+		if err != nil {
+			return sb.String(), err
+		}
+		sb.WriteString(out)
+	}
+	return sb.String(), nil
+}
+
 // Routes is the router's BGP table, both families: the best path of each
 // prefix it learned from a node, prefix → next hop. BIRD: `birdc show
 // route` (BGP routes only); gobgpd: its global RIB (what `gobgp global rib`
