@@ -193,3 +193,17 @@ func (p *Pod) remove() error {
 	}
 	return nil
 }
+
+// Status runs the CNI STATUS verb on the node, as a runtime does to set
+// NetworkReady; the error carries the plugin's CNI error (code and msg).
+func (n *Node) Status(ctx context.Context) error {
+	_, err := n.cni(ctx, "STATUS", &Pod{})
+	return err
+}
+
+// Pods are the node's pods that were added and not deleted, oldest first.
+func (n *Node) Pods() []*Pod {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]*Pod(nil), n.pods...)
+}
