@@ -47,6 +47,7 @@ type node struct {
 // network is one conflist as a node runs it.
 type network struct {
 	file string
+	ipam string // the IPAM plugin: ipam-v6 (a pool) or pd-ipam (the delegated prefix)
 	list *libcni.NetworkConfigList
 }
 
@@ -200,7 +201,8 @@ func (d *demo) loadNetwork(n *node, file string) (*network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	nw := &network{file: file, list: list}
+	ipamType, _ := ipam["type"].(string)
+	nw := &network{file: file, ipam: ipamType, list: list}
 	n.nets[file] = nw
 	return nw, nil
 }
