@@ -163,8 +163,9 @@ func (d *demo) waitIpamd(ctx context.Context, n *node) error {
 		return err
 	}
 	n.bgpAfter = time.Since(n.started)
-	step("%s %s: ipamd pid %d at %s — serving after %s, prefix %s delegated by Kea after %s, BGP session with the router up after %s",
-		n.name, n.netns, n.ipamd.cmd.Process.Pid, n.addr, ms(n.ready), n.prefix, ms(n.pdAfter), ms(n.bgpAfter))
+	step("%s %s at %s: ipamd pid %d", n.name, n.netns, n.addr, n.ipamd.cmd.Process.Pid)
+	fmt.Printf("      serving after %s\n      prefix %s delegated by Kea after %s\n      BGP session with the router up after %s\n",
+		ms(n.ready), n.prefix, ms(n.pdAfter), ms(n.bgpAfter))
 	return nil
 }
 
