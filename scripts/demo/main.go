@@ -334,6 +334,9 @@ func (d *demo) removeNode(ctx context.Context, a, b *node, bBlocks []string) err
 		return fmt.Errorf("after ipamd node remove %s, etcd still holds its blocks: %s", b.name, strings.Join(left, ", "))
 	case removed:
 		fmt.Printf("    %s's blocks are back in the pool, free for any node\n", b.name)
+		if err := d.show(ctx, a, "nodes"); err != nil {
+			return err
+		}
 	default:
 		// i12-merge: without `ipamd node remove` node-b's blocks stay claimed.
 		fmt.Printf("    (%s still owns %d block(s): no removal in this build)\n", b.name, len(left))
