@@ -208,11 +208,9 @@ func (d *demo) run(ctx context.Context) error {
 
 	heading(4, "The router learns every node's blocks by BGP")
 	byNode := d.blocksByNode(d.pods)
-	took, err := d.router.waitRoutes(ctx, true, 20*time.Second, byNode)
-	if err != nil {
+	if _, err := d.router.waitRoutes(ctx, true, 20*time.Second, byNode); err != nil {
 		return err
 	}
-	_ = took
 	fmt.Printf("    every pod's block is at the router, via its node, %s after the last ADD\n", ms(time.Since(d.pods[len(d.pods)-1].addEnd)))
 	if err := d.showRoutes(ctx); err != nil {
 		return err
@@ -342,14 +340,12 @@ func (d *demo) removeNode(ctx context.Context, a, b *node, bBlocks []string) err
 		fmt.Printf("    (%s still owns %d block(s): no removal in this build)\n", b.name, len(left))
 	}
 
-	took, err := d.router.waitRoutes(ctx, false, 30*time.Second, map[*node][]string{b: bBlocks})
-	if err != nil {
+	if _, err := d.router.waitRoutes(ctx, false, 30*time.Second, map[*node][]string{b: bBlocks}); err != nil {
 		return err
 	}
 	fmt.Printf("\n    %s's routes left the router %s after it stopped (the session closed; BIRD dropped the\n"+
 		"    stale routes graceful restart kept when node-b's restart time, %d s here, ran out):\n",
 		b.name, ms(time.Since(stopped)), grRestart)
-	_ = took
 	if err := d.showRoutes(ctx); err != nil {
 		return err
 	}
