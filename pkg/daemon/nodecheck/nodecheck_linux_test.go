@@ -1,0 +1,111 @@
+package nodecheck
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/v6cni/v6cni/internal/testutil/etcdtest"
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
+	"github.com/v6cni/v6cni/pkg/link"
+)
+
+// TestCheckRealKernel: records in a real etcd, a real bridge in a netns
+// standing for the node's host, real container namespaces. A clean node
+// checks clean; then a gateway whose block is not the node's and an
+// attachment whose netns was deleted are both found.
+func TestCheckRealKernel(t *testing.T) {
+	linktest.RequireRoot(t)
+	ctx := context.Background()
+	cli := etcdtest.Client(t)
+	st := store.New(cli)
+	hostNS := linktest.NewNS(t)
+	bridge := linktest.Name("ncbr")
+	linktest.Bridge(t, hostNS, bridge)
+	live := linktest.NewNS(t)
+	doomed, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { doomed.Close(); testutils.UnmountNS(doomed) })
+
+	pfx := netip.MustParsePrefix
+	block := pfx("fd6c:4e0c:1::/64")
+	put := func(key string, v any) {
+		t.Helper()
+		val, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Put(ctx, key, string(val)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(store.PoolKey("n"), store.Pool{Network: "n", Subnets: []netip.Prefix{pfx("fd6c:4e0c::/48")}})
+	put(store.BlockKey(block), store.Block{CIDR: block, Node: "me", Network: "n", Subnet: pfx("fd6c:4e0c::/48"), Source: "pool"})
+	for i, n := range []string{live.Path(), doomed.Path()} {
+		id := store.AttachmentID{Network: "n", ContainerID: []string{"live", "doomed"}[i], IfName: "eth0"}
+		a := netip.MustParseAddr("fd6c:4e0c:1::2")
+		for range i {
+			a = a.Next()
+		}
+		put(store.HandleKey(id), store.Handle{AttachmentID: id, Node: "me", Netns: n,
+			IPs: []store.IP{{Address: netip.PrefixFrom(a, 64), Gateway: netip.MustParseAddr("fd6c:4e0c:1::1"), Block: block}}})
+		put(store.AddrKey(a), id)
+	}
+	addGW := func(p string) {
+		linktest.Do(t, hostNS, func() error {
+			br, err := netlink.LinkByName(bridge)
+			if err != nil {
+				return err
+			}
+			return netlink.AddrAdd(br, &netlink.Addr{IPNet: link.IPNet(pfx(p)), Flags: unix.IFA_F_NODAD})
+		})
+	}
+	check := func() []store.Problem {
+		t.Helper()
+		snap, err := st.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps []store.Problem
+		linktest.Do(t, hostNS, func() error {
+			ba, _ := link.BridgeAddrs()
+			t.Logf("bridge addrs %v pools %+v", ba, snap.Pools)
+			ps, err = Check(snap, "me", Kernel{})
+			return err
+		})
+		return append(ps, store.Check(snap)...)
+	}
+
+	addGW("fd6c:4e0c:1::1/64")
+	if ps := check(); len(ps) != 0 {
+		t.Fatalf("clean node: problems %v", ps)
+	}
+
+	addGW("fd6c:4e0c:9::1/64") // a block released while its gateway stayed
+	if err := doomed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutils.UnmountNS(doomed); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range check() {
+		got = append(got, p.Kind+" "+p.Key)
+	}
+	want := []string{
+		"gateway-no-block " + store.BlockKey(pfx("fd6c:4e0c:9::/64")),
+		"netns-gone " + store.HandleKey(store.AttachmentID{Network: "n", ContainerID: "doomed", IfName: "eth0"}),
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems = %q, want %q", got, want)
+	}
+}
