@@ -94,7 +94,6 @@ func Check(snap *store.Snapshot, node string, host Host) ([]store.Problem, error
 	onAny := map[netip.Prefix][]string{}           // gateway address → links
 	for _, ba := range addrs {
 		block := ba.Addr.Masked()
-		fmt.Println("DBG", ba, block, ipmath.Gateway(block), inRange(ba.Addr), ranges)
 		if ba.Addr.Addr() != ipmath.Gateway(block) || !inRange(ba.Addr) {
 			continue
 		}

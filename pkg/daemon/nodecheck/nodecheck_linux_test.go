@@ -48,8 +48,8 @@ func TestCheckRealKernel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put(store.PoolKey("n"), store.Pool{Network: "n", Subnets: []netip.Prefix{pfx("fd6c:4e0c::/48")}})
-	put(store.BlockKey(block), store.Block{CIDR: block, Node: "me", Network: "n", Subnet: pfx("fd6c:4e0c::/48"), Source: "pool"})
+	put(store.PoolKey("n"), store.Pool{Network: "n", Subnets: []netip.Prefix{pfx("fd6c:4e0c::/32")}})
+	put(store.BlockKey(block), store.Block{CIDR: block, Node: "me", Network: "n", Subnet: pfx("fd6c:4e0c::/32"), Source: "pool"})
 	for i, n := range []string{live.Path(), doomed.Path()} {
 		id := store.AttachmentID{Network: "n", ContainerID: []string{"live", "doomed"}[i], IfName: "eth0"}
 		a := netip.MustParseAddr("fd6c:4e0c:1::2")
@@ -77,8 +77,6 @@ func TestCheckRealKernel(t *testing.T) {
 		}
 		var ps []store.Problem
 		linktest.Do(t, hostNS, func() error {
-			ba, _ := link.BridgeAddrs()
-			t.Logf("bridge addrs %v pools %+v", ba, snap.Pools)
 			ps, err = Check(snap, "me", Kernel{})
 			return err
 		})
