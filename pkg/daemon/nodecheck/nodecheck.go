@@ -42,10 +42,19 @@ type Host interface {
 }
 
 // Kernel is the Host of the calling thread's network namespace.
-type Kernel struct{}
+type Kernel struct {
+	// Exists, when set, replaces allocator.NetnsExists (ipamd passes the
+	// function its GC uses, so check and gc agree on what is gone).
+	Exists func(path string) bool
+}
 
 // NetnsExists is allocator.NetnsExists: what `ipamd gc` releases by.
-func (Kernel) NetnsExists(path string) bool { return allocator.NetnsExists(path) }
+func (k Kernel) NetnsExists(path string) bool {
+	if k.Exists != nil {
+		return k.Exists(path)
+	}
+	return allocator.NetnsExists(path)
+}
 
 // BridgeAddrs is link.BridgeAddrs.
 func (Kernel) BridgeAddrs() ([]link.BridgeAddr, error) { return link.BridgeAddrs() }
