@@ -27,7 +27,9 @@ func TestCheck(t *testing.T) {
 		b := pfx(block)
 		return store.IP{Address: netip.PrefixFrom(netip.MustParseAddr(a), b.Bits()), Block: b}
 	}
-	id := func(c string) store.AttachmentID { return store.AttachmentID{Network: "n", ContainerID: c, IfName: "eth0"} }
+	id := func(c string) store.AttachmentID {
+		return store.AttachmentID{Network: "n", ContainerID: c, IfName: "eth0"}
+	}
 	snapshot := func() *store.Snapshot {
 		return &store.Snapshot{
 			Pools: []store.Pool{{Network: "n", Subnets: []netip.Prefix{pfx("2001:db8::/48"), pfx("10.9.0.0/16")}}},
