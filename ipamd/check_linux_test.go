@@ -182,6 +182,20 @@ func TestCheckCommand(t *testing.T) {
 			},
 			func(t *testing.T) { del(store.HandleKey(dupID)) },
 			"addr-twice", "test-node"},
+		{"attachment without an address",
+			func(t *testing.T) {
+				put(store.HandleKey(dupID), store.Handle{AttachmentID: dupID, Node: "test-node",
+					IPs: []store.IP{{Address: netip.PrefixFrom(spare, block.Bits()), Gateway: gw.Addr(), Block: block}}})
+			},
+			func(t *testing.T) { del(store.HandleKey(dupID)) },
+			"addr-not-held", "test-node"},
+		{"attachment left by an unfinished removal",
+			func(t *testing.T) {
+				put(store.RemovedKey("gone"), store.Removed{Node: "gone", At: time.Now(), Reason: "ipamd node remove"})
+				put(store.HandleKey(dupID), store.Handle{AttachmentID: dupID, Node: "gone"})
+			},
+			func(t *testing.T) { del(store.HandleKey(dupID)); del(store.RemovedKey("gone")) },
+			"handle-no-node", "gone"},
 		{"gateway on a bridge with no block",
 			func(t *testing.T) { sh("addr", "add", "2001:db8:7c:ee::1/64", "dev", "chkbr0", "nodad") },
 			func(t *testing.T) { sh("addr", "del", "2001:db8:7c:ee::1/64", "dev", "chkbr0") },
@@ -207,6 +221,32 @@ func TestCheckCommand(t *testing.T) {
 				t.Errorf("table: exit %d, want 1 and %s under node %s:\n%s", code, tt.kind, tt.node, out)
 			}
 		})
+	}
+	checktest.AssertClean(t, cli)
+
+	// A dead node (registered, its ipamd gone) holds its block and
+	// attachment: shown, not a problem.
+	sleeper, err := store.New(etcd).RegisterNode(ctx, store.Node{Name: "sleeper", MachineID: "elsewhere"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := etcd.Revoke(ctx, sleeper.Lease); err != nil {
+		t.Fatal(err)
+	}
+	sleepBlock := netip.MustParsePrefix("2001:db8:7c:5::/64")
+	sleepAddr := sleepBlock.Addr().Next().Next()
+	sleepID := store.AttachmentID{Network: "chk", ContainerID: "zzz", IfName: "eth0"}
+	put(store.BlockKey(sleepBlock), store.Block{CIDR: sleepBlock, Node: "sleeper", Network: "chk", Subnet: netip.MustParsePrefix(subnet), Source: "pool"})
+	put(store.HandleKey(sleepID), store.Handle{AttachmentID: sleepID, Node: "sleeper", Netns: "/var/run/netns/on-another-machine",
+		IPs: []store.IP{{Address: netip.PrefixFrom(sleepAddr, 64), Gateway: sleepBlock.Addr().Next(), Block: sleepBlock}}})
+	put(store.AddrKey(sleepAddr), sleepID)
+	code, out = runCheck(t, d.socket)
+	if code != 0 || !strings.Contains(out, "node sleeper: dead") || !strings.Contains(out, "ipamd node remove sleeper") {
+		t.Errorf("dead node: exit %d, want 0 and the node shown dead:\n%s", code, out)
+	}
+	t.Logf("ipamd check with a dead node:\n%s", out)
+	if _, err := store.New(etcd).RemoveNode(ctx, "sleeper", "test"); err != nil {
+		t.Fatal(err)
 	}
 	checktest.AssertClean(t, cli)
 
