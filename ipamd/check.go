@@ -129,7 +129,11 @@ func showCheck(w io.Writer, r *ipamapi.Consistency) error {
 	for _, k := range slices.Sorted(maps.Keys(kinds)) {
 		parts = append(parts, fmt.Sprintf("%d %s", kinds[k], k))
 	}
-	nodes := len(byNode)
-	_, err := fmt.Fprintf(w, "%d problem(s) on %d node(s): %s\n", len(r.Problems), nodes, strings.Join(parts, ", "))
+	nodes, where := len(byNode), ""
+	if none := len(byNode[""]); none > 0 {
+		nodes--
+		where = fmt.Sprintf(" and %d of no node", none)
+	}
+	_, err := fmt.Fprintf(w, "%d problem(s) on %d node(s)%s: %s\n", len(r.Problems), nodes, where, strings.Join(parts, ", "))
 	return err
 }

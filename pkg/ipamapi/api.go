@@ -164,7 +164,7 @@ type Consistency struct {
 	Node string `json:"node,omitempty"`
 	// Nodes is every registered node and every node a record names, with
 	// its state (alive, dead, removed, unregistered).
-	Nodes []NodeCheck `json:"nodes,omitempty"`
+	Nodes []NodeCheck `json:"nodes"`
 }
 
 // Problem is one broken invariant (see store.Check, store.CheckNodes and

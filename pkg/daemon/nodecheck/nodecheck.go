@@ -32,6 +32,9 @@ import (
 	"github.com/v6cni/v6cni/pkg/link"
 )
 
+// ProblemKinds are the kinds Check reports.
+var ProblemKinds = []string{"netns-gone", "gateway-no-block", "gateway-missing"}
+
 // Host is what the checks read from the node's kernel.
 type Host interface {
 	// NetnsExists reports whether a network namespace path still exists.

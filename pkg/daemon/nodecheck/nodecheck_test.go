@@ -99,6 +99,9 @@ func TestCheck(t *testing.T) {
 			var kinds, keys []string
 			for _, p := range ps {
 				kinds, keys = append(kinds, p.Kind), append(keys, p.Key)
+				if !slices.Contains(ProblemKinds, p.Kind) {
+					t.Errorf("kind %q is not in ProblemKinds (nor in ipamd's README)", p.Kind)
+				}
 				if p.Node != "me" {
 					t.Errorf("problem %s names node %q, want me", p, p.Node)
 				}

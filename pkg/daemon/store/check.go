@@ -113,6 +113,13 @@ type Problem struct {
 	Node string `json:"node,omitempty"`
 }
 
+// ProblemKinds are the kinds Check and CheckNodes report (ipamd's README
+// explains each; a test keeps the two lists equal).
+var ProblemKinds = []string{
+	"undecodable", "dangling-addr", "addr-not-held", "addr-twice", "block-overlap", "addr-outside-block",
+	"addr-wrong-node", "block-no-pool", "block-no-node", "handle-no-node", "sticky-no-node", "pd-no-node",
+}
+
 func (p Problem) String() string { return p.Kind + " " + p.Key + ": " + p.Msg }
 
 // Check lists every broken invariant of snap, sorted, each naming the node

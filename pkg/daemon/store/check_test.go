@@ -63,6 +63,9 @@ func TestCheck(t *testing.T) {
 			var kinds []string
 			for _, p := range Check(s) {
 				kinds = append(kinds, p.Kind)
+				if !slices.Contains(ProblemKinds, p.Kind) {
+					t.Errorf("kind %q is not in ProblemKinds (nor in ipamd's README)", p.Kind)
+				}
 			}
 			if !slices.Equal(kinds, tt.kinds) {
 				t.Errorf("Check kinds = %v, want %v (%v)", kinds, tt.kinds, Check(s))
@@ -173,6 +176,9 @@ func TestCheckNodes(t *testing.T) {
 			var kinds, keys []string
 			for _, p := range problems {
 				kinds, keys = append(kinds, p.Kind), append(keys, p.Key)
+				if !slices.Contains(ProblemKinds, p.Kind) {
+					t.Errorf("kind %q is not in ProblemKinds (nor in ipamd's README)", p.Kind)
+				}
 			}
 			if !slices.Equal(kinds, tt.kinds) || !slices.Equal(keys, tt.keys) {
 				t.Errorf("problems = %v, want kinds %v keys %v", problems, tt.kinds, tt.keys)
