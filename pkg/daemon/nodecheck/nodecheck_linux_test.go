@@ -19,8 +19,9 @@ import (
 
 // TestCheckRealKernel: records in a real etcd, a real bridge in a netns
 // standing for the node's host, real container namespaces. A clean node
-// checks clean; then a gateway whose block is not the node's and an
-// attachment whose netns was deleted are both found.
+// checks clean; then a gateway whose block is not the node's, a block of
+// the node whose gateway no bridge carries and an attachment whose netns
+// was deleted are all found.
 func TestCheckRealKernel(t *testing.T) {
 	linktest.RequireRoot(t)
 	ctx := context.Background()
@@ -88,6 +89,16 @@ func TestCheckRealKernel(t *testing.T) {
 		t.Fatalf("clean node: problems %v", ps)
 	}
 
+	// A second block of the node, with an attachment, whose gateway no
+	// bridge carries, while the first block's is there: isGateway is on.
+	block2 := pfx("fd6c:4e0c:2::/64")
+	id2 := store.AttachmentID{Network: "n", ContainerID: "nogw", IfName: "eth0"}
+	a2 := netip.MustParseAddr("fd6c:4e0c:2::2")
+	put(store.BlockKey(block2), store.Block{CIDR: block2, Node: "me", Network: "n", Subnet: pfx("fd6c:4e0c::/32"), Source: "pool"})
+	put(store.HandleKey(id2), store.Handle{AttachmentID: id2, Node: "me", Netns: live.Path(),
+		IPs: []store.IP{{Address: netip.PrefixFrom(a2, 64), Gateway: netip.MustParseAddr("fd6c:4e0c:2::1"), Block: block2}}})
+	put(store.AddrKey(a2), id2)
+
 	addGW("fd6c:4e0c:9::1/64") // a block released while its gateway stayed
 	if err := doomed.Close(); err != nil {
 		t.Fatal(err)
@@ -100,6 +111,7 @@ func TestCheckRealKernel(t *testing.T) {
 		got = append(got, p.Kind+" "+p.Key)
 	}
 	want := []string{
+		"gateway-missing " + store.BlockKey(block2),
 		"gateway-no-block " + store.BlockKey(pfx("fd6c:4e0c:9::/64")),
 		"netns-gone " + store.HandleKey(store.AttachmentID{Network: "n", ContainerID: "doomed", IfName: "eth0"}),
 	}

@@ -118,3 +118,51 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check with a failing kernel read = %v", err)
 	}
 }
+
+// TestReport: the store's checks, the node checks and the local checks in
+// one report, problems sorted by node, every node listed with its state.
+func TestReport(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	id := store.AttachmentID{Network: "n", ContainerID: "c1", IfName: "eth0"}
+	a := netip.MustParseAddr("2001:db8::2")
+	snap := &store.Snapshot{
+		Revision: 7,
+		Pools:    []store.Pool{{Network: "n", Subnets: []netip.Prefix{pfx("2001:db8::/48")}}},
+		Nodes:    []store.Node{{Name: "me", Epoch: 3}, {Name: "sleeper", Epoch: 4}},
+		Alive:    []store.Alive{{Node: "me", Epoch: 3}},
+		Blocks: []store.Block{
+			{CIDR: pfx("2001:db8::/64"), Node: "me", Network: "n"},
+			{CIDR: pfx("2001:db8:0:1::/64"), Node: "ghost", Network: "n"},
+			{CIDR: pfx("2001:db8:0:2::/64"), Node: "sleeper", Network: "n"},
+		},
+		Handles: []store.Handle{{AttachmentID: id, Node: "me", Netns: "/run/netns/gone",
+			IPs: []store.IP{{Address: netip.PrefixFrom(a, 64), Block: pfx("2001:db8::/64")}}}},
+		Addrs:       map[netip.Addr]store.AttachmentID{a: id},
+		Undecodable: []string{"/v6cni/handles/x"},
+	}
+	r, err := Report(snap, "me", &fakeHost{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range r.Problems {
+		got = append(got, p.Node+" "+p.Kind)
+	}
+	want := []string{" undecodable", "ghost block-no-node", "me netns-gone"}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems = %q, want %q", got, want)
+	}
+	var nodes []string
+	for _, n := range r.Nodes {
+		nodes = append(nodes, n.Name+" "+n.State)
+	}
+	if want := []string{"ghost unregistered", "me alive", "sleeper dead"}; !slices.Equal(nodes, want) {
+		t.Errorf("nodes = %q, want %q", nodes, want)
+	}
+	if r.Node != "me" || r.Revision != 7 || r.Blocks != 3 || r.Handles != 1 || r.Addrs != 1 {
+		t.Errorf("report = %+v", r)
+	}
+	if _, err := Report(snap, "me", &fakeHost{err: errors.New("netlink down")}); err == nil {
+		t.Error("Report with a failing kernel read succeeded")
+	}
+}
