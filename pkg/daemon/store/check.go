@@ -3,11 +3,14 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -39,15 +42,51 @@ type Snapshot struct {
 	Undecodable []string
 }
 
-// Snapshot reads the whole key space in one request, so the records it
-// returns are consistent with each other.
+// snapshotPage bounds the keys of one read of Snapshot: a cluster of
+// 150,000 attachments is 300,000 keys, too many for one gRPC message and
+// one allocation. A variable for the tests.
+var snapshotPage int64 = 5000
+
+// Snapshot reads the whole key space at one revision, so the records it
+// returns are consistent with each other: in pages, each read at the
+// revision of the first. If etcd compacts that revision meanwhile, it
+// starts again at a new one.
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
-	resp, err := s.cli.Get(ctx, Prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", Prefix, err)
+	for try := 0; ; try++ {
+		snap, err := s.snapshot(ctx)
+		if errors.Is(err, rpctypes.ErrCompacted) && try < 3 {
+			continue
+		}
+		return snap, err
 	}
-	snap := &Snapshot{Revision: resp.Header.Revision, Addrs: make(map[netip.Addr]AttachmentID)}
-	for _, kv := range resp.Kvs {
+}
+
+func (s *Store) snapshot(ctx context.Context) (*Snapshot, error) {
+	snap := &Snapshot{Addrs: make(map[netip.Addr]AttachmentID)}
+	from, end := Prefix, clientv3.GetPrefixRangeEnd(Prefix)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(snapshotPage)}
+		if snap.Revision != 0 {
+			opts = append(opts, clientv3.WithRev(snap.Revision))
+		}
+		resp, err := s.cli.Get(ctx, from, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("read %s at revision %d: %w", Prefix, snap.Revision, err)
+		}
+		if snap.Revision == 0 {
+			snap.Revision = resp.Header.Revision
+		}
+		snap.add(resp.Kvs)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return snap, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// add decodes records into snap.
+func (snap *Snapshot) add(kvs []*mvccpb.KeyValue) {
+	for _, kv := range kvs {
 		key := string(kv.Key)
 		var err error
 		switch {
@@ -86,7 +125,6 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 			snap.Undecodable = append(snap.Undecodable, key)
 		}
 	}
-	return snap, nil
 }
 
 func appendJSON[T any](out *[]T, val []byte) error {

@@ -254,3 +254,25 @@ func TestSnapshotNodeRecords(t *testing.T) {
 		t.Errorf("problems = %v, want the PD binding of removed node d", problems)
 	}
 }
+
+// TestSnapshotPages: a snapshot read in pages of a few keys is the one read
+// in one page, at the same revision.
+func TestSnapshotPages(t *testing.T) {
+	cli := etcdtest.Client(t)
+	fillCluster(t, cli, 2, 7)
+	ctx := context.Background()
+	whole, err := New(cli).Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(p int64) { snapshotPage = p }(snapshotPage)
+	snapshotPage = 3
+	paged, err := New(cli).Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if paged.Revision != whole.Revision || len(paged.Handles) != 14 || len(paged.Blocks) != len(whole.Blocks) ||
+		!maps.Equal(paged.Addrs, whole.Addrs) || len(paged.Nodes) != 2 || len(paged.Alive) != 2 || len(paged.Pools) != 1 {
+		t.Errorf("paged snapshot differs: %+v\nwhole: %+v", paged, whole)
+	}
+}
