@@ -1,6 +1,8 @@
-// Package nodecheck is the part of `ipamd check` that only the node itself
-// can do: compare what etcd records of this node with its kernel. It
-// reports, as store.Problem values naming this node:
+// Package nodecheck is `ipamd check` as a node's ipamd runs it: Run puts
+// the checks of the whole key space (store.Check, store.CheckNodes) and
+// this node's own into one report. The node's own checks (Check) are what
+// only the node itself can do: compare what etcd records of this node with
+// its kernel. They report, as store.Problem values naming this node:
 //
 //   - "netns-gone": an attachment of this node whose network namespace
 //     (the handle's Netns) no longer exists (`ipamd gc` releases it);
