@@ -242,36 +242,6 @@ func gc(args []string, stdout, stderr io.Writer) error {
 	}.run(args, stdout, stderr)
 }
 
-// check prints every broken invariant of the cluster's state and fails
-// when there is one, so scripts and tests can assert "ipamd check" is clean.
-func check(args []string, stdout, stderr io.Writer) error {
-	return command[*ipamapi.Consistency]{
-		name: "check",
-		call: func(ctx context.Context, c *ipamapi.Client) (*ipamapi.Consistency, error) {
-			return c.Consistency(ctx)
-		},
-		show: func(w io.Writer, r *ipamapi.Consistency) error {
-			fmt.Fprintf(w, "checked %d block(s), %d address(es), %d handle(s), %d sticky record(s) at revision %d\n",
-				r.Blocks, r.Addrs, r.Handles, r.Stickies, r.Revision)
-			if len(r.Problems) == 0 {
-				fmt.Fprintln(w, "consistent")
-				return nil
-			}
-			rows := make([][]string, 0, len(r.Problems))
-			for _, p := range r.Problems {
-				rows = append(rows, []string{p.Kind, p.Key, p.Msg})
-			}
-			return table(w, "PROBLEM\tKEY\tDETAIL", rows)
-		},
-		check: func(r *ipamapi.Consistency) error {
-			if n := len(r.Problems); n > 0 {
-				return fmt.Errorf("%d problem(s) in the cluster's state", n)
-			}
-			return nil
-		},
-	}.run(args, stdout, stderr)
-}
-
 // release releases one attachment by hand, as a DEL would.
 func release(args []string, stdout, stderr io.Writer) error {
 	var network, container, ifname *string

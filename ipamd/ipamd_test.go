@@ -18,6 +18,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/v6cni/v6cni/internal/testutil/checktest"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
 
@@ -168,6 +169,8 @@ func TestSocketStopRestart(t *testing.T) {
 		t.Errorf("state after restart = %+v, want one network, block and address", st)
 	}
 
+	checktest.AssertClean(t, ipamapi.NewClient(d2.socket))
+
 	// A second ipamd must not steal the socket of a running one.
 	out, err := exec.Command(ipamdBin, "serve", "--socket", d2.socket, "--data-dir", filepath.Join(dir, "other")).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "another ipamd") {
@@ -277,6 +280,10 @@ func TestCLIReclaimAndRelease(t *testing.T) {
 	if out := runCLI("blocks", "-o", "json"); !strings.Contains(out, `"inUse": 1`) {
 		t.Errorf("blocks = %q", out)
 	}
+	if out := runCLI("check"); !strings.Contains(out, "consistent") {
+		t.Errorf("check = %q", out)
+	}
+	checktest.AssertClean(t, cli)
 }
 
 func TestMetrics(t *testing.T) {

@@ -33,7 +33,12 @@ func main() {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "ipamd:", err)
 		}
-		os.Exit(1)
+		code := 1
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			code = ec.ExitCode() // `ipamd check`: 1 = problems, 2 = could not check
+		}
+		os.Exit(code)
 	}
 }
 
@@ -89,7 +94,7 @@ const usage = `usage:
   ipamd state               every network, block and address
   ipamd gc [--grace D]      release attachments whose netns is gone
   ipamd release --network N --container ID [--ifname IF]
-  ipamd check               check the cluster's state (exit 1 on a problem)
+  ipamd check               check the cluster's state and this node (exit 1: problems, 2: could not check)
   ipamd nodes               the cluster's nodes: state, epoch, blocks, attachments
   ipamd node remove NAME [--force] [--reason TEXT]  decommission a node
   ipamd bgp                 BGP sessions and announced prefixes

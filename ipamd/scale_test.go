@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/v6cni/v6cni/internal/testutil/checktest"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
 
@@ -138,6 +139,7 @@ func TestScaleThreeNodes(t *testing.T) {
 	if len(leases) != n {
 		t.Errorf("%d leases in etcd, want %d", len(leases), n)
 	}
+	checktest.AssertClean(t, ipamapi.NewClient(sockets[0]))
 }
 
 // TestKill9UnderLoad: an ipamd killed with SIGKILL in the middle of a load,
@@ -188,4 +190,5 @@ func TestKill9UnderLoad(t *testing.T) {
 	if len(leases) != len(res.ok) {
 		t.Errorf("%d leases after GC, want exactly the %d successful ADDs", len(leases), len(res.ok))
 	}
+	checktest.AssertClean(t, ipamapi.NewClient(sockets[1]))
 }

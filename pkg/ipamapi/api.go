@@ -159,13 +159,35 @@ type Consistency struct {
 	Stickies int `json:"stickies"`
 	// Problems is empty when the state is consistent.
 	Problems []Problem `json:"problems"`
+	// Node is the node whose ipamd answered: the local checks (netns,
+	// bridges' gateways) are of this node only.
+	Node string `json:"node,omitempty"`
+	// Nodes is every registered node and every node a record names, with
+	// its state (alive, dead, removed, unregistered).
+	Nodes []NodeCheck `json:"nodes"`
 }
 
-// Problem is one broken invariant (see store.Check for the kinds).
+// Problem is one broken invariant (see store.Check, store.CheckNodes and
+// package nodecheck for the kinds).
 type Problem struct {
 	Kind string `json:"kind"`
 	Key  string `json:"key"`
 	Msg  string `json:"msg"`
+	// Node is the node the problem belongs to ("" for none).
+	Node string `json:"node,omitempty"`
+}
+
+// NodeCheck is one node as `ipamd check` found it.
+type NodeCheck struct {
+	Name string `json:"name"`
+	// State is alive, dead (registered, its ipamd gone: its records are
+	// held, not errors), removed (a removal that did not finish) or
+	// unregistered (records of a node never registered).
+	State       string `json:"state"`
+	Epoch       int64  `json:"epoch,omitempty"`
+	Blocks      int    `json:"blocks"`
+	Attachments int    `json:"attachments"`
+	Note        string `json:"note,omitempty"`
 }
 
 // Health is ipamd's own view of whether it can serve.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/v6cni/v6cni/internal/testutil/checktest"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipmath"
 )
@@ -52,6 +53,7 @@ func TestCluster(t *testing.T) {
 	if len(probs) != 0 || len(snap.Addrs) != 2 || len(snap.Blocks) != 2 {
 		t.Fatalf("problems %v, %d addrs, %d blocks; want none, 2, 2", probs, len(snap.Addrs), len(snap.Blocks))
 	}
+	checktest.AssertClean(t, c.Nodes[1].Client)
 }
 
 // TestClusterPD starts a 1-member, 2-node cluster with a delegating Kea:

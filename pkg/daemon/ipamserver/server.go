@@ -27,6 +27,7 @@ import (
 
 	"github.com/v6cni/v6cni/pkg/daemon/allocator"
 	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
+	"github.com/v6cni/v6cni/pkg/daemon/nodecheck"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
@@ -492,18 +493,7 @@ func (s *Server) leases(ctx context.Context, req *ipamapi.AdminRequest) (any, er
 }
 
 func (s *Server) consistency(ctx context.Context, _ *ipamapi.AdminRequest) (any, error) {
-	audit, err := s.alloc.Audit(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := ipamapi.Consistency{
-		Revision: audit.Revision, Blocks: audit.Blocks, Addrs: audit.Addrs,
-		Handles: audit.Handles, Stickies: audit.Stickies, Problems: make([]ipamapi.Problem, 0, len(audit.Problems)),
-	}
-	for _, p := range audit.Problems {
-		out.Problems = append(out.Problems, ipamapi.Problem{Kind: p.Kind, Key: p.Key, Msg: p.Msg})
-	}
-	return out, nil
+	return nodecheck.Run(ctx, s.store, s.alloc.Node(), nodecheck.Kernel{Exists: s.NetnsExists})
 }
 
 func (s *Server) reclaim(ctx context.Context, req *ipamapi.AdminRequest) (any, error) {
