@@ -90,7 +90,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err := st.Ping(initCtx); err != nil {
 		return fmt.Errorf("etcd at %s: %w%s", strings.Join(db.eps, ","), err, diagnoseEtcd(db.eps, db.tls))
 	}
-	if err := st.RegisterNode(ctx, store.Node{Name: *nodeName, Started: time.Now().UTC()}, nodeTTL); err != nil {
+	if _, err := st.RegisterNode(ctx, store.Node{Name: *nodeName, Started: time.Now().UTC(), MachineID: store.MachineID()}, nodeTTL); err != nil {
 		return err
 	}
 	alloc, err := allocator.New(initCtx, st, *nodeName, log)

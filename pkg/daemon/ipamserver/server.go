@@ -468,9 +468,9 @@ func (s *Server) health(ctx context.Context, _ *ipamapi.AdminRequest) (any, erro
 		h.Etcd = err.Error()
 		return h, nil
 	}
-	if nodes, err := s.store.Nodes(ctx); err == nil {
+	if nodes, err := s.store.AliveNodes(ctx); err == nil {
 		for _, n := range nodes {
-			h.Nodes = append(h.Nodes, n.Name)
+			h.Nodes = append(h.Nodes, n.Node)
 		}
 		slices.Sort(h.Nodes)
 	}

@@ -79,7 +79,7 @@ func PDKey(node string, iaid uint32) string {
 // SavePD stores a node's PD binding (JSON, the PD client's format), so a
 // restarted ipamd renews the same prefix instead of asking for a new one.
 func (s *Store) SavePD(ctx context.Context, node string, iaid uint32, binding []byte) error {
-	if _, err := s.cli.Put(ctx, PDKey(node, iaid), string(binding)); err != nil {
+	if err := s.guardedPut(ctx, PDKey(node, iaid), string(binding)); err != nil {
 		return fmt.Errorf("save PD binding of %s: %w", node, err)
 	}
 	return nil
@@ -115,7 +115,7 @@ func (s *Store) PutNetService(ctx context.Context, ns NetService) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.cli.Put(ctx, netsvcPrefix+ns.Network, string(val)); err != nil {
+	if err := s.guardedPut(ctx, netsvcPrefix+ns.Network, string(val)); err != nil {
 		return fmt.Errorf("store service settings of %s: %w", ns.Network, err)
 	}
 	return nil

@@ -105,12 +105,16 @@ func (s *Store) Stick(ctx context.Context, h Handle, expires time.Time) (st Stic
 				[]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", string(from))},
 				[]clientv3.Op{clientv3.OpPut(k, string(to))}, nil))
 		}
-		txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		g := s.guard()
+		txn, err := s.cli.Txn(ctx).If(g.cmps(cmps...)...).Then(ops...).Else(g.elses()...).Commit()
 		if err != nil {
 			return st, nil, fmt.Errorf("keep addresses of %s for pod %s: %w", h.AttachmentID, h.Pod, err)
 		}
 		if txn.Succeeded {
 			return st, old, nil
+		}
+		if err := g.check(txn); err != nil {
+			return st, nil, fmt.Errorf("keep addresses of %s for pod %s: %w", h.AttachmentID, h.Pod, err)
 		}
 		// The record changed, or the handle is gone (a concurrent DEL
 		// released it: nothing left to keep).

@@ -118,6 +118,10 @@ type Handle struct {
 // Store reads and writes v6cni's keys through an etcd client.
 type Store struct {
 	cli *clientv3.Client
+	// fence, when set, binds the store to one node's registration: the
+	// writes by which the node takes something commit only while the
+	// registration has the fence's epoch (see Fenced).
+	fence *fence
 }
 
 // New returns a Store using cli.
@@ -253,14 +257,19 @@ func (s *Store) ClaimBlock(ctx context.Context, b Block) error {
 		return err
 	}
 	key := BlockKey(b.CIDR)
+	g := s.guard()
 	txn, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		If(g.cmps(clientv3.Compare(clientv3.CreateRevision(key), "=", 0))...).
 		Then(clientv3.OpPut(key, string(val))).
+		Else(g.elses()...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("claim block %s: %w", b.CIDR, err)
 	}
 	if !txn.Succeeded {
+		if err := g.check(txn); err != nil {
+			return fmt.Errorf("claim block %s: %w", b.CIDR, err)
+		}
 		return fmt.Errorf("claim block %s: %w", b.CIDR, ErrExists)
 	}
 	return nil
@@ -342,12 +351,16 @@ func (s *Store) Allocate(ctx context.Context, h Handle) error {
 		ops = append(ops, clientv3.OpPut(k, string(idval)))
 		fails = append(fails, clientv3.OpGet(k, clientv3.WithCountOnly()))
 	}
-	txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(fails...).Commit()
+	g := s.guard()
+	txn, err := s.cli.Txn(ctx).If(g.cmps(cmps...)...).Then(ops...).Else(g.elses(fails...)...).Commit()
 	if err != nil {
 		return fmt.Errorf("allocate %s: %w", h.AttachmentID, err)
 	}
 	if txn.Succeeded {
 		return nil
+	}
+	if err := g.check(txn); err != nil {
+		return fmt.Errorf("allocate %s: %w", h.AttachmentID, err)
 	}
 	if txn.Responses[0].GetResponseRange().Count > 0 {
 		return fmt.Errorf("allocate %s: handle %w", h.AttachmentID, ErrExists)
@@ -379,36 +392,6 @@ func (s *Store) Release(ctx context.Context, h Handle) error {
 		return fmt.Errorf("release %s: %w", h.AttachmentID, err)
 	}
 	return nil
-}
-
-// RegisterNode writes the node's record under a lease that expires ttl after
-// the process stops keeping it alive, and keeps it alive until ctx ends.
-func (s *Store) RegisterNode(ctx context.Context, n Node, ttl time.Duration) error {
-	lease, err := s.cli.Grant(ctx, int64(ttl/time.Second))
-	if err != nil {
-		return fmt.Errorf("register node %s: grant lease: %w", n.Name, err)
-	}
-	val, err := json.Marshal(n)
-	if err != nil {
-		return err
-	}
-	if _, err := s.cli.Put(ctx, nodesPrefix+n.Name, string(val), clientv3.WithLease(lease.ID)); err != nil {
-		return fmt.Errorf("register node %s: %w", n.Name, err)
-	}
-	ka, err := s.cli.KeepAlive(ctx, lease.ID)
-	if err != nil {
-		return fmt.Errorf("register node %s: keep lease alive: %w", n.Name, err)
-	}
-	go func() {
-		for range ka {
-		}
-	}()
-	return nil
-}
-
-// Nodes returns the nodes whose ipamd is alive (their lease holds).
-func (s *Store) Nodes(ctx context.Context) ([]Node, error) {
-	return list[Node](ctx, s.cli, nodesPrefix)
 }
 
 func list[T any](ctx context.Context, cli *clientv3.Client, prefix string) ([]T, error) {
