@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,49 +16,88 @@ import (
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
 
-// leaseTTL is ipamd's registration lease.
+// leaseTTL is ipamd's liveness lease (serve.go's nodeTTL).
 const leaseTTL = 30 * time.Second
 
 // simNode is one simulated node: what ipamd's serve wires for the IPAM
-// path, without the socket: its own etcd client (one connection), store,
-// lease (kept alive) and allocator.
+// path, without the socket: its own etcd client (one connection), its
+// registration with the liveness record under a lease kept alive, a
+// heartbeat of the registration, and an allocator on the store fenced by
+// the node's epoch.
 type simNode struct {
 	name  string
 	cli   *clientv3.Client
-	st    *store.Store
+	st    *store.Store // fenced by the registration's epoch
 	alloc *allocator.Allocator
-	// stop ends the node's lease keepalive: the node's ipamd "dies".
+	// stop ends the keepalive and the heartbeat: the node's ipamd "dies".
 	stop context.CancelFunc
 	// pods are the attachments the node has now, one per pod slot.
 	pods []store.AttachmentID
 }
 
+// liveness counts what the nodes' liveness costs etcd during a run.
+type liveness struct {
+	keepalives, heartbeats, heartbeatErrs atomic.Int64
+}
+
 // startNode registers the node and builds its allocator, as ipamd serve
-// does at start.
-func startNode(ctx context.Context, cli *clientv3.Client, name string, pods int, log *slog.Logger) (*simNode, error) {
-	n := &simNode{name: name, cli: cli, st: store.New(cli), pods: make([]store.AttachmentID, pods)}
-	nctx, cancel := context.WithCancel(ctx)
-	n.stop = cancel
-	if err := registerNode(nctx, n.st, name); err != nil {
-		cancel()
+// does at start: store.RegisterNode (the permanent registration whose
+// CreateRevision is the epoch, and the liveness record under a new lease),
+// the lease kept alive, the registration's LastSeen written every
+// heartbeat, and allocator.New on the store fenced by the epoch, so every
+// block claim and ADD carries the fence compare as in production.
+func startNode(ctx context.Context, cli *clientv3.Client, name string, pods int, heartbeat time.Duration, lv *liveness, log *slog.Logger) (*simNode, error) {
+	base := store.New(cli)
+	reg, err := base.RegisterNode(ctx, store.Node{Name: name, MachineID: "clusterbench-" + name}, leaseTTL)
+	if err != nil {
 		return nil, err
 	}
-	a, err := allocator.New(ctx, n.st, name, log)
+	nctx, cancel := context.WithCancel(ctx)
+	ka, err := base.KeepAlive(nctx, reg.Lease)
 	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("node %s: keep lease alive: %w", name, err)
+	}
+	n := &simNode{name: name, cli: cli, st: base.Fenced(name, reg.Node.Epoch), stop: cancel, pods: make([]store.AttachmentID, pods)}
+	go n.live(nctx, base, reg.Node, ka, heartbeat, lv)
+	if n.alloc, err = allocator.New(ctx, n.st, name, log); err != nil {
 		cancel()
 		return nil, fmt.Errorf("node %s: %w", name, err)
 	}
-	n.alloc = a
 	return n, nil
 }
 
-// registerNode is the node's registration and liveness: today one key
-// under a lease of leaseTTL kept alive until ctx ends (store.RegisterNode);
-// the life branch splits it into the permanent registration and the alive
-// key under the lease, with the same lease and keepalive load on etcd.
-func registerNode(ctx context.Context, st *store.Store, name string) error {
-	now := time.Now().UTC()
-	return st.RegisterNode(ctx, store.Node{Name: name, Registered: now, Started: now, LastSeen: now}, leaseTTL)
+// live consumes the keepalive responses and writes the heartbeat until
+// ctx ends, like the life helper's package nodes. A failed heartbeat is
+// counted, not fatal: the report shows it.
+func (n *simNode) live(ctx context.Context, base *store.Store, reg store.Node, ka <-chan *clientv3.LeaseKeepAliveResponse, every time.Duration, lv *liveness) {
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ka:
+			if !ok {
+				ka = nil // lease lost or ctx ended
+				continue
+			}
+			lv.keepalives.Add(1)
+		case <-tick:
+			hctx, cancel := context.WithTimeout(ctx, opTimeout)
+			err := base.Heartbeat(hctx, reg)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				lv.heartbeatErrs.Add(1)
+				continue
+			}
+			lv.heartbeats.Add(1)
+		}
+	}
 }
 
 // attachmentID is a fresh attachment: a new container ID, as a runtime

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,12 +34,47 @@ type etcdServer struct {
 	exited   chan struct{}
 }
 
-// startEtcd starts bin with its data under dir and returns once it answers.
-// Nothing else listens in the private namespace, so the standard ports are
-// free.
+// startEtcd starts bin with its data under the run's directory, on two
+// loopback ports it picks, and returns once it answers. A port taken
+// between the pick and etcd's bind makes etcd exit at start: it is tried
+// again on new ports.
 func startEtcd(ctx context.Context, r *benchutil.Run, bin, name string) (*etcdServer, error) {
+	var err error
+	for try := 0; try < 3; try++ {
+		var e *etcdServer
+		if e, err = startEtcdOnce(ctx, r, bin, name); err == nil || !errors.Is(err, errExited) {
+			return e, err
+		}
+		os.RemoveAll(filepath.Join(r.Dir, name))
+	}
+	return nil, err
+}
+
+// errExited says etcd exited at start.
+var errExited = errors.New("etcd exited at start")
+
+// freePorts returns n distinct free TCP ports of 127.0.0.1.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("pick a port for etcd: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func startEtcdOnce(ctx context.Context, r *benchutil.Run, bin, name string) (*etcdServer, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	e := &etcdServer{
-		endpoint: "http://127.0.0.1:2379",
+		endpoint: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
 		dataDir:  filepath.Join(r.Dir, name),
 		log:      filepath.Join(r.Dir, name+".log"),
 		exited:   make(chan struct{}),
@@ -46,8 +83,8 @@ func startEtcd(ctx context.Context, r *benchutil.Run, bin, name string) (*etcdSe
 		"--name", name,
 		"--data-dir", e.dataDir,
 		"--listen-client-urls", e.endpoint, "--advertise-client-urls", e.endpoint,
-		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-		"--initial-cluster", name + "=http://127.0.0.1:2380", "--initial-cluster-state", "new",
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", name + "=" + peer, "--initial-cluster-state", "new",
 		"--quota-backend-bytes", fmt.Sprint(etcdQuota),
 		// No automatic compaction: the run compacts once at the end, as a
 		// kube-apiserver's periodic compaction would, and reports the size
@@ -86,7 +123,7 @@ func startEtcd(ctx context.Context, r *benchutil.Run, bin, name string) (*etcdSe
 		select {
 		case <-e.exited:
 			log, _ := os.ReadFile(e.log)
-			return nil, fmt.Errorf("etcd exited at start: %s", strings.TrimSpace(string(log)))
+			return nil, fmt.Errorf("%w: %s", errExited, strings.TrimSpace(string(log)))
 		case <-ctx.Done():
 			e.stop()
 			return nil, ctx.Err()

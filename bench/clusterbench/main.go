@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -37,98 +38,145 @@ import (
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
 
-var (
-	flagNodes   = flag.Int("nodes", 1000, "largest number of nodes (scales above it are dropped; added to -scales when set)")
-	flagScales  = flag.String("scales", "10,1000", "node counts to measure, each on a fresh etcd")
-	flagPods    = flag.Int("pods", 110, "pods per node")
-	flagRounds  = flag.Int("rounds", 3, "churn rounds")
-	flagChurn   = flag.Float64("churn", 0.10, "fraction of all pods deleted and re-added per churn round")
-	flagPar     = flag.Int("par", 64, "ADDs/DELs in flight across the cluster")
-	flagClients = flag.Int("clients", 0, "etcd clients (connections) shared by the nodes; 0: one per node, as in a real cluster")
-	flagBlock   = flag.Int("block", 122, "IPv6 block size (prefix length) of the pool")
-	flagDual    = flag.Bool("dual", false, "dual-stack: also an IPv4 range (10.0.0.0/8, /26 blocks)")
-	flagEtcd    = flag.String("etcd", "etcd", "etcd-server binary (Debian's etcd-server package)")
-	flagSeed    = flag.Uint64("seed", 1, "seed of the pod order and the churn picks")
-	flagTimeout = flag.Duration("timeout", 60*time.Minute, "bound on the whole run")
-)
+// config is one run's parameters (the flags).
+type config struct {
+	scales            []int
+	pods, rounds, par int
+	clients, block    int
+	churn             float64
+	dual              bool
+	etcd              string
+	seed              uint64
+	heartbeat         time.Duration
+	// probe ADD latency probes (each a DEL then an ADD) run probePar at a
+	// time, each worker on nodes of its own: the same offered load at
+	// every scale, so the latencies compare cluster sizes, not loads.
+	probe, probePar int
+	// settle is the longest wait for an idle machine before each scale
+	// after the first.
+	settle time.Duration
+	out    io.Writer
+}
+
+func parseFlags() (*config, time.Duration, error) {
+	nodes := flag.Int("nodes", 1000, "largest number of nodes (scales above it are dropped; added to -scales when set)")
+	scalesF := flag.String("scales", "10,1000", "node counts to measure, each on a fresh etcd")
+	c := &config{out: os.Stdout, settle: 20 * time.Second}
+	flag.IntVar(&c.pods, "pods", 110, "pods per node")
+	flag.IntVar(&c.rounds, "rounds", 3, "churn rounds")
+	flag.Float64Var(&c.churn, "churn", 0.10, "fraction of all pods deleted and re-added per churn round")
+	flag.IntVar(&c.par, "par", 64, "ADDs/DELs in flight across the cluster")
+	flag.IntVar(&c.clients, "clients", 0, "etcd clients (connections) shared by the nodes; 0: one per node, as in a real cluster")
+	flag.IntVar(&c.block, "block", 122, "IPv6 block size (prefix length) of the pool")
+	flag.BoolVar(&c.dual, "dual", false, "dual-stack: also an IPv4 range (10.0.0.0/8, /26 blocks)")
+	flag.StringVar(&c.etcd, "etcd", "etcd", "etcd-server binary (Debian's etcd-server package)")
+	flag.Uint64Var(&c.seed, "seed", 1, "seed of the pod order and the churn picks")
+	flag.IntVar(&c.probe, "probe", 2000, "latency probes (DEL then ADD of a random pod) at equal load at every scale")
+	flag.IntVar(&c.probePar, "probe-par", 8, "probes in flight, each on nodes of its own (the smallest scale should have at least this many nodes)")
+	flag.DurationVar(&c.heartbeat, "heartbeat", leaseTTL, "interval of each node's registration heartbeat (LastSeen write); 0: none")
+	timeout := flag.Duration("timeout", 30*time.Minute, "bound on the whole run")
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "nodes" })
+	var err error
+	c.scales, err = scales(*scalesF, *nodes, set)
+	if err != nil {
+		return nil, 0, err
+	}
+	return c, *timeout, c.validate()
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.pods < 1:
+		return fmt.Errorf("-pods %d: want ≥ 1", c.pods)
+	case c.rounds < 0:
+		return fmt.Errorf("-rounds %d: want ≥ 0", c.rounds)
+	case c.par < 1:
+		return fmt.Errorf("-par %d: want ≥ 1", c.par)
+	case c.churn < 0 || c.churn > 1:
+		return fmt.Errorf("-churn %v: want 0..1", c.churn)
+	case c.probe < 0 || c.probePar < 1:
+		return fmt.Errorf("-probe %d -probe-par %d: want ≥ 0 and ≥ 1", c.probe, c.probePar)
+	case c.heartbeat < 0:
+		return fmt.Errorf("-heartbeat %v: want ≥ 0", c.heartbeat)
+	}
+	return nil
+}
 
 // opTimeout bounds one ADD or DEL, like the plugins' timeout.
 const opTimeout = 30 * time.Second
 
 func main() {
-	flag.Parse()
-	benchutil.Main("clusterbench", run)
+	c, timeout, err := parseFlags()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "clusterbench:", err)
+		os.Exit(2)
+	}
+	benchutil.Main("clusterbench", func(ctx context.Context, r *benchutil.Run) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		_, err := run(ctx, r, c)
+		return err
+	})
 }
 
-func scales() ([]int, error) {
+// scales parses -scales, drops counts above -nodes and appends -nodes
+// when it was given.
+func scales(list string, nodes int, nodesSet bool) ([]int, error) {
 	var out []int
-	for _, f := range strings.Split(*flagScales, ",") {
+	for _, f := range strings.Split(list, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
 			return nil, fmt.Errorf("-scales: bad node count %q", f)
 		}
-		if n <= *flagNodes {
+		if n <= nodes {
 			out = append(out, n)
 		}
 	}
-	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "nodes" })
-	if set && (len(out) == 0 || out[len(out)-1] != *flagNodes) {
-		out = append(out, *flagNodes)
+	if nodesSet && (len(out) == 0 || out[len(out)-1] != nodes) {
+		out = append(out, nodes)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("-scales %q: no node count ≤ -nodes %d", *flagScales, *flagNodes)
+		return nil, fmt.Errorf("-scales %q: no node count ≤ -nodes %d", list, nodes)
 	}
 	return out, nil
 }
 
-func run(ctx context.Context, r *benchutil.Run) error {
-	ctx, cancel := context.WithTimeout(ctx, *flagTimeout)
-	defer cancel()
-	sc, err := scales()
+// run measures every scale and prints the report; it returns the results.
+func run(ctx context.Context, r *benchutil.Run, c *config) ([]*result, error) {
+	bin, err := exec.LookPath(c.etcd)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("-etcd %s: %w (apt-get install etcd-server)", c.etcd, err)
 	}
-	switch {
-	case *flagPods < 1:
-		return fmt.Errorf("-pods %d: want ≥ 1", *flagPods)
-	case *flagPar < 1:
-		return fmt.Errorf("-par %d: want ≥ 1", *flagPar)
-	case *flagChurn < 0 || *flagChurn > 1:
-		return fmt.Errorf("-churn %v: want 0..1", *flagChurn)
-	}
-	bin, err := exec.LookPath(*flagEtcd)
+	conf, err := netConf(r.ID, c.block, c.dual)
 	if err != nil {
-		return fmt.Errorf("-etcd %s: %w (apt-get install etcd-server)", *flagEtcd, err)
-	}
-	conf, err := netConf(r.ID)
-	if err != nil {
-		return err
+		return nil, err
 	}
 	ver, _ := exec.Command(bin, "--version").Output()
 	verLine, _, _ := strings.Cut(string(ver), "\n")
-	fmt.Printf("clusterbench: run %s, %d CPUs, temp dir %s\n", r.ID, runtime.NumCPU(), r.Dir)
-	fmt.Printf("  %s (%s); scales %v nodes × %d pods; pool %s; %d in flight; %d churn rounds of %.0f%%\n",
-		bin, strings.TrimSpace(verLine), sc, *flagPods, poolText(conf), *flagPar, *flagRounds, 100**flagChurn)
+	fmt.Fprintf(c.out, "clusterbench: run %s, %d CPUs, temp dir %s\n", r.ID, runtime.NumCPU(), r.Dir)
+	fmt.Fprintf(c.out, "  %s (%s); scales %v nodes × %d pods; pool %s; %d in flight; %d churn rounds of %.0f%%; heartbeat %v\n",
+		bin, strings.TrimSpace(verLine), c.scales, c.pods, poolText(conf), c.par, c.rounds, 100*c.churn, c.heartbeat)
 	t0 := time.Now()
 	var results []*result
-	for i, n := range sc {
-		res, err := runScale(ctx, r, bin, conf, n, i)
+	for i, n := range c.scales {
+		res, err := runScale(ctx, r, c, bin, conf, n, i)
 		if err != nil {
-			return fmt.Errorf("%d nodes: %w", n, err)
+			return nil, fmt.Errorf("%d nodes: %w", n, err)
 		}
 		results = append(results, res)
 	}
-	report(results)
-	fmt.Printf("\ntotal %v; cleaning up\n", time.Since(t0).Round(time.Second))
-	return nil
+	report(c, results)
+	fmt.Fprintf(c.out, "\ntotal %v\n", time.Since(t0).Round(time.Second))
+	return results, nil
 }
 
 // netConf is the one network of every node: a /48 of 2001:db8::/32 cut
 // into -block blocks (and, with -dual, 10.0.0.0/8 in /26 blocks).
-func netConf(runID string) (*ipamconf.NetConf, error) {
-	ranges := []any{[]any{map[string]any{"subnet": fmt.Sprintf("2001:db8:%s::/48", runID), "blockSize": *flagBlock}}}
-	if *flagDual {
+func netConf(runID string, block int, dual bool) (*ipamconf.NetConf, error) {
+	ranges := []any{[]any{map[string]any{"subnet": fmt.Sprintf("2001:db8:%s::/48", runID), "blockSize": block}}}
+	if dual {
 		ranges = append(ranges, []any{map[string]any{"subnet": "10.0.0.0/8", "blockSize": 26}})
 	}
 	raw, err := json.Marshal(map[string]any{
@@ -140,7 +188,7 @@ func netConf(runID string) (*ipamconf.NetConf, error) {
 	}
 	conf, err := ipamconf.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("-block %d / -dual: %w", *flagBlock, err)
+		return nil, fmt.Errorf("-block %d / -dual: %w", block, err)
 	}
 	return conf, nil
 }
@@ -177,48 +225,59 @@ type result struct {
 	churnAdd, churnDel benchutil.Durs
 	churnWall          time.Duration
 	churnOps           int
+	probeAdd, probeDel benchutil.Durs
+	probeWall          time.Duration
+	probePar           int
 	afterFill          dbStatus
 	afterChurn         dbStatus
 	afterCompact       dbStatus
 	keys               keyStats
 	snapTime, chkTime  time.Duration
 	problems           []store.Problem
-	remove             time.Duration
-	released           removed
+	removal            removal
 	problemsAfter      []store.Problem
+	// wall is the scale's whole time, with the liveness counts over it.
+	wall                                  time.Duration
+	keepalives, heartbeats, heartbeatErrs int64
 }
 
-func runScale(ctx context.Context, r *benchutil.Run, bin string, conf *ipamconf.NetConf, nodes, idx int) (*result, error) {
+func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf *ipamconf.NetConf, nodes, idx int) (*result, error) {
 	res := &result{nodes: nodes}
-	fmt.Printf("\n== %d nodes × %d pods ==\n", nodes, *flagPods)
-	if idx > 0 {
-		benchutil.Settle(ctx, 20*time.Second)
+	w := c.out
+	fmt.Fprintf(w, "\n== %d nodes × %d pods ==\n", nodes, c.pods)
+	if idx > 0 && c.settle > 0 {
+		benchutil.Settle(ctx, c.settle)
 	}
 	etcd, err := startEtcd(ctx, r, bin, fmt.Sprintf("etcd-%d", nodes))
 	if err != nil {
 		return nil, err
 	}
-	defer etcd.stop()
+	defer func() {
+		etcd.stop()
+		// The data directory can be GiBs: gone before the next scale.
+		os.RemoveAll(etcd.dataDir)
+	}()
 	if idx == 0 {
-		fmt.Printf("  etcd %s\n", strings.Join(etcd.args, " "))
+		fmt.Fprintf(w, "  etcd %s\n", strings.Join(etcd.args, " "))
 	}
 	admin, err := etcd.client()
 	if err != nil {
 		return nil, err
 	}
 	defer admin.Close()
+	t0 := time.Now()
 
 	// Clients: one per node (a real cluster: every ipamd its own
 	// connection, lease and keepalive stream), or -clients shared ones.
 	nclients := nodes
-	if *flagClients > 0 {
-		nclients = min(*flagClients, nodes)
+	if c.clients > 0 {
+		nclients = min(c.clients, nodes)
 	}
 	clients := make([]*clientv3.Client, nclients)
 	defer func() {
-		for _, c := range clients {
-			if c != nil {
-				c.Close()
+		for _, cl := range clients {
+			if cl != nil {
+				cl.Close()
 			}
 		}
 	}()
@@ -228,6 +287,7 @@ func runScale(ctx context.Context, r *benchutil.Run, bin string, conf *ipamconf.
 		}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var lv liveness
 	sim := make([]*simNode, nodes)
 	defer func() {
 		for _, n := range sim {
@@ -236,23 +296,23 @@ func runScale(ctx context.Context, r *benchutil.Run, bin string, conf *ipamconf.
 			}
 		}
 	}()
-	res.startWall, err = benchutil.Parallel(ctx, nodes, *flagPar, func(i int) error {
-		n, err := startNode(ctx, clients[i%nclients], fmt.Sprintf("node-%04d", i), *flagPods, log)
+	res.startWall, err = benchutil.Parallel(ctx, nodes, c.par, func(i int) error {
+		n, err := startNode(ctx, clients[i%nclients], fmt.Sprintf("node-%04d", i), c.pods, c.heartbeat, &lv, log)
 		sim[i] = n
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	fmt.Printf("  %d nodes registered (lease %v each) with their allocators in %v over %d etcd connections\n",
-		nodes, leaseTTL, res.startWall.Round(time.Millisecond), nclients)
+	fmt.Fprintf(w, "  %d nodes registered (liveness lease %v each, kept alive; heartbeat %v) with their allocators in %v over %d etcd connections\n",
+		nodes, leaseTTL, c.heartbeat, res.startWall.Round(time.Millisecond), nclients)
 
-	rng := rand.New(rand.NewPCG(*flagSeed, uint64(nodes)))
+	rng := rand.New(rand.NewPCG(c.seed, uint64(nodes)))
 	type slot struct{ node, pod int }
 	timed := func(tasks []slot, f func(context.Context, slot) (time.Duration, error)) (sample, error) {
 		s := sample{lat: make(benchutil.Durs, len(tasks))}
 		var err error
-		s.wall, err = benchutil.Parallel(ctx, len(tasks), *flagPar, func(i int) error {
+		s.wall, err = benchutil.Parallel(ctx, len(tasks), c.par, func(i int) error {
 			octx, cancel := context.WithTimeout(ctx, opTimeout)
 			defer cancel()
 			d, err := f(octx, tasks[i])
@@ -273,13 +333,13 @@ func runScale(ctx context.Context, r *benchutil.Run, bin string, conf *ipamconf.
 	if res.boot, err = timed(boot, add); err != nil {
 		return nil, fmt.Errorf("first ADD of each node: %w", err)
 	}
-	fmt.Printf("  first ADD on every node (claims a block): %.0f claims/s, p50 %s ms, p99 %s ms\n",
+	fmt.Fprintf(w, "  first ADD on every node (claims a block): %.0f claims/s, p50 %s ms, p99 %s ms\n",
 		res.boot.rate(), benchutil.Ms(res.boot.lat.Median()), benchutil.Ms(res.boot.lat.Pct(99)))
 
 	// Fill: the other pods, every node's in random order across the cluster.
 	var fill []slot
 	for i := range nodes {
-		for p := 1; p < *flagPods; p++ {
+		for p := 1; p < c.pods; p++ {
 			fill = append(fill, slot{i, p})
 		}
 	}
@@ -287,13 +347,13 @@ func runScale(ctx context.Context, r *benchutil.Run, bin string, conf *ipamconf.
 	if res.fill, err = timed(fill, add); err != nil {
 		return nil, fmt.Errorf("fill: %w", err)
 	}
-	res.attachments = nodes * *flagPods
+	res.attachments = nodes * c.pods
 	blocks, err := store.New(admin).Blocks(ctx)
 	if err != nil {
 		return nil, err
 	}
 	res.blocks = len(blocks)
-	fmt.Printf("  fill to %d pods: %.0f ADD/s, p50 %s ms, p99 %s ms; %d blocks claimed in all\n",
+	fmt.Fprintf(w, "  fill to %d pods: %.0f ADD/s, p50 %s ms, p99 %s ms; %d blocks claimed in all\n",
 		res.attachments, res.fill.rate(), benchutil.Ms(res.fill.lat.Median()), benchutil.Ms(res.fill.lat.Pct(99)), res.blocks)
 	if res.afterFill, err = etcd.status(ctx, admin); err != nil {
 		return nil, err
@@ -302,15 +362,15 @@ func runScale(ctx context.Context, r *benchutil.Run, bin string, conf *ipamconf.
 	// Churn: each round deletes a random -churn of all pods and adds each
 	// back (a new container, as a restarted pod): DEL then ADD per pod, the
 	// pods of a round in flight -par at a time across the cluster.
-	per := int(float64(res.attachments) * *flagChurn)
-	for round := range *flagRounds {
+	per := int(float64(res.attachments) * c.churn)
+	for round := range c.rounds {
 		picks := rng.Perm(res.attachments)[:per]
 		dels := make(benchutil.Durs, per)
 		adds := make(benchutil.Durs, per)
-		wall, err := benchutil.Parallel(ctx, per, *flagPar, func(i int) error {
+		wall, err := benchutil.Parallel(ctx, per, c.par, func(i int) error {
 			octx, cancel := context.WithTimeout(ctx, opTimeout)
 			defer cancel()
-			n, pod := sim[picks[i] / *flagPods], picks[i]%*flagPods
+			n, pod := sim[picks[i]/c.pods], picks[i]%c.pods
 			var err error
 			if dels[i], err = n.del(octx, pod); err != nil {
 				return err
@@ -325,9 +385,18 @@ func runScale(ctx context.Context, r *benchutil.Run, bin string, conf *ipamconf.
 		res.churnAdd = append(res.churnAdd, adds...)
 		res.churnWall += wall
 		res.churnOps += 2 * per
-		fmt.Printf("  churn round %d: %d DEL + %d ADD in %v (%.0f ops/s); ADD p50 %s ms p99 %s ms, DEL p50 %s ms p99 %s ms\n",
+		fmt.Fprintf(w, "  churn round %d: %d DEL + %d ADD in %v (%.0f ops/s); ADD p50 %s ms p99 %s ms, DEL p50 %s ms p99 %s ms\n",
 			round+1, per, per, wall.Round(time.Millisecond), float64(2*per)/wall.Seconds(),
 			benchutil.Ms(adds.Median()), benchutil.Ms(adds.Pct(99)), benchutil.Ms(dels.Median()), benchutil.Ms(dels.Pct(99)))
+	}
+	if err := probe(ctx, c, sim, conf, rng, res); err != nil {
+		return nil, err
+	}
+	if res.probePar > 0 {
+		fmt.Fprintf(w, "  probe: %d DEL + ADD, %d in flight on nodes of their own, in %v; ADD p50 %s ms p99 %s ms, DEL p50 %s ms p99 %s ms\n",
+			len(res.probeAdd), res.probePar, res.probeWall.Round(time.Millisecond),
+			benchutil.Ms(res.probeAdd.Median()), benchutil.Ms(res.probeAdd.Pct(99)),
+			benchutil.Ms(res.probeDel.Median()), benchutil.Ms(res.probeDel.Pct(99)))
 	}
 	if res.afterChurn, err = etcd.status(ctx, admin); err != nil {
 		return nil, err
@@ -341,26 +410,26 @@ func runScale(ctx context.Context, r *benchutil.Run, bin string, conf *ipamconf.
 	if res.snapTime, res.chkTime, res.problems, err = snapshotCheck(ctx, st); err != nil {
 		return nil, err
 	}
-	fmt.Printf("  Snapshot %v (%d keys, %.1f MiB response) + Check %v: %d problems\n",
+	fmt.Fprintf(w, "  Snapshot %v (%d keys, %.1f MiB response) + Check %v: %d problems\n",
 		res.snapTime.Round(time.Millisecond), res.keys.total, mib(res.keys.respBytes), res.chkTime.Round(time.Millisecond), len(res.problems))
-	printProblems(res.problems)
+	printProblems(w, res.problems)
 
-	// Remove one node with its pods: its ipamd stops (no more keepalive),
-	// then the removal.
+	// Remove one node with its pods: its ipamd stops (no more keepalive
+	// or heartbeat), then `ipamd node remove --force`'s store.RemoveNode.
 	victim := sim[0]
 	victim.stop()
-	t := time.Now()
-	res.released, err = removeNode(ctx, victim.cli, st, victim.name, "clusterbench: ipamd node remove --force")
-	res.remove = time.Since(t)
-	if err != nil {
+	if res.removal, err = removeNode(ctx, admin, st, victim.name, "clusterbench: ipamd node remove --force"); err != nil {
 		return nil, err
 	}
 	if _, _, res.problemsAfter, err = snapshotCheck(ctx, st); err != nil {
 		return nil, err
 	}
-	fmt.Printf("  removed %s in %v: %d attachments, %d blocks, %d txns; Check after: %d problems\n",
-		victim.name, res.remove.Round(time.Millisecond), res.released.attachments, res.released.blocks, res.released.txns, len(res.problemsAfter))
-	printProblems(res.problemsAfter)
+	fmt.Fprintf(w, "  removed %s in %v: %d attachments, %d blocks, %d etcd writes; Check after: %d problems\n",
+		victim.name, res.removal.took.Round(time.Millisecond), res.removal.rm.Attachments, res.removal.rm.Blocks,
+		res.removal.writes, len(res.problemsAfter))
+	printProblems(w, res.problemsAfter)
+	res.wall = time.Since(t0)
+	res.keepalives, res.heartbeats, res.heartbeatErrs = lv.keepalives.Load(), lv.heartbeats.Load(), lv.heartbeatErrs.Load()
 
 	// What stays once history is compacted (kube-apiserver compacts every
 	// 5 minutes): DbSizeInUse after a physical compaction.
@@ -374,9 +443,61 @@ func runScale(ctx context.Context, r *benchutil.Run, bin string, conf *ipamconf.
 	if res.afterCompact, err = etcd.status(ctx, admin); err != nil {
 		return nil, err
 	}
-	fmt.Printf("  etcd DB: %.1f MiB after fill, %.1f MiB after churn (in use %.1f MiB), in use %.1f MiB after compaction at revision %d\n",
+	fmt.Fprintf(w, "  etcd DB: %.1f MiB after fill, %.1f MiB after churn (in use %.1f MiB), in use %.1f MiB after compaction at revision %d\n",
 		mib(res.afterFill.size), mib(res.afterChurn.size), mib(res.afterChurn.inUse), mib(res.afterCompact.inUse), cur.revision)
 	return res, nil
+}
+
+// probe measures ADD latency at the same offered load at every scale:
+// c.probePar workers, worker w on the nodes i with i % probePar == w (so no
+// probe waits for another's node lock), each DELs a random pod of one of
+// its nodes and ADDs it back, c.probe in all. The fill and churn phases run
+// c.par operations in flight whatever the number of nodes, so at 10 nodes
+// most of them queue on node locks while at 1,000 they all reach etcd:
+// their latencies compare loads, these compare cluster sizes.
+func probe(ctx context.Context, c *config, sim []*simNode, conf *ipamconf.NetConf, rng *rand.Rand, res *result) error {
+	if c.probe == 0 {
+		return nil
+	}
+	par := min(c.probePar, len(sim))
+	// The picks are drawn up front: rng is not safe for concurrent use.
+	type pick struct{ node, pod int }
+	per := (c.probe + par - 1) / par
+	picks := make([][]pick, par)
+	for w := range par {
+		mine := (len(sim) - w + par - 1) / par // nodes w, w+par, w+2·par, …
+		for range per {
+			picks[w] = append(picks[w], pick{w + par*rng.IntN(mine), rng.IntN(c.pods)})
+		}
+	}
+	adds := make([]benchutil.Durs, par)
+	dels := make([]benchutil.Durs, par)
+	wall, err := benchutil.Parallel(ctx, par, par, func(w int) error {
+		for _, p := range picks[w] {
+			octx, cancel := context.WithTimeout(ctx, opTimeout)
+			n := sim[p.node]
+			d, err := n.del(octx, p.pod)
+			if err == nil {
+				dels[w] = append(dels[w], d)
+				d, err = n.add(octx, conf, p.pod)
+				adds[w] = append(adds[w], d)
+			}
+			cancel()
+			if err != nil {
+				return fmt.Errorf("probe: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for w := range par {
+		res.probeAdd = append(res.probeAdd, adds[w]...)
+		res.probeDel = append(res.probeDel, dels[w]...)
+	}
+	res.probeWall, res.probePar = wall, par
+	return nil
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -393,12 +514,12 @@ func snapshotCheck(ctx context.Context, st *store.Store) (snap, chk time.Duratio
 	return snap, time.Since(t), problems, nil
 }
 
-func printProblems(ps []store.Problem) {
+func printProblems(w io.Writer, ps []store.Problem) {
 	for i, p := range ps {
 		if i == 5 {
-			fmt.Printf("    … %d more\n", len(ps)-i)
+			fmt.Fprintf(w, "    … %d more\n", len(ps)-i)
 			break
 		}
-		fmt.Printf("    %s\n", p)
+		fmt.Fprintf(w, "    %s\n", p)
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -47,23 +46,80 @@ func countKeys(ctx context.Context, cli *clientv3.Client) (keyStats, error) {
 	return ks, nil
 }
 
-func report(rs []*result) {
-	fmt.Printf("\n== ADD and DEL across the cluster (%d in flight, %d pods per node, one shared pool) ==\n", *flagPar, *flagPods)
-	var t benchutil.Table
-	t.Row("nodes", "pods", "blocks", "claims/s", "claim ADD p50", "p99", "fill ADD/s", "ADD p50 ms", "p99 ms",
-		"churn ops/s", "churn ADD p50", "p99", "DEL p50", "p99")
-	for _, r := range rs {
-		t.Row(fmt.Sprint(r.nodes), fmt.Sprint(r.attachments), fmt.Sprint(r.blocks),
-			fmt.Sprintf("%.0f", r.boot.rate()), benchutil.Ms(r.boot.lat.Median()), benchutil.Ms(r.boot.lat.Pct(99)),
-			fmt.Sprintf("%.0f", r.fill.rate()), benchutil.Ms(r.fill.lat.Median()), benchutil.Ms(r.fill.lat.Pct(99)),
-			rate(r.churnOps, r.churnWall), benchutil.Ms(r.churnAdd.Median()), benchutil.Ms(r.churnAdd.Pct(99)),
-			benchutil.Ms(r.churnDel.Median()), benchutil.Ms(r.churnDel.Pct(99)))
+func report(c *config, rs []*result) {
+	w := c.out
+	lo, hi := rs[0], rs[len(rs)-1]
+	cols := func(f func(r *result) string) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, f(r))
+		}
+		return out
 	}
-	t.Print(os.Stdout)
-	fmt.Printf("(claims/s: the first ADD of every node at once, each claiming a block; fill: the other pods in random\n"+
-		" order; churn: DEL then ADD of a random %.0f%% of all pods per round, %d rounds; latencies in ms)\n", 100**flagChurn, *flagRounds)
+	ratio := func(f func(r *result) time.Duration) string {
+		if len(rs) < 2 || f(lo) <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f×", float64(f(hi))/float64(f(lo)))
+	}
 
-	fmt.Printf("\n== etcd (one member, --quota-backend-bytes %d GiB; default quota 2 GiB) ==\n", etcdQuota>>30)
+	fmt.Fprintf(w, "\n== summary (%d pods per node, one shared pool, %d ops in flight, %d churn rounds of %.0f%%) ==\n",
+		c.pods, c.par, c.rounds, 100*c.churn)
+	var t benchutil.Table
+	head := []string{"metric"}
+	for _, r := range rs {
+		head = append(head, fmt.Sprintf("%d nodes", r.nodes))
+	}
+	head = append(head, fmt.Sprintf("%d/%d", hi.nodes, lo.nodes), "target")
+	t.Row(head...)
+	row := func(name string, vals []string, rat, target string) {
+		t.Row(append(append([]string{name}, vals...), rat, target)...)
+	}
+	ms := func(f func(r *result) time.Duration) []string {
+		return cols(func(r *result) string { return benchutil.Ms(f(r)) })
+	}
+	row("block claims/s (first ADD of every node at once)", cols(func(r *result) string { return fmt.Sprintf("%.0f", r.boot.rate()) }), "", "")
+	row("ADD/s (fill)", cols(func(r *result) string { return fmt.Sprintf("%.0f", r.fill.rate()) }), "", "")
+	probeP50 := func(r *result) time.Duration { return r.probeAdd.Median() }
+	probeP99 := func(r *result) time.Duration { return r.probeAdd.Pct(99) }
+	fillP50 := func(r *result) time.Duration { return r.fill.lat.Median() }
+	fillP99 := func(r *result) time.Duration { return r.fill.lat.Pct(99) }
+	churnP50 := func(r *result) time.Duration { return r.churnAdd.Median() }
+	churnP99 := func(r *result) time.Duration { return r.churnAdd.Pct(99) }
+	probeName := fmt.Sprintf("(probe, %d in flight)", c.probePar)
+	row("ADD p50 ms "+probeName, ms(probeP50), ratio(probeP50), "≤ 1.20×")
+	row("ADD p99 ms "+probeName, ms(probeP99), ratio(probeP99), "≤ 1.20×")
+	row("DEL p50 ms "+probeName, ms(func(r *result) time.Duration { return r.probeDel.Median() }), ratio(func(r *result) time.Duration { return r.probeDel.Median() }), "")
+	row(fmt.Sprintf("ADD p50 ms (fill, %d in flight)", c.par), ms(fillP50), ratio(fillP50), "")
+	row(fmt.Sprintf("ADD p99 ms (fill, %d in flight)", c.par), ms(fillP99), ratio(fillP99), "")
+	row(fmt.Sprintf("ADD p50 ms (churn, %d in flight)", c.par), ms(churnP50), ratio(churnP50), "")
+	row(fmt.Sprintf("ADD p99 ms (churn, %d in flight)", c.par), ms(churnP99), ratio(churnP99), "")
+	row("etcd keys (v6cni)", cols(func(r *result) string { return fmt.Sprint(r.keys.total) }), "", "")
+	row("keys per attachment", cols(func(r *result) string { return fmt.Sprintf("%.2f", float64(r.keys.total)/float64(r.attachments)) }), "", "")
+	row("key+value bytes per attachment", cols(func(r *result) string { return fmt.Sprintf("%.0f", float64(r.keys.bytes)/float64(r.attachments)) }), "", "")
+	row("etcd DB MiB after churn (file / in use)", cols(func(r *result) string {
+		return fmt.Sprintf("%.1f / %.1f", mib(r.afterChurn.size), mib(r.afterChurn.inUse))
+	}), "", "quota 2048")
+	row("etcd DB MiB in use, compacted", cols(func(r *result) string { return mibs(r.afterCompact.inUse) }), "", "")
+	row("whole-cluster check ms (Snapshot + Check)", cols(func(r *result) string {
+		return benchutil.Ms(r.snapTime) + " + " + benchutil.Ms(r.chkTime)
+	}), ratio(func(r *result) time.Duration { return r.snapTime + r.chkTime }), "")
+	row(fmt.Sprintf("remove 1 node ms (%d attachments)", c.pods), ms(func(r *result) time.Duration { return r.removal.took }),
+		ratio(func(r *result) time.Duration { return r.removal.took }), "")
+	row("liveness writes/s (keepalives + heartbeats)", cols(func(r *result) string {
+		return fmt.Sprintf("%.1f + %.1f", float64(r.keepalives)/r.wall.Seconds(), float64(r.heartbeats)/r.wall.Seconds())
+	}), "", "")
+	t.Print(w)
+	full := hi.nodes >= 1000 && c.pods >= 110
+	if !full {
+		fmt.Fprintf(w, "(not the full 1,000 × 110 scale)\n")
+	}
+	fmt.Fprintf(w, "(claims/s: the first ADD of every node at once, each claiming a block; fill: the other pods in random\n"+
+		" order; churn: DEL then ADD of a random %.0f%% of all pods per round; probe: %d DEL+ADD at the same load at\n"+
+		" every scale, one in flight per node — the target's figure; fill and churn keep %d in flight, which at few\n"+
+		" nodes queue on the node locks; the ratio is the largest scale over the smallest)\n", 100*c.churn, c.probe, c.par)
+
+	fmt.Fprintf(w, "\n== etcd (one member, --quota-backend-bytes %d GiB; default quota 2 GiB) ==\n", etcdQuota>>30)
 	var e benchutil.Table
 	e.Row("nodes", "keys", "keys/pod", "bytes/pod", "addrs+handles B/pod", "DB after fill", "after churn", "in use", "in use compacted", "revision")
 	for _, r := range rs {
@@ -75,65 +131,55 @@ func report(rs []*result) {
 			mibs(r.afterFill.size), mibs(r.afterChurn.size), mibs(r.afterChurn.inUse), mibs(r.afterCompact.inUse),
 			fmt.Sprint(r.afterCompact.revision))
 	}
-	e.Print(os.Stdout)
-	last := rs[len(rs)-1]
+	e.Print(w)
 	var parts []string
 	for _, k := range kinds {
-		if c := last.keys.byKind[k]; c[0] > 0 {
+		if c := hi.keys.byKind[k]; c[0] > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d keys %.0f B avg", k, c[0], float64(c[1])/float64(c[0])))
 		}
 	}
-	fmt.Printf("(at %d nodes: %s; DB sizes in MiB: bbolt file, DbSizeInUse before and after compacting all history)\n",
-		last.nodes, strings.Join(parts, ", "))
+	fmt.Fprintf(w, "(at %d nodes: %s; DB sizes in MiB: bbolt file, DbSizeInUse before and after compacting all history)\n",
+		hi.nodes, strings.Join(parts, ", "))
 
-	fmt.Printf("\n== whole-cluster check and node removal ==\n")
-	var c benchutil.Table
-	c.Row("nodes", "Snapshot", "Check", "response", "problems", "remove 1 node", "released", "txns", "problems after")
+	fmt.Fprintf(w, "\n== whole-cluster check, node removal, liveness ==\n")
+	var k benchutil.Table
+	k.Row("nodes", "Snapshot", "Check", "response", "problems", "remove 1 node", "released", "etcd writes", "problems after",
+		"keepalives", "heartbeats", "heartbeat errors")
 	for _, r := range rs {
-		c.Row(fmt.Sprint(r.nodes), dur(r.snapTime), dur(r.chkTime), fmt.Sprintf("%.1f MiB", mib(r.keys.respBytes)),
-			fmt.Sprint(len(r.problems)), dur(r.remove),
-			fmt.Sprintf("%d pods, %d blocks", r.released.attachments, r.released.blocks),
-			fmt.Sprint(r.released.txns), fmt.Sprint(len(r.problemsAfter)))
+		k.Row(fmt.Sprint(r.nodes), dur(r.snapTime), dur(r.chkTime), fmt.Sprintf("%.1f MiB", mib(r.keys.respBytes)),
+			fmt.Sprint(len(r.problems)), dur(r.removal.took),
+			fmt.Sprintf("%d pods, %d blocks", r.removal.rm.Attachments, r.removal.rm.Blocks),
+			fmt.Sprint(r.removal.writes), fmt.Sprint(len(r.problemsAfter)),
+			fmt.Sprint(r.keepalives), fmt.Sprint(r.heartbeats), fmt.Sprint(r.heartbeatErrs))
 	}
-	c.Print(os.Stdout)
-	fmt.Printf("(Snapshot: one range read of %s; removal: fence txn + one Release per pod + one ReleaseBlock per block,\n"+
-		" until store.RemoveNode batches them)\n", store.Prefix)
+	k.Print(w)
+	fmt.Fprintf(w, "(Snapshot: one range read of %s; removal: store.RemoveNode, one fencing txn then batches of ≤ 100 ops;\n"+
+		" keepalives and heartbeats over the scale's whole run)\n", store.Prefix)
 
-	fmt.Printf("\n== targets (issue 12) ==\n")
+	fmt.Fprintf(w, "\n== targets (issue 12) ==\n")
 	var tt benchutil.Table
 	tt.Row("target", "where", "value", "goal", "verdict")
-	lo, hi := rs[0], rs[len(rs)-1]
-	full := hi.nodes >= 1000 && *flagPods >= 110
 	where := fmt.Sprintf("%d vs %d nodes", hi.nodes, lo.nodes)
 	if !full {
 		where += " (not 1,000 × 110)"
 	}
 	if len(rs) > 1 {
 		for _, g := range []struct {
-			name   string
-			lo, hi time.Duration
+			name string
+			f    func(r *result) time.Duration
 		}{
-			{"ADD p50 growth (fill)", lo.fill.lat.Median(), hi.fill.lat.Median()},
-			{"ADD p99 growth (fill)", lo.fill.lat.Pct(99), hi.fill.lat.Pct(99)},
-			{"ADD p50 growth (churn)", lo.churnAdd.Median(), hi.churnAdd.Median()},
-			{"ADD p99 growth (churn)", lo.churnAdd.Pct(99), hi.churnAdd.Pct(99)},
+			{"ADD p50 growth (probe, equal load)", probeP50}, {"ADD p99 growth (probe, equal load)", probeP99},
 		} {
-			ok := g.lo > 0 && g.hi > 0
-			v := "-"
-			if ok {
-				v = fmt.Sprintf("%.2f×", float64(g.hi)/float64(g.lo))
-			}
-			tt.Row(g.name, where, v, "≤ 1.20×", benchutil.Verdict(ok, ok && float64(g.hi) <= 1.2*float64(g.lo)))
+			ok := g.f(lo) > 0 && g.f(hi) > 0
+			tt.Row(g.name, where, ratio(g.f), "≤ 1.20×", benchutil.Verdict(ok, ok && float64(g.f(hi)) <= 1.2*float64(g.f(lo))))
 		}
-		g := float64(lo.boot.lat.Median())
-		tt.Row("(claim ADD p50 growth, first ADD per node)", where, fmt.Sprintf("%.2f×", float64(hi.boot.lat.Median())/g), "", "")
 	}
 	clean := true
 	for _, r := range rs {
 		clean = clean && len(r.problems) == 0 && len(r.problemsAfter) == 0
 	}
 	tt.Row("Check clean (before and after the removal)", "every scale", fmt.Sprintf("%d problems", len(hi.problems)+len(hi.problemsAfter)), "0", benchutil.Verdict(true, clean))
-	tt.Print(os.Stdout)
+	tt.Print(w)
 }
 
 func rate(n int, d time.Duration) string {
