@@ -117,18 +117,34 @@ func (n *simNode) add(ctx context.Context, conf *ipamconf.NetConf, i int) (time.
 		Conf:  conf,
 		Args:  ipamconf.Args{PodNamespace: "default", PodName: fmt.Sprintf("%s-pod-%d", n.name, i)},
 	}
+	// Recorded before the ADD: a failed ADD is DELeted by the runtime.
+	n.pods[i] = id
 	t := time.Now()
 	_, err := n.alloc.Add(ctx, req)
 	d := time.Since(t)
 	if err != nil {
 		return d, fmt.Errorf("ADD on %s: %w", n.name, err)
 	}
-	n.pods[i] = id
 	return d, nil
+}
+
+// redo is what a runtime does after a failed ADD of pod slot i: DEL it,
+// then ADD a new container, here with a generous bound and untimed.
+func (n *simNode) redo(ctx context.Context, conf *ipamconf.NetConf, i int) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*opTimeout)
+	defer cancel()
+	if _, err := n.del(ctx, i); err != nil {
+		return err
+	}
+	_, err := n.add(ctx, conf, i)
+	return err
 }
 
 // del is one DEL of pod slot i of the node (no sticky grace).
 func (n *simNode) del(ctx context.Context, i int) (time.Duration, error) {
+	if n.pods[i] == (store.AttachmentID{}) {
+		return 0, nil
+	}
 	t := time.Now()
 	_, err := n.alloc.Del(ctx, n.pods[i], 0)
 	d := time.Since(t)

@@ -19,6 +19,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,8 +30,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/v6cni/v6cni/bench/internal/benchutil"
@@ -104,7 +107,8 @@ func (c *config) validate() error {
 	return nil
 }
 
-// opTimeout bounds one ADD or DEL, like the plugins' timeout.
+// opTimeout bounds one ADD or DEL, like the plugins' timeout. Past it
+// (or on etcd's own "request timed out") the operation counts as failed.
 const opTimeout = 30 * time.Second
 
 func main() {
@@ -160,12 +164,22 @@ func run(ctx context.Context, r *benchutil.Run, c *config) ([]*result, error) {
 		bin, strings.TrimSpace(verLine), c.scales, c.pods, poolText(conf), c.par, c.rounds, 100*c.churn, c.heartbeat)
 	t0 := time.Now()
 	var results []*result
+	var clusters []*cluster
+	defer func() {
+		for _, cl := range clusters {
+			cl.close()
+		}
+	}()
 	for i, n := range c.scales {
-		res, err := runScale(ctx, r, c, bin, conf, n, i)
+		cl, err := runScale(ctx, r, c, bin, conf, n, i)
 		if err != nil {
 			return nil, fmt.Errorf("%d nodes: %w", n, err)
 		}
-		results = append(results, res)
+		results = append(results, cl.res)
+		clusters = append(clusters, cl)
+	}
+	if err := probes(ctx, c, clusters); err != nil {
+		return nil, err
 	}
 	report(c, results)
 	fmt.Fprintf(c.out, "\ntotal %v\n", time.Since(t0).Round(time.Second))
@@ -207,6 +221,9 @@ func poolText(conf *ipamconf.NetConf) string {
 type sample struct {
 	lat  benchutil.Durs
 	wall time.Duration
+	// timeouts counts operations that hit opTimeout (their latency is in
+	// lat); each was DELeted and done again after the phase.
+	timeouts int
 }
 
 func (s *sample) rate() float64 {
@@ -225,6 +242,7 @@ type result struct {
 	churnAdd, churnDel benchutil.Durs
 	churnWall          time.Duration
 	churnOps           int
+	churnTimeouts      int
 	probeAdd, probeDel benchutil.Durs
 	probeWall          time.Duration
 	probePar           int
@@ -241,8 +259,34 @@ type result struct {
 	keepalives, heartbeats, heartbeatErrs int64
 }
 
-func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf *ipamconf.NetConf, nodes, idx int) (*result, error) {
+// cluster is one scale's running cluster, kept until the probes at the
+// end of the run.
+type cluster struct {
+	res     *result
+	sim     []*simNode
+	conf    *ipamconf.NetConf
+	rng     *rand.Rand
+	closers []func()
+}
+
+// close stops the nodes, the clients and etcd (removing its data).
+func (cl *cluster) close() {
+	for i := len(cl.closers) - 1; i >= 0; i-- {
+		cl.closers[i]()
+	}
+	cl.closers = nil
+}
+
+// runScale builds and measures one scale. The cluster it returns stays up
+// for the probes; on error it is closed already.
+func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf *ipamconf.NetConf, nodes, idx int) (_ *cluster, err error) {
 	res := &result{nodes: nodes}
+	cl := &cluster{res: res, conf: conf}
+	defer func() {
+		if err != nil {
+			cl.close()
+		}
+	}()
 	w := c.out
 	fmt.Fprintf(w, "\n== %d nodes × %d pods ==\n", nodes, c.pods)
 	if idx > 0 && c.settle > 0 {
@@ -252,11 +296,11 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
+	cl.closers = append(cl.closers, func() {
 		etcd.stop()
-		// The data directory can be GiBs: gone before the next scale.
+		// The data directory can be GiBs.
 		os.RemoveAll(etcd.dataDir)
-	}()
+	})
 	if idx == 0 {
 		fmt.Fprintf(w, "  etcd %s\n", strings.Join(etcd.args, " "))
 	}
@@ -264,7 +308,7 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 	if err != nil {
 		return nil, err
 	}
-	defer admin.Close()
+	cl.closers = append(cl.closers, func() { admin.Close() })
 	t0 := time.Now()
 
 	// Clients: one per node (a real cluster: every ipamd its own
@@ -274,13 +318,13 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 		nclients = min(c.clients, nodes)
 	}
 	clients := make([]*clientv3.Client, nclients)
-	defer func() {
-		for _, cl := range clients {
-			if cl != nil {
-				cl.Close()
+	cl.closers = append(cl.closers, func() {
+		for _, c := range clients {
+			if c != nil {
+				c.Close()
 			}
 		}
-	}()
+	})
 	for i := range clients {
 		if clients[i], err = etcd.client(); err != nil {
 			return nil, err
@@ -289,13 +333,14 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var lv liveness
 	sim := make([]*simNode, nodes)
-	defer func() {
+	cl.sim = sim
+	cl.closers = append(cl.closers, func() {
 		for _, n := range sim {
 			if n != nil {
 				n.stop()
 			}
 		}
-	}()
+	})
 	res.startWall, err = benchutil.Parallel(ctx, nodes, c.par, func(i int) error {
 		n, err := startNode(ctx, clients[i%nclients], fmt.Sprintf("node-%04d", i), c.pods, c.heartbeat, &lv, log)
 		sim[i] = n
@@ -308,7 +353,37 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 		nodes, leaseTTL, c.heartbeat, res.startWall.Round(time.Millisecond), nclients)
 
 	rng := rand.New(rand.NewPCG(c.seed, uint64(nodes)))
+	cl.rng = rng
 	type slot struct{ node, pod int }
+	// An operation that hits opTimeout failed, as the plugin's would: it
+	// is counted and done again after its phase (redo), so one slow claim
+	// does not end the run; other errors do.
+	var retryMu sync.Mutex
+	var retry []slot
+	timedOut := func(err error, s slot) bool {
+		// etcd's own "request timed out" (its apply fell behind) counts too.
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, rpctypes.ErrTimeout) || ctx.Err() != nil {
+			return false
+		}
+		retryMu.Lock()
+		defer retryMu.Unlock()
+		retry = append(retry, s)
+		return true
+	}
+	redo := func() (int, error) {
+		failed := retry
+		retry = nil
+		_, err := benchutil.Parallel(ctx, len(failed), c.probePar, func(i int) error {
+			return sim[failed[i].node].redo(ctx, conf, failed[i].pod)
+		})
+		if err != nil {
+			return 0, fmt.Errorf("again after a timeout: %w", err)
+		}
+		if len(failed) > 0 {
+			fmt.Fprintf(w, "  %d operations timed out (> %v) and were done again\n", len(failed), opTimeout)
+		}
+		return len(failed), nil
+	}
 	timed := func(tasks []slot, f func(context.Context, slot) (time.Duration, error)) (sample, error) {
 		s := sample{lat: make(benchutil.Durs, len(tasks))}
 		var err error
@@ -317,8 +392,15 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 			defer cancel()
 			d, err := f(octx, tasks[i])
 			s.lat[i] = d
+			if err != nil && timedOut(err, tasks[i]) {
+				return nil
+			}
 			return err
 		})
+		if err != nil {
+			return s, err
+		}
+		s.timeouts, err = redo()
 		return s, err
 	}
 	add := func(ctx context.Context, s slot) (time.Duration, error) { return sim[s.node].add(ctx, conf, s.pod) }
@@ -370,17 +452,25 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 		wall, err := benchutil.Parallel(ctx, per, c.par, func(i int) error {
 			octx, cancel := context.WithTimeout(ctx, opTimeout)
 			defer cancel()
-			n, pod := sim[picks[i]/c.pods], picks[i]%c.pods
+			sl := slot{picks[i] / c.pods, picks[i] % c.pods}
+			n := sim[sl.node]
 			var err error
-			if dels[i], err = n.del(octx, pod); err != nil {
-				return err
+			if dels[i], err = n.del(octx, sl.pod); err == nil {
+				adds[i], err = n.add(octx, conf, sl.pod)
 			}
-			adds[i], err = n.add(octx, conf, pod)
+			if err != nil && timedOut(err, sl) {
+				return nil
+			}
 			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("churn round %d: %w", round+1, err)
 		}
+		t, err := redo()
+		if err != nil {
+			return nil, fmt.Errorf("churn round %d: %w", round+1, err)
+		}
+		res.churnTimeouts += t
 		res.churnDel = append(res.churnDel, dels...)
 		res.churnAdd = append(res.churnAdd, adds...)
 		res.churnWall += wall
@@ -388,15 +478,6 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 		fmt.Fprintf(w, "  churn round %d: %d DEL + %d ADD in %v (%.0f ops/s); ADD p50 %s ms p99 %s ms, DEL p50 %s ms p99 %s ms\n",
 			round+1, per, per, wall.Round(time.Millisecond), float64(2*per)/wall.Seconds(),
 			benchutil.Ms(adds.Median()), benchutil.Ms(adds.Pct(99)), benchutil.Ms(dels.Median()), benchutil.Ms(dels.Pct(99)))
-	}
-	if err := probe(ctx, c, sim, conf, rng, res); err != nil {
-		return nil, err
-	}
-	if res.probePar > 0 {
-		fmt.Fprintf(w, "  probe: %d DEL + ADD, %d in flight on nodes of their own, in %v; ADD p50 %s ms p99 %s ms, DEL p50 %s ms p99 %s ms\n",
-			len(res.probeAdd), res.probePar, res.probeWall.Round(time.Millisecond),
-			benchutil.Ms(res.probeAdd.Median()), benchutil.Ms(res.probeAdd.Pct(99)),
-			benchutil.Ms(res.probeDel.Median()), benchutil.Ms(res.probeDel.Pct(99)))
 	}
 	if res.afterChurn, err = etcd.status(ctx, admin); err != nil {
 		return nil, err
@@ -445,41 +526,69 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 	}
 	fmt.Fprintf(w, "  etcd DB: %.1f MiB after fill, %.1f MiB after churn (in use %.1f MiB), in use %.1f MiB after compaction at revision %d\n",
 		mib(res.afterFill.size), mib(res.afterChurn.size), mib(res.afterChurn.inUse), mib(res.afterCompact.inUse), cur.revision)
-	return res, nil
+	return cl, nil
 }
 
-// probe measures ADD latency at the same offered load at every scale:
-// c.probePar workers, worker w on the nodes i with i % probePar == w (so no
-// probe waits for another's node lock), each DELs a random pod of one of
-// its nodes and ADDs it back, c.probe in all. The fill and churn phases run
+// probeChunks is how many turns the scales take in the probes.
+const probeChunks = 10
+
+// probes measures ADD latency at the same offered load at every scale,
+// with every scale's cluster up (each compacted, its node-0000 removed):
+// the scales take turns, c.probe/probeChunks probes each, so a machine
+// shared with other work loads them alike. The fill and churn phases run
 // c.par operations in flight whatever the number of nodes, so at 10 nodes
 // most of them queue on node locks while at 1,000 they all reach etcd:
 // their latencies compare loads, these compare cluster sizes.
-func probe(ctx context.Context, c *config, sim []*simNode, conf *ipamconf.NetConf, rng *rand.Rand, res *result) error {
+func probes(ctx context.Context, c *config, clusters []*cluster) error {
 	if c.probe == 0 {
 		return nil
 	}
-	par := min(c.probePar, len(sim))
+	per := max(1, c.probe/probeChunks)
+	for done := 0; done < c.probe; done += per {
+		for _, cl := range clusters {
+			if err := probe(ctx, c, cl, min(per, c.probe-done)); err != nil {
+				return fmt.Errorf("%d nodes: %w", len(cl.sim), err)
+			}
+		}
+	}
+	for _, cl := range clusters {
+		res := cl.res
+		fmt.Fprintf(c.out, "  probe at %d nodes: %d DEL + ADD, %d in flight on nodes of their own, in %v; ADD p50 %s ms p99 %s ms, DEL p50 %s ms p99 %s ms\n",
+			res.nodes, len(res.probeAdd), res.probePar, res.probeWall.Round(time.Millisecond),
+			benchutil.Ms(res.probeAdd.Median()), benchutil.Ms(res.probeAdd.Pct(99)),
+			benchutil.Ms(res.probeDel.Median()), benchutil.Ms(res.probeDel.Pct(99)))
+	}
+	return nil
+}
+
+// probe runs n probes on one cluster: probePar workers, worker w on the
+// nodes 1+w, 1+w+probePar, … (so no probe waits for another's node lock;
+// node-0000 was removed), each DELs a random pod of one of its nodes and
+// ADDs it back.
+func probe(ctx context.Context, c *config, cl *cluster, n int) error {
+	res, live := cl.res, len(cl.sim)-1
+	if live < 1 {
+		return nil
+	}
+	par := min(c.probePar, live, n)
 	// The picks are drawn up front: rng is not safe for concurrent use.
 	type pick struct{ node, pod int }
-	per := (c.probe + par - 1) / par
 	picks := make([][]pick, par)
-	for w := range par {
-		mine := (len(sim) - w + par - 1) / par // nodes w, w+par, w+2·par, …
-		for range per {
-			picks[w] = append(picks[w], pick{w + par*rng.IntN(mine), rng.IntN(c.pods)})
-		}
+	for i := range n {
+		w := i % par
+		mine := (live - w + par - 1) / par
+		picks[w] = append(picks[w], pick{1 + w + par*cl.rng.IntN(mine), cl.rng.IntN(c.pods)})
 	}
 	adds := make([]benchutil.Durs, par)
 	dels := make([]benchutil.Durs, par)
 	wall, err := benchutil.Parallel(ctx, par, par, func(w int) error {
 		for _, p := range picks[w] {
 			octx, cancel := context.WithTimeout(ctx, opTimeout)
-			n := sim[p.node]
-			d, err := n.del(octx, p.pod)
+			nd := cl.sim[p.node]
+			d, err := nd.del(octx, p.pod)
 			if err == nil {
 				dels[w] = append(dels[w], d)
-				d, err = n.add(octx, conf, p.pod)
+				d, err = nd.add(octx, cl.conf, p.pod)
 				adds[w] = append(adds[w], d)
 			}
 			cancel()
@@ -496,7 +605,8 @@ func probe(ctx context.Context, c *config, sim []*simNode, conf *ipamconf.NetCon
 		res.probeAdd = append(res.probeAdd, adds[w]...)
 		res.probeDel = append(res.probeDel, dels[w]...)
 	}
-	res.probeWall, res.probePar = wall, par
+	res.probeWall += wall
+	res.probePar = max(res.probePar, par)
 	return nil
 }
 

@@ -79,6 +79,9 @@ func report(c *config, rs []*result) {
 		return cols(func(r *result) string { return benchutil.Ms(f(r)) })
 	}
 	row("block claims/s (first ADD of every node at once)", cols(func(r *result) string { return fmt.Sprintf("%.0f", r.boot.rate()) }), "", "")
+	row(fmt.Sprintf("ADDs and DELs over %v (failed; done again)", opTimeout), cols(func(r *result) string {
+		return fmt.Sprintf("%d + %d + %d", r.boot.timeouts, r.fill.timeouts, r.churnTimeouts)
+	}), "", "0 + 0 + 0")
 	row("ADD/s (fill)", cols(func(r *result) string { return fmt.Sprintf("%.0f", r.fill.rate()) }), "", "")
 	probeP50 := func(r *result) time.Duration { return r.probeAdd.Median() }
 	probeP99 := func(r *result) time.Duration { return r.probeAdd.Pct(99) }
@@ -178,6 +181,11 @@ func report(c *config, rs []*result) {
 	for _, r := range rs {
 		clean = clean && len(r.problems) == 0 && len(r.problemsAfter) == 0
 	}
+	to := 0
+	for _, r := range rs {
+		to += r.boot.timeouts + r.fill.timeouts + r.churnTimeouts
+	}
+	tt.Row(fmt.Sprintf("no ADD/DEL over %v", opTimeout), "every scale", fmt.Sprintf("%d timed out", to), "0", benchutil.Verdict(true, to == 0))
 	tt.Row("Check clean (before and after the removal)", "every scale", fmt.Sprintf("%d problems", len(hi.problems)+len(hi.problemsAfter)), "0", benchutil.Verdict(true, clean))
 	tt.Print(w)
 }
