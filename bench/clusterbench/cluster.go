@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,9 @@ type simNode struct {
 // liveness counts what the nodes' liveness costs etcd during a run.
 type liveness struct {
 	keepalives, heartbeats, heartbeatErrs atomic.Int64
+	// paused holds the heartbeats back while a removal's writes are
+	// counted (the keepalives write nothing and go on).
+	paused atomic.Bool
 }
 
 // startNode registers the node and builds its allocator, as ipamd serve
@@ -71,12 +75,19 @@ func startNode(ctx context.Context, cli *clientv3.Client, name string, pods int,
 // ctx ends, like the life helper's package nodes. A failed heartbeat is
 // counted, not fatal: the report shows it.
 func (n *simNode) live(ctx context.Context, base *store.Store, reg store.Node, ka <-chan *clientv3.LeaseKeepAliveResponse, every time.Duration, lv *liveness) {
+	// The first heartbeat at a random point of the interval: ipamds start
+	// at different times, and nodes started within seconds of each other
+	// would otherwise all write in the same second of every interval.
 	var tick <-chan time.Time
+	var t *time.Ticker
 	if every > 0 {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		tick = t.C
+		tick = time.After(rand.N(every))
 	}
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -88,6 +99,13 @@ func (n *simNode) live(ctx context.Context, base *store.Store, reg store.Node, k
 			}
 			lv.keepalives.Add(1)
 		case <-tick:
+			if t == nil {
+				t = time.NewTicker(every)
+				tick = t.C
+			}
+			if lv.paused.Load() {
+				continue
+			}
 			hctx, cancel := context.WithTimeout(ctx, opTimeout)
 			err := base.Heartbeat(hctx, reg)
 			cancel()
@@ -104,7 +122,7 @@ func (n *simNode) live(ctx context.Context, base *store.Store, reg store.Node, k
 // gives a re-created pod.
 func attachmentID(network string) store.AttachmentID {
 	b := make([]byte, 32)
-	rand.Read(b)
+	crand.Read(b)
 	return store.AttachmentID{Network: network, ContainerID: hex.EncodeToString(b), IfName: "eth0"}
 }
 

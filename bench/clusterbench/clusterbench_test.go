@@ -51,6 +51,10 @@ func TestSmallCluster(t *testing.T) {
 		if rm := res.removal.rm; rm.Node != "node-0000" || rm.Attachments != c.pods || rm.Blocks < 1 {
 			t.Errorf("scale %d: removal released %+v, want node-0000 with %d attachments and its blocks", n, rm, c.pods)
 		}
+		// The fence, at least one sweep transaction, the tombstone.
+		if res.removal.writes < 3 {
+			t.Errorf("scale %d: removal made %d etcd writes, want ≥ 3", n, res.removal.writes)
+		}
 		// Pool, blocks, one address and one handle per pod, the nodes'
 		// registrations and liveness records.
 		if res.keys.total < 2*res.attachments+n {

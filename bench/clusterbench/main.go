@@ -499,7 +499,10 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 	// or heartbeat), then `ipamd node remove --force`'s store.RemoveNode.
 	victim := sim[0]
 	victim.stop()
-	if res.removal, err = removeNode(ctx, admin, st, victim.name, "clusterbench: ipamd node remove --force"); err != nil {
+	lv.paused.Store(true)
+	res.removal, err = removeNode(ctx, admin, st, victim.name, "clusterbench: ipamd node remove --force")
+	lv.paused.Store(false)
+	if err != nil {
 		return nil, err
 	}
 	if _, _, res.problemsAfter, err = snapshotCheck(ctx, st); err != nil {

@@ -24,9 +24,9 @@ type removal struct {
 // remove NAME --force` runs: one fencing transaction (registration and
 // liveness deleted, tombstone written), then batched transactions (≤ 100
 // operations each) releasing its handles, addresses and blocks. The
-// revision before and after counts the writes; nothing else writes to the
-// bench's etcd meanwhile except the other nodes' heartbeats, so with a
-// heartbeat interval of seconds the count is exact or one or two high.
+// revision before and after counts the writes: the caller holds the other
+// nodes' heartbeats back meanwhile (liveness.paused), so nothing else
+// writes but a heartbeat already in flight.
 func removeNode(ctx context.Context, cli *clientv3.Client, st *store.Store, node, reason string) (removal, error) {
 	var out removal
 	before, err := cli.Get(ctx, store.NodeKey(node), clientv3.WithCountOnly())
