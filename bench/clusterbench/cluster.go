@@ -109,8 +109,10 @@ func (n *simNode) live(ctx context.Context, base *store.Store, reg store.Node, k
 			hctx, cancel := context.WithTimeout(ctx, opTimeout)
 			err := base.Heartbeat(hctx, reg)
 			cancel()
-			if err != nil && ctx.Err() == nil {
-				lv.heartbeatErrs.Add(1)
+			if err != nil {
+				if ctx.Err() == nil {
+					lv.heartbeatErrs.Add(1)
+				}
 				continue
 			}
 			lv.heartbeats.Add(1)
