@@ -69,9 +69,14 @@ demo: deps build
 #                    (BENCH_FLAGS="-n 1000" adds the 901–1000 vs 1–100 scale check)
 #   make bench-ipam  ipamd allocation rate/latency at 1k/10k/100k leases vs raw etcd
 #                    (BENCH_IPAM_FLAGS="-max 10000" for a shorter run)
+#   make bench-cluster  10 and 1,000 simulated nodes × 110 pods, each its own
+#                    allocator and etcd client, on one etcd-server; churn, the
+#                    whole-cluster check, a node's removal; a few minutes
+#                    (BENCH_CLUSTER_FLAGS="-nodes 200" for a shorter run)
 BENCH_FLAGS ?= -n 50
 BENCH_IPAM_FLAGS ?=
-.PHONY: bench-ipam
+BENCH_CLUSTER_FLAGS ?=
+.PHONY: bench-ipam bench-cluster
 bench: deps
 	$(MAKE) build
 	$(GO) run ./bench/cnibench -bin-dir $(CURDIR)/$(BIN) $(BENCH_FLAGS)
@@ -79,6 +84,9 @@ bench: deps
 bench-ipam: deps
 	$(MAKE) build
 	$(GO) run ./bench/ipambench -bin-dir $(CURDIR)/$(BIN) $(BENCH_IPAM_FLAGS)
+
+bench-cluster: deps
+	$(GO) run ./bench/clusterbench -nodes 1000 -pods 110 -rounds 3 $(BENCH_CLUSTER_FLAGS)
 
 fmt:
 	gofmt -w .

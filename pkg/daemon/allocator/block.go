@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
@@ -94,36 +95,67 @@ func sourceOf(r ipamconf.Range) string {
 	return r.Source
 }
 
+// claimSpreadMax bounds how far past the first unclaimed block a claim
+// that lost races jumps (in unclaimed blocks).
+const claimSpreadMax = 1024
+
 // claimBlock claims the first unclaimed block of range r for this node.
+//
+// Nodes that claim at the same time (a cluster starting) all see the same
+// first unclaimed block: walking on in the same order after a lost race,
+// they would move in a convoy where every step costs each of them an etcd
+// write and only one wins (k claimers: k² writes; 1,000 nodes starting
+// timed out in bench/clusterbench). So after a lost race a claim skips a
+// random number of unclaimed blocks, within a window that doubles with
+// every loss: without contention the first unclaimed block is taken as
+// before; under contention the claimers scatter.
 func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.Range) (*block, error) {
 	claimed, err := a.claimedBlocks(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for cand, ok := r.FirstUsableBlock(); ok; cand, ok = nextUsableBlock(r, cand) {
-		if claimed[cand] {
-			continue
+	spread, skip := 8, 0
+	for {
+		skipped := false
+		for cand, ok := r.FirstUsableBlock(); ok; cand, ok = nextUsableBlock(r, cand) {
+			if claimed[cand] {
+				continue
+			}
+			if skip > 0 {
+				skip, skipped = skip-1, true
+				continue
+			}
+			// A lost race costs an etcd round trip: stop at the deadline.
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("claim a block of %s: %w", r.Subnet, err)
+			}
+			b := store.Block{
+				CIDR: cand, Node: a.node, Network: network, Subnet: r.Subnet,
+				Source: sourceOf(r), Claimed: time.Now().UTC(),
+			}
+			err := a.store.ClaimBlock(ctx, b)
+			if errors.Is(err, store.ErrExists) {
+				// Another node won it: scatter (see above).
+				claimed[cand] = true
+				skip, spread = rand.IntN(spread), min(2*spread, claimSpreadMax)
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			a.log.Info("claimed block", "block", cand, "network", network, "node", a.node)
+			a.notify()
+			nb := &block{Block: b, used: map[netip.Addr]struct{}{}}
+			a.blocks[cand] = nb
+			return nb, nil
 		}
-		// A lost race costs an etcd round trip: stop at the deadline.
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("claim a block of %s: %w", r.Subnet, err)
+		// Blocks skipped and none won after them: walk again from the
+		// first unclaimed one. Every walk tries at least one block and
+		// marks it lost in claimed, so the walks end.
+		if !skipped {
+			break
 		}
-		b := store.Block{
-			CIDR: cand, Node: a.node, Network: network, Subnet: r.Subnet,
-			Source: sourceOf(r), Claimed: time.Now().UTC(),
-		}
-		err := a.store.ClaimBlock(ctx, b)
-		if errors.Is(err, store.ErrExists) {
-			continue // another node won it
-		}
-		if err != nil {
-			return nil, err
-		}
-		a.log.Info("claimed block", "block", cand, "network", network, "node", a.node)
-		a.notify()
-		nb := &block{Block: b, used: map[netip.Addr]struct{}{}}
-		a.blocks[cand] = nb
-		return nb, nil
+		skip = 0
 	}
 	return nil, errRangeFull
 }
