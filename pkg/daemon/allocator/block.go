@@ -121,7 +121,7 @@ func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.R
 		}
 		a.log.Info("claimed block", "block", cand, "network", network, "node", a.node)
 		a.notify()
-		nb := &block{Block: b, used: map[netip.Addr]struct{}{}}
+		nb := a.newBlock(b)
 		a.blocks[cand] = nb
 		return nb, nil
 	}
