@@ -58,15 +58,24 @@ func (a *Allocator) FencedSignal() <-chan struct{} { return a.fencedCh }
 // noteFenced signals the keeper when err is a lost fence and restates err
 // as KindFenced, which the runtime retries.
 func (a *Allocator) noteFenced(err error) error {
-	if !errors.Is(err, store.ErrFenced) {
+	if !a.signalFenced(err) {
 		return err
+	}
+	return &Error{Kind: KindFenced, Msg: fmt.Sprintf("node %s: %v", a.node, err),
+		Details: "the node's registration is being renewed; retry", Err: err}
+}
+
+// signalFenced signals the keeper if err (possibly joined) holds a lost
+// fence, and reports whether it did.
+func (a *Allocator) signalFenced(err error) bool {
+	if !errors.Is(err, store.ErrFenced) {
+		return false
 	}
 	select {
 	case a.fencedCh <- struct{}{}:
 	default:
 	}
-	return &Error{Kind: KindFenced, Msg: fmt.Sprintf("node %s: %v", a.node, err),
-		Details: "the node's registration is being renewed; retry", Err: err}
+	return true
 }
 
 // Fence drops every block of the node from memory (they are no longer

@@ -228,7 +228,9 @@ func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration,
 		a.log.Info("released empty block", "block", cidr, "network", b.Network, "node", a.node)
 		released = append(released, b.Block)
 	}
-	return released, errors.Join(errs...)
+	err := errors.Join(errs...)
+	a.signalFenced(err)
+	return released, err
 }
 
 // Reclaim releases this node's attachments, of every network, whose network
