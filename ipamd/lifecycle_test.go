@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +98,77 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestLeaseLostInEtcdOutage: etcd is down for longer than the node's TTL,
+// so ipamd loses its lease; when etcd is back ipamd registers again by
+// itself, adopting its registration (same epoch, its addresses kept), says
+// so in its log and counts it in its metrics.
+func TestLeaseLostInEtcdOutage(t *testing.T) {
+	ms := startEtcdCluster(t, 1, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr := l.Addr().String()
+	l.Close()
+	d := startIpamd(t, shortDir(t), "--etcd-endpoints", endpoints(ms), "--node-ttl", "2s", "--metrics-addr", maddr)
+	cli := ipamapi.NewClient(d.socket)
+	ctx := context.Background()
+	res1, err := cli.Add(ctx, addReq("outage", "c1", "2001:db8:5b::/48"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(endpoints(ms), ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ecli.Close()
+	st := store.New(ecli)
+	before, err := st.NodeRegistration(ctx, "test-node")
+	if err != nil || before == nil {
+		t.Fatalf("registration: %v, %v", before, err)
+	}
+
+	ms[0].kill()
+	waitUntil(t, "the lease loss in the log", func() bool {
+		return strings.Contains(d.log.String(), "node registration lost: registering again")
+	})
+	ms[0].start(t)
+	waitUntil(t, "the re-registration", func() bool {
+		return strings.Contains(d.log.String(), "node registered again: same epoch")
+	})
+	after, err := st.NodeRegistration(ctx, "test-node")
+	if err != nil || after == nil || after.Epoch != before.Epoch {
+		t.Fatalf("registration after the outage: %+v, %v; want epoch %d adopted", after, err, before.Epoch)
+	}
+	alive, err := st.AliveNodes(ctx)
+	if err != nil || len(alive) != 1 || alive[0].Epoch != before.Epoch {
+		t.Fatalf("liveness after the outage: %+v, %v", alive, err)
+	}
+	// The attachment kept its address; new ADDs work.
+	again, err := cli.Add(ctx, addReq("outage", "c1", "2001:db8:5b::/48"))
+	if err != nil || again.IPs[0].Address.String() != res1.IPs[0].Address.String() {
+		t.Fatalf("repeated ADD after the outage: %v, %v; want %s", again, err, res1.IPs[0].Address.String())
+	}
+	if _, err := cli.Add(ctx, addReq("outage", "c2", "2001:db8:5b::/48")); err != nil {
+		t.Fatalf("ADD after the outage: %v", err)
+	}
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`v6cni_ipamd_node_reregistrations_total{node="test-node"} 1`,
+		`v6cni_ipamd_node_registered{node="test-node"} 1`,
+		fmt.Sprintf(`v6cni_ipamd_node_epoch{node="test-node"} %d`, before.Epoch),
+		`v6cni_ipamd_node_fenced_total{node="test-node"} 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }

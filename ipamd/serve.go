@@ -29,9 +29,6 @@ import (
 	"github.com/v6cni/v6cni/pkg/link"
 )
 
-// nodeTTL is how long a node's liveness record outlives its ipamd when
-// it stops without revoking it (killed, cut off from etcd).
-const nodeTTL = nodes.DefaultTTL
 
 // serve runs the daemon: flags and the config file → etcd → store and
 // allocator → the socket's server, with the metrics, the BGP speaker, the
@@ -56,6 +53,7 @@ func serve(args []string, stderr io.Writer) error {
 	blockGrace := fs.Duration("block-grace", 15*time.Minute, "give an empty block back to the pool after this long")
 	pdIface := fs.String("pd-interface", "", "uplink on which to obtain a prefix by DHCPv6-PD (empty: no PD client)")
 	pdLen := fs.Int("pd-prefix-length", 0, "prefix length to ask for (hint; default 64)")
+	nodeTTL := fs.Duration("node-ttl", nodes.DefaultTTL, "TTL of the etcd lease of this node's liveness record: how long a node whose ipamd was killed or cut off from etcd still shows alive (and how often it heartbeats)")
 	deadNodeGrace := fs.Duration("dead-node-grace", 0, "remove nodes registered but not alive for longer than this, releasing their blocks (0: off; a node cut off from etcd may still run pods whose addresses would be handed out twice)")
 	configFile := fs.String("config", "", "YAML config file: the same keys as the flags in camelCase, plus sections pd and bgp; flags win")
 	if err := fs.Parse(args); err != nil {
@@ -94,10 +92,13 @@ func serve(args []string, stderr io.Writer) error {
 	if err := st.Ping(initCtx); err != nil {
 		return fmt.Errorf("etcd at %s: %w%s", strings.Join(db.eps, ","), err, diagnoseEtcd(db.eps, db.tls))
 	}
+	if *nodeTTL < 2*time.Second {
+		return fmt.Errorf("--node-ttl: %s: at least 2s (the lease is kept alive every TTL/3)", *nodeTTL)
+	}
 	if *deadNodeGrace < 0 {
 		return fmt.Errorf("--dead-node-grace: %s: must not be negative", *deadNodeGrace)
 	}
-	keeper, err := nodes.Register(initCtx, nodes.Config{Store: st, Node: *nodeName, TTL: nodeTTL, Log: log})
+	keeper, err := nodes.Register(initCtx, nodes.Config{Store: st, Node: *nodeName, TTL: *nodeTTL, Log: log})
 	if err != nil {
 		return err
 	}

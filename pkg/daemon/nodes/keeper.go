@@ -247,7 +247,9 @@ func (k *Keeper) hold(ctx context.Context, h Hooks) (lostReg, bool) {
 	// recheck reads the registration when the watch cannot tell (it
 	// ended, a revision was compacted, a write was refused).
 	recheck := func() (lostReg, bool) {
-		n, rev, err := k.cfg.Store.NodeRegistrationAt(hctx, k.cfg.Node)
+		cctx, ccancel := context.WithTimeout(hctx, k.callTimeout())
+		defer ccancel()
+		n, rev, err := k.cfg.Store.NodeRegistrationAt(cctx, k.cfg.Node)
 		if err != nil {
 			k.log.Warn("read the node's registration", "node", k.cfg.Node, "error", err)
 			return lostReg{}, false
@@ -298,7 +300,11 @@ func (k *Keeper) hold(ctx context.Context, h Hooks) (lostReg, bool) {
 				watchRev = ev.Kv.ModRevision + 1
 			}
 		case <-hb.C:
-			err := k.cfg.Store.Heartbeat(hctx, reg.Node)
+			// Bounded: etcd calls wait while etcd is unreachable, and the
+			// loop must still see the lease's end.
+			cctx, ccancel := context.WithTimeout(hctx, k.callTimeout())
+			err := k.cfg.Store.Heartbeat(cctx, reg.Node)
+			ccancel()
 			switch {
 			case errors.Is(err, store.ErrFenced):
 				if l, lost := recheck(); lost {
@@ -319,6 +325,11 @@ func (k *Keeper) hold(ctx context.Context, h Hooks) (lostReg, bool) {
 	}
 }
 
+// callTimeout bounds one etcd call of the keeping loop.
+func (k *Keeper) callTimeout() time.Duration {
+	return max(k.cfg.TTL/2, time.Second)
+}
+
 // registerAgain registers the node again after lost, retrying with
 // backoff, and fences when the epoch changed. It reports false when ctx
 // ended first.
@@ -337,7 +348,9 @@ func (k *Keeper) registerAgain(ctx context.Context, h Hooks, lost lostReg) bool 
 	var reg *store.Registration
 	for {
 		var err error
-		reg, err = k.cfg.Store.RegisterNode(ctx, store.Node{Name: k.cfg.Node, MachineID: k.cfg.MachineID}, k.cfg.TTL)
+		actx, acancel := context.WithTimeout(ctx, max(k.cfg.TTL, 5*time.Second))
+		reg, err = k.cfg.Store.RegisterNode(actx, store.Node{Name: k.cfg.Node, MachineID: k.cfg.MachineID}, k.cfg.TTL)
+		acancel()
 		if err == nil {
 			break
 		}
