@@ -29,7 +29,6 @@ import (
 	"github.com/v6cni/v6cni/pkg/link"
 )
 
-
 // serve runs the daemon: flags and the config file → etcd → store and
 // allocator → the socket's server, with the metrics, the BGP speaker, the
 // PD client and the bridges' services plugged in → the GC loop. It returns
