@@ -113,3 +113,40 @@ func TestFence(t *testing.T) {
 		t.Fatalf("ADD of the former orphan's address: %v", err)
 	}
 }
+
+// TestFenceClaimsPastOrphanBlocks: after a removal the lowest block is
+// free again but its every address is an orphan's: the ADD claims the
+// next block instead of saying the pool is exhausted.
+func TestFenceClaimsPastOrphanBlocks(t *testing.T) {
+	cli := etcdtest.Client(t)
+	base := store.New(cli)
+	ctx := context.Background()
+	reg, err := base.RegisterNode(ctx, store.Node{Name: "n1", MachineID: "m1"}, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fst := base.Fenced("n1", reg.Node.Epoch)
+	a := newAlloc(t, fst, "n1")
+	c := conf(t, "net", `[[{"subnet":"2001:db8:e::/120","blockSize":126}]]`)
+	mustAdd(t, a, id("net", "c1"), c)
+	mustAdd(t, a, id("net", "c2"), c) // the /126 holds two
+	rm, err := base.RemoveNode(ctx, "n1", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := base.HandlesAt(ctx, "n1", rm.Revision-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg2, err := base.RegisterNode(ctx, store.Node{Name: "n1", MachineID: "m1"}, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Fence(ctx, Loss{Handles: lost}, reg2.Node.Epoch, nil); err != nil {
+		t.Fatal(err)
+	}
+	r := mustAdd(t, a, id("net", "c3"), c)
+	if got := r.IPs[0].Address.String(); got != "2001:db8:e::6/126" {
+		t.Fatalf("ADD after fencing got %s, want 2001:db8:e::6/126 (the second block)", got)
+	}
+}
