@@ -172,8 +172,9 @@ func serve(args []string, stderr io.Writer) error {
 	srv.Metrics.SetNode(keeper.Metrics(func() int { return len(alloc.Orphans().Handles) }))
 	keeperRuns = true
 	go keeper.Run(keepCtx, nodes.Hooks{
-		Fenced:  fst,
-		Refused: alloc.FencedSignal(),
+		Fenced:       fst,
+		Refused:      alloc.FencedSignal(),
+		Unregistered: alloc.SetUnregistered,
 		OnLoss: func(ctx context.Context, loss allocator.Loss, epoch int64) error {
 			return fenceNode(ctx, alloc, svc, loss, epoch)
 		},

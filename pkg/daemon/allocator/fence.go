@@ -42,7 +42,10 @@ type Orphans struct {
 
 // fenceState is the allocator's memory of its losses; a.mu guards it.
 type fenceState struct {
-	reason  string
+	// unregistered, when not "", says why the node has no registration
+	// now (it registers again): STATUS says so.
+	unregistered string
+	reason       string
 	orphans map[store.AttachmentID]store.Handle
 	// addrs are the orphans' addresses: never handed out again by this
 	// node (a block claimed again may hold them), so two containers on one
@@ -175,8 +178,21 @@ func (a *Allocator) Orphans() Orphans {
 	return o
 }
 
-// orphanStatus is STATUS's verdict while orphans remain (a.mu held).
+// SetUnregistered tells the allocator whether the node is registered:
+// why it is not (package nodes, while it registers again), or "" once it
+// is. While not registered, STATUS says 50 with why.
+func (a *Allocator) SetUnregistered(why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.fence.unregistered = why
+}
+
+// orphanStatus is STATUS's verdict while the node is not registered or
+// orphans remain (a.mu held).
 func (a *Allocator) orphanStatus() error {
+	if a.fence.unregistered != "" {
+		return newError(KindUnavailable, "node %s is not registered (%s): registering again", a.node, a.fence.unregistered)
+	}
 	n := len(a.fence.orphans)
 	if n == 0 {
 		return nil

@@ -64,6 +64,10 @@ type Hooks struct {
 	// Refused signals writes refused with store.ErrFenced
 	// (allocator.FencedSignal): the Keeper checks the registration at once.
 	Refused <-chan struct{}
+	// Unregistered (if set) is told why the node lost its registration
+	// when it starts registering again, and "" once it is registered
+	// (allocator.SetUnregistered: STATUS says 50 meanwhile).
+	Unregistered func(why string)
 }
 
 // State is the Keeper's view of the node, for `ipamd nodes` and metrics.
@@ -339,6 +343,15 @@ func (k *Keeper) registerAgain(ctx context.Context, h Hooks, lost lostReg) bool 
 	k.state.Registered = false
 	k.mu.Unlock()
 	k.log.Warn("node registration lost: registering again", "node", k.cfg.Node, "epoch", old.Node.Epoch, "why", lost.why)
+	if h.Unregistered != nil {
+		h.Unregistered(lost.why)
+	}
+	// registered tells the hook, before the state says so.
+	registered := func() {
+		if h.Unregistered != nil {
+			h.Unregistered("")
+		}
+	}
 	// The old lease may still hold a liveness record (a registration
 	// deleted by hand): end it, or it would outlive this incarnation.
 	rctx, cancel := context.WithTimeout(ctx, k.cfg.MinBackoff+5*time.Second)
@@ -366,6 +379,7 @@ func (k *Keeper) registerAgain(ctx context.Context, h Hooks, lost lostReg) bool 
 		wait = min(2*wait, k.cfg.MaxBackoff)
 	}
 	if reg.Node.Epoch == old.Node.Epoch {
+		registered()
 		k.set(*reg)
 		k.mu.Lock()
 		k.state.Reregistrations++
@@ -383,6 +397,7 @@ func (k *Keeper) registerAgain(ctx context.Context, h Hooks, lost lostReg) bool 
 	if h.Fenced != nil {
 		h.Fenced.SetEpoch(reg.Node.Epoch)
 	}
+	registered()
 	k.set(*reg)
 	k.mu.Lock()
 	k.state.Reregistrations++

@@ -390,3 +390,71 @@ func TestReleaseDead(t *testing.T) {
 		t.Fatalf("blocks = %v, %v; want the dead node's released", blocks, err)
 	}
 }
+
+// TestNameTakenMeanwhile: the node was removed and another machine's
+// ipamd registered the name before this one could: it keeps trying (with
+// backoff), says it is not registered (STATUS 50 through the allocator),
+// and registers once the name is free again, under a new epoch.
+func TestNameTakenMeanwhile(t *testing.T) {
+	cli := etcdtest.Client(t)
+	st := store.New(cli)
+	ctx := context.Background()
+	k, err := Register(ctx, testConfig(st, "n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch := k.Epoch()
+	fst := st.Fenced("n1", epoch)
+	alloc, err := allocator.New(ctx, fst, "n1", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := store.New(secondClient(t, cli))
+	// Removal and the other machine's registration: the keeper finds the
+	// name taken.
+	if _, err := other.RemoveNode(ctx, "n1", "test"); err != nil {
+		t.Fatal(err)
+	}
+	otherReg, err := other.RegisterNode(ctx, store.Node{Name: "n1", MachineID: "another-machine"}, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The keeper starts only now (as if cut off until then): its watch
+	// from the registration's revision sees the removal.
+	var mu sync.Mutex
+	var told []string
+	running(t, k, Hooks{Fenced: fst, Refused: alloc.FencedSignal(),
+		Unregistered: func(why string) {
+			alloc.SetUnregistered(why)
+			mu.Lock()
+			told = append(told, why)
+			mu.Unlock()
+		},
+		OnLoss: func(ctx context.Context, loss allocator.Loss, epoch int64) error {
+			_, err := alloc.Fence(ctx, loss, epoch, nil)
+			return err
+		}})
+
+	eventually(t, "the keeper to say it is not registered", func() bool { return !k.State().Registered })
+	err = alloc.Status(ctx, netConf(t))
+	if !errors.Is(err, allocator.KindUnavailable) || !strings.Contains(err.Error(), "node n1 is not registered") {
+		t.Fatalf("STATUS while not registered = %v", err)
+	}
+	// The other machine's ipamd stops: the name is free (its registration
+	// stays, adopted by this machine; a new epoch for this ipamd).
+	if err := other.Revoke(ctx, otherReg.Lease); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "registration", func() bool { s := k.State(); return s.Registered && s.Fenced == 1 })
+	if k.Epoch() == epoch || fst.Epoch() != k.Epoch() {
+		t.Fatalf("epoch after the name came free: %d (fenced store %d), was %d", k.Epoch(), fst.Epoch(), epoch)
+	}
+	if err := alloc.Status(ctx, netConf(t)); err != nil {
+		t.Fatalf("STATUS once registered = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(told) != 2 || told[0] == "" || told[1] != "" {
+		t.Fatalf("Unregistered calls = %q, want the reason then \"\"", told)
+	}
+}
