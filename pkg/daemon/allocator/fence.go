@@ -46,7 +46,7 @@ type fenceState struct {
 	// now (it registers again): STATUS says so.
 	unregistered string
 	reason       string
-	orphans map[store.AttachmentID]store.Handle
+	orphans      map[store.AttachmentID]store.Handle
 	// addrs are the orphans' addresses: never handed out again by this
 	// node (a block claimed again may hold them), so two containers on one
 	// bridge never share one.
