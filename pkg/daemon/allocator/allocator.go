@@ -191,6 +191,19 @@ type Request struct {
 func (a *Allocator) Add(ctx context.Context, req Request) (*Assignment, error) {
 	a.epochMu.RLock()
 	defer a.epochMu.RUnlock()
+	if o, ok := a.orphanOf(req.ID); ok {
+		// Added again before the removal's sweep deleted its old handle:
+		// that handle's addresses are not this node's, so it must not be
+		// answered as a repeated ADD. The sweep follows the fencing.
+		h, err := a.store.Handle(ctx, req.ID)
+		if err != nil {
+			return nil, err
+		}
+		if h != nil && sameHandle(h, &o) {
+			return nil, newError(KindFenced, "attachment %s lost its addresses with the removal of node %s; its old record is being released", req.ID, a.node).
+				withDetails("retry")
+		}
+	}
 	asg, err := a.add(ctx, req)
 	if err != nil {
 		return nil, a.noteFenced(err)

@@ -89,8 +89,28 @@ func TestFence(t *testing.T) {
 			t.Fatalf("new ADD got orphan %s's address %s", o.AttachmentID, o.IPs[0].Address)
 		}
 	}
-	// Added again: no longer an orphan.
-	mustAdd(t, a, again.ID, c)
+	// Added again while its old handle is still there (the removal's
+	// sweep not done: put back here): refused, not answered with the lost
+	// addresses; after the sweep, new addresses.
+	for _, h := range lost {
+		if h.AttachmentID == again.ID {
+			if err := base.Allocate(ctx, h); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_, err = a.Add(ctx, Request{ID: again.ID, Conf: c})
+	wantKind(t, err, KindFenced, "lost its addresses")
+	for _, h := range lost {
+		if h.AttachmentID == again.ID {
+			if err := base.Release(ctx, h); err != nil { // the sweep
+				t.Fatal(err)
+			}
+		}
+	}
+	if r := mustAdd(t, a, again.ID, c); r.IPs[0].Address == again.IPs[0].Address {
+		t.Fatalf("added again with its lost address %s", r.IPs[0].Address)
+	}
 	// netns gone: forgotten by the GC round.
 	if _, err := a.Reclaim(ctx, time.Hour, NetnsExists); err != nil {
 		t.Fatal(err)
