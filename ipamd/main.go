@@ -67,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "check":
 		return check(args, stdout, stderr)
 	case "nodes":
-		return nodes(args, stdout, stderr)
+		return listNodes(args, stdout, stderr)
 	case "node":
 		return nodeCmd(args, stdout, stderr)
 	case "bgp":

@@ -11,8 +11,8 @@ import (
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
 
-// nodes lists the cluster's nodes: liveness, epoch, what each holds.
-func nodes(args []string, stdout, stderr io.Writer) error {
+// listNodes lists the cluster's nodes: liveness, epoch, what each holds.
+func listNodes(args []string, stdout, stderr io.Writer) error {
 	return command[[]ipamapi.NodeInfo]{
 		name: "nodes",
 		call: func(ctx context.Context, c *ipamapi.Client) ([]ipamapi.NodeInfo, error) { return c.Nodes(ctx) },

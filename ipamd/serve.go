@@ -21,14 +21,13 @@ import (
 	"github.com/v6cni/v6cni/pkg/daemon/bridgesvc"
 	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/daemon/ipamserver"
+	"github.com/v6cni/v6cni/pkg/daemon/nodes"
 	"github.com/v6cni/v6cni/pkg/daemon/pdnet"
 	"github.com/v6cni/v6cni/pkg/daemon/reclaim"
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
+	"github.com/v6cni/v6cni/pkg/link"
 )
-
-// nodeTTL is how long a node record outlives its ipamd.
-const nodeTTL = 30 * time.Second
 
 // serve runs the daemon: flags and the config file → etcd → store and
 // allocator → the socket's server, with the metrics, the BGP speaker, the
@@ -53,6 +52,8 @@ func serve(args []string, stderr io.Writer) error {
 	blockGrace := fs.Duration("block-grace", 15*time.Minute, "give an empty block back to the pool after this long")
 	pdIface := fs.String("pd-interface", "", "uplink on which to obtain a prefix by DHCPv6-PD (empty: no PD client)")
 	pdLen := fs.Int("pd-prefix-length", 0, "prefix length to ask for (hint; default 64)")
+	nodeTTL := fs.Duration("node-ttl", nodes.DefaultTTL, "TTL of the etcd lease of this node's liveness record: how long a node whose ipamd was killed or cut off from etcd still shows alive (and how often it heartbeats)")
+	deadNodeGrace := fs.Duration("dead-node-grace", 0, "remove nodes registered but not alive for longer than this, releasing their blocks (0: off; a node cut off from etcd may still run pods whose addresses would be handed out twice)")
 	configFile := fs.String("config", "", "YAML config file: the same keys as the flags in camelCase, plus sections pd and bgp; flags win")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -90,10 +91,35 @@ func serve(args []string, stderr io.Writer) error {
 	if err := st.Ping(initCtx); err != nil {
 		return fmt.Errorf("etcd at %s: %w%s", strings.Join(db.eps, ","), err, diagnoseEtcd(db.eps, db.tls))
 	}
-	if _, err := st.RegisterNode(ctx, store.Node{Name: *nodeName, Started: time.Now().UTC(), MachineID: store.MachineID()}, nodeTTL); err != nil {
+	if *nodeTTL < 2*time.Second {
+		return fmt.Errorf("--node-ttl: %s: at least 2s (the lease is kept alive every TTL/3)", *nodeTTL)
+	}
+	if *deadNodeGrace < 0 {
+		return fmt.Errorf("--dead-node-grace: %s: must not be negative", *deadNodeGrace)
+	}
+	keeper, err := nodes.Register(initCtx, nodes.Config{Store: st, Node: *nodeName, TTL: *nodeTTL, Log: log})
+	if err != nil {
 		return err
 	}
-	alloc, err := allocator.New(initCtx, st, *nodeName, log)
+	// The keeper's defer runs before db.close: the lease is revoked (the
+	// node shows dead at once) while etcd is still there.
+	keepCtx, stopKeeper := context.WithCancel(ctx)
+	keeperRuns := false
+	defer func() {
+		stopKeeper()
+		if !keeperRuns {
+			return
+		}
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := keeper.Stop(sctx); err != nil {
+			log.Warn("node stop", "error", err)
+		}
+	}()
+	// Every write by which the node takes something is fenced by its
+	// epoch: after a removal none of them can land.
+	fst := st.Fenced(*nodeName, keeper.Epoch())
+	alloc, err := allocator.New(initCtx, fst, *nodeName, log)
 	if err != nil {
 		return err
 	}
@@ -104,7 +130,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer os.Remove(*socket)
-	srv := ipamserver.New(alloc, st, log)
+	srv := ipamserver.New(alloc, fst, log)
 	srv.Version = version
 	srv.Metrics = ipammetrics.New(alloc)
 	metricsErr, closeMetrics, err := serveMetrics(*metricsAddr, srv.Metrics, log)
@@ -132,17 +158,28 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	if pdCfg.Interface != "" {
-		pd, err := pdnet.Start(ctx, pdCfg, st, *nodeName, alloc, log)
+		pd, err := pdnet.Start(ctx, pdCfg, fst, *nodeName, alloc, log)
 		if err != nil {
 			return err
 		}
 		srv.PD, srv.PDRelease = pd.State, pd.Release
 		srv.Metrics.SetPD(pd.Metrics)
 	}
-	svc := bridgesvc.New(ctx, st, *nodeName, log)
+	svc := bridgesvc.New(ctx, fst, *nodeName, log)
 	srv.Services = svc
 	srv.Metrics.SetServices(svc.Metrics)
 	defer svc.Stop()
+	srv.Metrics.SetNode(keeper.Metrics(func() int { return len(alloc.Orphans().Handles) }))
+	keeperRuns = true
+	go keeper.Run(keepCtx, nodes.Hooks{
+		Fenced:       fst,
+		Refused:      alloc.FencedSignal(),
+		Unregistered: alloc.SetUnregistered,
+		OnLoss: func(ctx context.Context, loss allocator.Loss, epoch int64) error {
+			return fenceNode(ctx, alloc, svc, loss, epoch)
+		},
+	})
+	go keeper.ReleaseDead(keepCtx, db.cli, *deadNodeGrace, 0)
 	go reclaim.Run(ctx, reclaim.Config{
 		Alloc: alloc, Metrics: srv.Metrics, Log: log,
 		Interval: *gcInterval, Grace: *gcGrace, BlockGrace: *blockGrace,
@@ -191,4 +228,19 @@ func serveMetrics(addr string, m *ipammetrics.Metrics, log *slog.Logger) (<-chan
 	}()
 	log.Info("metrics serving", "addr", ml.Addr().String())
 	return merr, func() { ms.Close() }, nil
+}
+
+// fenceNode is what the node does when it finds its registration removed
+// while it ran: the allocator drops its blocks (their announcements
+// follow), their gateway addresses leave the bridges, the lost
+// attachments stop being served RAs and DHCPv6, and the store moves to
+// the new epoch.
+func fenceNode(ctx context.Context, alloc *allocator.Allocator, svc *bridgesvc.Services, loss allocator.Loss, epoch int64) error {
+	_, err := alloc.Fence(ctx, loss, epoch, link.RemoveGateway)
+	for i := range loss.Handles {
+		if h := &loss.Handles[i]; h.Mode != "" {
+			_ = svc.Detached(ctx, h)
+		}
+	}
+	return err
 }

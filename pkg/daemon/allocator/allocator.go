@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/v6cni/v6cni/internal/crashpoint"
@@ -56,6 +57,14 @@ type Allocator struct {
 	// came back there); ExpireSticky then finds the addresses free in etcd
 	// and lets the cache forget them, or they would never be picked again.
 	kept map[netip.Addr]store.IP
+	// epochMu is held (read) by each ADD and DEL across its etcd writes and
+	// (write) by Fence, so no write made for a dropped block can land
+	// after the store moved to a new epoch.
+	epochMu sync.RWMutex
+	// fence remembers what a removal of the node took (fence.go); mu.
+	fence fenceState
+	// fencedCh gets a token when a write was refused with store.ErrFenced.
+	fencedCh chan struct{}
 }
 
 // New returns an allocator for node and loads the node's blocks.
@@ -71,6 +80,7 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 		changed:     make(chan struct{}, 1),
 		mu:          newNodeLock(),
 		kept:        make(map[netip.Addr]store.IP),
+		fencedCh:    make(chan struct{}, 1),
 	}
 	all, err := st.Blocks(ctx)
 	if err != nil {
@@ -179,6 +189,33 @@ type Request struct {
 // A failure the allocator decides is an *Error (see Kind); any other comes
 // from the store or from ctx.
 func (a *Allocator) Add(ctx context.Context, req Request) (*Assignment, error) {
+	a.epochMu.RLock()
+	defer a.epochMu.RUnlock()
+	if o, ok := a.orphanOf(req.ID); ok {
+		// Added again before the removal's sweep deleted its old handle:
+		// that handle's addresses are not this node's, so it must not be
+		// answered as a repeated ADD. The sweep follows the fencing.
+		h, err := a.store.Handle(ctx, req.ID)
+		if err != nil {
+			return nil, err
+		}
+		if h != nil && sameHandle(h, &o) {
+			return nil, newError(KindFenced, "attachment %s lost its addresses with the removal of node %s; its old record is being released", req.ID, a.node).
+				withDetails("retry")
+		}
+	}
+	asg, err := a.add(ctx, req)
+	if err != nil {
+		return nil, a.noteFenced(err)
+	}
+	if _, ok := a.orphanOf(req.ID); ok {
+		// Added again: the attachment has addresses of this epoch now.
+		a.dropOrphan(req.ID)
+	}
+	return asg, nil
+}
+
+func (a *Allocator) add(ctx context.Context, req Request) (*Assignment, error) {
 	conf, id := req.Conf, req.ID
 	h := store.Handle{AttachmentID: id, Node: a.node, Netns: req.Netns, Created: time.Now().UTC()}
 	if req.Mode != "" && req.Mode != "static" {
@@ -376,7 +413,7 @@ func (a *Allocator) reserve(ctx context.Context, network string, set ipamconf.Ra
 		}
 		a.log.Info("claimed block", "block", cidr, "network", network, "node", a.node, "for", want)
 		a.notify()
-		b = &block{Block: nb, used: map[netip.Addr]struct{}{}}
+		b = a.newBlock(nb)
 		a.blocks[cidr] = b
 	}
 	if err := a.loadUsed(ctx, b); err != nil {
@@ -392,11 +429,31 @@ func (a *Allocator) reserve(ctx context.Context, network string, set ipamconf.Ra
 // error: DEL must be repeatable. With keep > 0 and a pod name on the
 // attachment, the addresses are kept for that pod for keep instead.
 func (a *Allocator) Del(ctx context.Context, id store.AttachmentID, keep time.Duration) (*store.Handle, error) {
+	a.epochMu.RLock()
+	defer a.epochMu.RUnlock()
+	h, err := a.del(ctx, id, keep)
+	return h, a.noteFenced(err)
+}
+
+func (a *Allocator) del(ctx context.Context, id store.AttachmentID, keep time.Duration) (*store.Handle, error) {
 	// No node lock across etcd: the cache forgets the addresses only after
 	// etcd released them, so nothing can pick them too early.
 	h, err := a.store.Handle(ctx, id)
-	if err != nil || h == nil {
+	if err != nil {
 		return nil, err
+	}
+	if o, ok := a.orphanOf(id); ok {
+		a.dropOrphan(id)
+		if h == nil || sameHandle(h, &o) {
+			// Its addresses went with the node's removal (the removal's
+			// sweep releases a leftover handle): nothing to release here.
+			a.log.Info("DEL of an attachment that lost its addresses with the node's removal: nothing to release",
+				"attachment", id, "pod", o.Pod, "node", a.node)
+			return nil, nil
+		}
+	}
+	if h == nil {
+		return nil, nil
 	}
 	if h.Node != a.node {
 		// Another node's live attachment with the same ID: DEL stays
@@ -439,6 +496,13 @@ func (a *Allocator) Check(ctx context.Context, id store.AttachmentID) error {
 	if err != nil {
 		return err
 	}
+	if o, ok := a.orphanOf(id); ok && (h == nil || sameHandle(h, &o)) {
+		a.mu.Lock()
+		reason := a.fence.reason
+		a.mu.Unlock()
+		return newError(KindNotFound, "the addresses of %s were lost: %s", id, reason).
+			withDetails("delete and re-create the container")
+	}
 	if h == nil {
 		return newError(KindNotFound, "no addresses are allocated to %s", id)
 	}
@@ -472,6 +536,9 @@ func (a *Allocator) Status(ctx context.Context, conf *ipamconf.NetConf) error {
 		return unavailable(err, "%s", err)
 	}
 	defer a.mu.Unlock()
+	if err := a.orphanStatus(); err != nil {
+		return err
+	}
 	if conf.IPAM.PD != nil {
 		lost, err := a.lostIn(ctx, conf.Name)
 		if err != nil {

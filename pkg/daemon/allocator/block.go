@@ -47,19 +47,26 @@ func (a *Allocator) pick(ctx context.Context, req *Request, set ipamconf.RangeSe
 		}
 	}
 	for _, r := range set {
-		b, err := a.claimBlock(ctx, network, r)
-		if errors.Is(err, errRangeFull) {
-			continue
-		}
-		if err != nil {
-			return store.IP{}, err
-		}
-		addr, ok, err := a.freeIn(ctx, b, r, req)
-		if err != nil {
-			return store.IP{}, err
-		}
-		if ok {
-			return ipIn(b, addr), nil
+		// A block claimed anew can be full at once: after a removal of
+		// this node, the addresses its orphans still use count as taken.
+		for {
+			b, err := a.claimBlock(ctx, network, r)
+			if errors.Is(err, errRangeFull) {
+				break
+			}
+			if err != nil {
+				return store.IP{}, err
+			}
+			addr, ok, err := a.freeIn(ctx, b, r, req)
+			if err != nil {
+				return store.IP{}, err
+			}
+			if ok {
+				return ipIn(b, addr), nil
+			}
+			if uint64(len(b.used)) < hostCount(b.CIDR) {
+				break // free addresses, none for this request (eui64)
+			}
 		}
 	}
 	return store.IP{}, newError(KindExhausted, "no address available in pool %s for network %q", subnetsOf(set), network)
@@ -145,7 +152,7 @@ func (a *Allocator) claimBlock(ctx context.Context, network string, r ipamconf.R
 			}
 			a.log.Info("claimed block", "block", cand, "network", network, "node", a.node)
 			a.notify()
-			nb := &block{Block: b, used: map[netip.Addr]struct{}{}}
+			nb := a.newBlock(b)
 			a.blocks[cand] = nb
 			return nb, nil
 		}

@@ -38,6 +38,10 @@ const (
 	// KindDegraded: STATUS says the network serves but some containers lost
 	// their addresses (an expired delegated prefix).
 	KindDegraded
+	// KindFenced: the write was refused because the node's registration
+	// was removed (store.ErrFenced); the node registers again and claims
+	// new blocks, so a retry succeeds.
+	KindFenced
 )
 
 var kindNames = map[Kind]string{
@@ -49,6 +53,7 @@ var kindNames = map[Kind]string{
 	KindNotFound:    "not found",
 	KindUnavailable: "unavailable",
 	KindDegraded:    "degraded",
+	KindFenced:      "fenced",
 }
 
 // String is the kind's name, for logs and test failures.

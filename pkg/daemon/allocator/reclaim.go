@@ -228,14 +228,25 @@ func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration,
 		a.log.Info("released empty block", "block", cidr, "network", b.Network, "node", a.node)
 		released = append(released, b.Block)
 	}
-	return released, errors.Join(errs...)
+	err := errors.Join(errs...)
+	a.signalFenced(err)
+	return released, err
 }
 
 // Reclaim releases this node's attachments, of every network, whose network
 // namespace no longer exists (the runtime never sent DEL: a crash, a
 // reboot) and that are older than grace. It touches nothing it cannot prove
 // stale: an attachment without a recorded netns is kept.
+//
+// Orphans (attachments that lost their addresses with a removal of the
+// node) whose netns is gone are forgotten too: their DEL will not come.
 func (a *Allocator) Reclaim(ctx context.Context, grace time.Duration, netnsExists func(string) bool) ([]store.Handle, error) {
+	for _, h := range a.Orphans().Handles {
+		if h.Netns != "" && !netnsExists(h.Netns) {
+			a.dropOrphan(h.AttachmentID)
+			a.log.Info("attachment that lost its addresses is gone (netns gone)", "attachment", h.AttachmentID, "pod", h.Pod, "node", a.node)
+		}
+	}
 	return a.releaseWhere(ctx, "", func(h store.Handle) bool {
 		return h.Netns != "" && time.Since(h.Created) >= grace && !netnsExists(h.Netns)
 	})

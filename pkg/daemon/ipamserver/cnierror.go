@@ -21,7 +21,9 @@ var kindCodes = map[allocator.Kind]uint{
 	allocator.KindExhausted: types.ErrTryAgainLater,
 	allocator.KindTaken:     types.ErrTryAgainLater,
 	allocator.KindNoPrefix:  types.ErrTryAgainLater,
-	allocator.KindNotFound:  types.ErrUnknownContainer,
+	// The node's registration is being renewed after a removal.
+	allocator.KindFenced:   types.ErrTryAgainLater,
+	allocator.KindNotFound: types.ErrUnknownContainer,
 	// STATUS's verdicts.
 	allocator.KindUnavailable: types.ErrPluginNotAvailable,
 	allocator.KindDegraded:    types.ErrLimitedConnectivity,

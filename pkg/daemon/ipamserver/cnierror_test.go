@@ -37,6 +37,8 @@ func TestCNIErrorTable(t *testing.T) {
 		{"no prefix", &allocator.Error{Kind: allocator.KindNoPrefix, Msg: "waiting for a delegated prefix on uplink0"}, types.ErrTryAgainLater, "waiting for a delegated prefix on uplink0", "", false},
 		{"not found", &allocator.Error{Kind: allocator.KindNotFound, Msg: "no addresses are allocated to n/c/eth0"}, types.ErrUnknownContainer, "no addresses are allocated to n/c/eth0", "", false},
 		{"unavailable", &allocator.Error{Kind: allocator.KindUnavailable, Msg: "etcd unavailable: x", Err: deadline}, types.ErrPluginNotAvailable, "etcd unavailable: x", "", false},
+		{"fenced", &allocator.Error{Kind: allocator.KindFenced, Msg: "node n1: node registration fenced"}, types.ErrTryAgainLater, "node n1: node registration fenced", "", false},
+		{"orphans", &allocator.Error{Kind: allocator.KindUnavailable, Msg: "node n1 was removed at T; 1 attachment(s) lost their addresses: delete and re-create these pods"}, types.ErrPluginNotAvailable, "node n1 was removed at T; 1 attachment(s) lost their addresses: delete and re-create these pods", "", false},
 		{"degraded", &allocator.Error{Kind: allocator.KindDegraded, Msg: "1 container(s) lost"}, types.ErrLimitedConnectivity, "1 container(s) lost", "", false},
 		{"unknown kind is a bug", &allocator.Error{Kind: 99, Msg: "m"}, types.ErrInternal, "m", "", false},
 		{"wrapped allocator error", fmt.Errorf("ctx: %w", &allocator.Error{Kind: allocator.KindTaken, Msg: "t"}), types.ErrTryAgainLater, "t", "", false},

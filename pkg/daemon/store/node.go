@@ -218,6 +218,9 @@ type Registration struct {
 	// Adopted is true when the registration existed (a restart of the
 	// node's ipamd: same epoch, its blocks and attachments stay).
 	Adopted bool
+	// Revision is the etcd revision of the registering transaction: a
+	// watch of the registration from Revision+1 sees every later change.
+	Revision int64
 }
 
 // RegisterNode creates n's registration if there is none, or adopts the
@@ -306,7 +309,7 @@ func (s *Store) RegisterNode(ctx context.Context, n Node, ttl time.Duration) (*R
 			continue // removed, or another incarnation meanwhile: look again
 		}
 		reg.Epoch = epoch
-		r := &Registration{Node: reg, Lease: lease, Adopted: adopted}
+		r := &Registration{Node: reg, Lease: lease, Adopted: adopted, Revision: txn.Header.Revision}
 		lease = 0
 		return r, nil
 	}
@@ -346,6 +349,24 @@ func (s *Store) NodeRegistration(ctx context.Context, name string) (*Node, error
 	}
 	n.Epoch = resp.Kvs[0].CreateRevision
 	return &n, nil
+}
+
+// NodeRegistrationAt is NodeRegistration and the etcd revision it was
+// read at: a watch from the revision after it misses no change.
+func (s *Store) NodeRegistrationAt(ctx context.Context, name string) (*Node, int64, error) {
+	resp, err := s.cli.Get(ctx, NodeKey(name))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read registration of node %s: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, resp.Header.Revision, nil
+	}
+	var n Node
+	if err := json.Unmarshal(resp.Kvs[0].Value, &n); err != nil {
+		return nil, 0, fmt.Errorf("decode %s: %w", resp.Kvs[0].Key, err)
+	}
+	n.Epoch = resp.Kvs[0].CreateRevision
+	return &n, resp.Header.Revision, nil
 }
 
 // Tombstone returns a node's tombstone, or nil.
@@ -480,6 +501,31 @@ const maxTxnOps = 100
 // same name keeps what its new epoch takes. A name with no registration
 // and nothing left is ErrNotRegistered.
 func (s *Store) RemoveNode(ctx context.Context, name, reason string) (*Removed, error) {
+	return s.removeNode(ctx, name, reason, nil)
+}
+
+// ErrNotDead says RemoveDeadNode found the node alive, or seen within the
+// grace: it was left alone.
+var ErrNotDead = errors.New("node not dead")
+
+// RemoveDeadNode removes a node as RemoveNode does, but only if it is
+// dead: registered, without a liveness record, and with a LastSeen older
+// than grace; the removal's first transaction also compares that neither
+// the liveness record nor the registration changed since they were read,
+// plus every compare of guard (a leader's key: only the elected ipamd's
+// removal lands). A node that is not dead is ErrNotDead; a guard that
+// fails is ErrNotDead too (no longer leader: someone else decides).
+func (s *Store) RemoveDeadNode(ctx context.Context, name string, grace time.Duration, reason string, guard ...clientv3.Cmp) (*Removed, error) {
+	return s.removeNode(ctx, name, reason, &deadCond{grace: grace, guard: guard})
+}
+
+// deadCond is RemoveDeadNode's condition on the first transaction.
+type deadCond struct {
+	grace time.Duration
+	guard []clientv3.Cmp
+}
+
+func (s *Store) removeNode(ctx context.Context, name, reason string, dead *deadCond) (*Removed, error) {
 	nkey, akey, rkey := NodeKey(name), AliveKey(name), RemovedKey(name)
 	var rm Removed
 	var bound int64
@@ -490,6 +536,21 @@ func (s *Store) RemoveNode(ctx context.Context, name, reason string) (*Removed, 
 			return nil, fmt.Errorf("remove node %s: %w", name, err)
 		}
 		nodeKvs, aliveKvs, rmKvs := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs, resp.Responses[2].GetResponseRange().Kvs
+		if dead != nil {
+			if len(nodeKvs) == 0 {
+				return nil, fmt.Errorf("remove dead node %s: %w", name, ErrNotRegistered)
+			}
+			if len(aliveKvs) > 0 {
+				return nil, fmt.Errorf("remove dead node %s: %w (alive)", name, ErrNotDead)
+			}
+			var n Node
+			if err := json.Unmarshal(nodeKvs[0].Value, &n); err != nil {
+				return nil, fmt.Errorf("remove dead node %s: decode %s: %w", name, nkey, err)
+			}
+			if since := time.Since(n.LastSeen); since < dead.grace {
+				return nil, fmt.Errorf("remove dead node %s: %w (last seen %s ago)", name, ErrNotDead, since.Round(time.Second))
+			}
+		}
 		if len(nodeKvs) == 0 {
 			// Already removed (or never registered): finish the sweep.
 			registered, tomb = false, len(rmKvs) > 0
@@ -509,14 +570,26 @@ func (s *Store) RemoveNode(ctx context.Context, name, reason string) (*Removed, 
 		if err != nil {
 			return nil, err
 		}
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(nkey), "=", epoch)}
+		if dead != nil {
+			// Still dead as read: no heartbeat, no liveness record since.
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(nkey), "=", nodeKvs[0].ModRevision),
+				clientv3.Compare(clientv3.CreateRevision(akey), "=", 0))
+			cmps = append(cmps, dead.guard...)
+		}
 		txn, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(nkey), "=", epoch)).
+			If(cmps...).
 			Then(clientv3.OpDelete(nkey), clientv3.OpDelete(akey), clientv3.OpPut(rkey, string(val))).
 			Commit()
 		if err != nil {
 			return nil, fmt.Errorf("remove node %s: %w", name, err)
 		}
 		if !txn.Succeeded {
+			if dead != nil {
+				// Changed since read (or not leader any more): the next
+				// scan decides again.
+				return nil, fmt.Errorf("remove dead node %s: %w (changed since read)", name, ErrNotDead)
+			}
 			continue // registered again meanwhile: remove that one
 		}
 		if len(aliveKvs) > 0 && aliveKvs[0].Lease != 0 {

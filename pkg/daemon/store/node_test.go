@@ -124,6 +124,9 @@ func TestFencing(t *testing.T) {
 		"SavePD":        func() error { return s.SavePD(ctx, "x", 1, []byte("{}")) },
 		"PutNetService": func() error { return s.PutNetService(ctx, NetService{Network: "net"}) },
 		"Heartbeat":     func() error { return base.Heartbeat(ctx, r.Node) },
+		// The removal released b; a fenced cache must not release it
+		// again once another node may own it.
+		"ReleaseBlock": func() error { return s.ReleaseBlock(ctx, testBlock("x", 2).CIDR) },
 	} {
 		if err := write(); !errors.Is(err, ErrFenced) {
 			t.Errorf("%s after removal: %v, want ErrFenced", name, err)
@@ -406,4 +409,57 @@ func TestRemoveNodeRacesAllocations(t *testing.T) {
 		t.Fatalf("keys of x left after the race: %v", left)
 	}
 	checkClean(t, base)
+}
+
+// TestRemoveDeadNode: only a node that is registered, not alive and not
+// seen within the grace is removed; a guard that fails (another leader)
+// leaves it alone; the registration's revision lets a watch miss nothing.
+func TestRemoveDeadNode(t *testing.T) {
+	cli := etcdtest.Client(t)
+	s := New(cli)
+	ctx := context.Background()
+	testPool(t, s)
+	r := register(t, s, "d", "m")
+	if r.Revision < r.Node.Epoch {
+		t.Fatalf("registration revision %d before its epoch %d", r.Revision, r.Node.Epoch)
+	}
+	n, rev, err := s.NodeRegistrationAt(ctx, "d")
+	if err != nil || n == nil || n.Epoch != r.Node.Epoch || rev < r.Revision {
+		t.Fatalf("NodeRegistrationAt = %+v, %d, %v", n, rev, err)
+	}
+	if err := s.Fenced("d", r.Node.Epoch).ClaimBlock(ctx, testBlock("d", 1)); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		setup func()
+		grace time.Duration
+		guard []clientv3.Cmp
+		want  error
+	}{
+		{"alive", func() {}, 0, nil, ErrNotDead},
+		{"seen within the grace", func() { s.Revoke(ctx, r.Lease) }, time.Hour, nil, ErrNotDead},
+		{"guard fails", func() {}, 0, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision("/v6cni/election/none"), ">", 0)}, ErrNotDead},
+		{"dead", func() {}, 0, nil, nil},
+		{"already removed", func() {}, 0, nil, ErrNotRegistered},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.setup()
+			rm, err := s.RemoveDeadNode(ctx, "d", tt.grace, "dead for a test", tt.guard...)
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("RemoveDeadNode = %+v, %v; want %v", rm, err, tt.want)
+				}
+				return
+			}
+			if err != nil || rm.Blocks != 1 || rm.Reason != "dead for a test" {
+				t.Fatalf("RemoveDeadNode = %+v, %v", rm, err)
+			}
+		})
+	}
+	if n, _, err := s.NodeRegistrationAt(ctx, "d"); err != nil || n != nil {
+		t.Fatalf("after removal: %+v, %v", n, err)
+	}
+	checkClean(t, s)
 }

@@ -436,16 +436,26 @@ func parseAddrKey(key string) (netip.Addr, error) {
 // ReleaseBlock deletes a block, only if no address in it is taken (one
 // transaction: an ADD racing the release either lands first and keeps the
 // block, or finds it gone and claims another).
+//
+// A fenced store releases only while its node's registration has its
+// epoch (else the error wraps ErrFenced): a node removed behind its back
+// still has the block in its cache, but the removal released it and
+// another node may own it now.
 func (s *Store) ReleaseBlock(ctx context.Context, b netip.Prefix) error {
 	first, last := AddrKey(b.Masked().Addr()), AddrKey(ipmath.Last(b))+"\x00"
+	g := s.guard()
 	txn, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(first).WithRange(last), "=", 0)).
+		If(g.cmps(clientv3.Compare(clientv3.CreateRevision(first).WithRange(last), "=", 0))...).
 		Then(clientv3.OpDelete(BlockKey(b))).
+		Else(g.elses()...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("release block %s: %w", b, err)
 	}
 	if !txn.Succeeded {
+		if err := g.check(txn); err != nil {
+			return fmt.Errorf("release block %s: %w", b, err)
+		}
 		return fmt.Errorf("release block %s: addresses in use", b)
 	}
 	return nil
