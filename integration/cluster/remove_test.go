@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -82,7 +83,10 @@ func TestNodeRemove(t *testing.T) {
 
 	// STATUS says why while the pod that lost its address runs.
 	var status error
-	if !poll(30*time.Second, func() bool { status = forced.Status(ctx); return status != nil && strings.Contains(status.Error(), `"code":50`) }) {
+	if !poll(30*time.Second, func() bool {
+		status = forced.Status(ctx)
+		return status != nil && code50.MatchString(status.Error())
+	}) {
 		t.Fatalf("STATUS on fenced %s: %v, want CNI error code 50 naming the removal", forced.Name, status)
 	}
 	t.Logf("STATUS on fenced %s: %v", forced.Name, status)
@@ -116,6 +120,10 @@ func TestNodeRemove(t *testing.T) {
 	waitState(t, ctx, op, forced.Name, ipamapi.NodeAlive)
 	requireClean(t, ctx, lab)
 }
+
+// code50 finds CNI error code 50 (the plugin is temporarily unable to
+// serve) in a plugin's error output.
+var code50 = regexp.MustCompile(`"code":\s*50\b`)
 
 func blocksOf(t *testing.T, ctx context.Context, n *netlab.Node) []netip.Prefix {
 	t.Helper()
