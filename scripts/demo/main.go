@@ -80,7 +80,6 @@ type demo struct {
 	etcdURL         string
 	nodes           []*node
 	pods            []*pod
-	removed         bool      // `ipamd node remove node-b` ran (and released node-b's pods)
 	daemons         []*daemon // in start order
 	netnsCreated    []string
 }
@@ -252,17 +251,12 @@ func (d *demo) run(ctx context.Context) error {
 func (d *demo) removeNode(ctx context.Context, a, b *node, bBlocks []string) error {
 	fmt.Println("    while node-b runs, its removal is refused:")
 	out, err := d.cli(ctx, a, "node remove", b.name)
-	if unknownCommand(out) {
-		// i12-merge: `ipamd node remove` comes with the admin helper's branch.
-		fmt.Printf("    %s$ ipamd node remove %s\n    (not available in this build)\n", a.name, b.name)
-	} else {
-		fmt.Printf("    %s$ ipamd node remove %s\n%s", a.name, b.name, indent2(out))
-		if err == nil {
-			return fmt.Errorf("ipamd node remove %s succeeded while %s is alive: it must refuse without --force", b.name, b.name)
-		}
-		msg := err.Error()
-		fmt.Printf("    (%s: refused while %s is alive, as it must be)\n", msg[strings.LastIndex(msg, ": ")+2:], b.name)
+	fmt.Printf("    %s$ ipamd node remove %s\n%s", a.name, b.name, indent2(out))
+	if err == nil {
+		return fmt.Errorf("ipamd node remove %s succeeded while %s is alive: it must refuse without --force", b.name, b.name)
 	}
+	msg := err.Error()
+	fmt.Printf("    (%s: refused while %s is alive, as it must be)\n", msg[strings.LastIndex(msg, ": ")+2:], b.name)
 
 	fmt.Printf("\n    node-b shuts down: its ipamd stops (SIGTERM), its pods go with the machine\n")
 	stopped := time.Now()
@@ -292,7 +286,7 @@ func (d *demo) removeNode(ctx context.Context, a, b *node, bBlocks []string) err
 	}
 	t0 := time.Now()
 	out, err = d.cli(ctx, a, "node remove", b.name)
-	if err != nil && !unknownCommand(out) {
+	if err != nil {
 		// A stopped ipamd ends its liveness lease; one that could not
 		// (killed, cut off) stays alive for the lease's TTL. The demo
 		// waits for that rather than --force, which an operator keeps
@@ -307,18 +301,11 @@ func (d *demo) removeNode(ctx context.Context, a, b *node, bBlocks []string) err
 			out, err = d.cli(ctx, a, "node remove", b.name)
 		}
 	}
-	removed := !unknownCommand(out)
-	d.removed = removed
-	if !removed {
-		// i12-merge: `ipamd node remove` comes with the admin helper's branch.
-		fmt.Printf("    %s$ ipamd node remove %s\n    (not available in this build)\n", a.name, b.name)
-	} else {
-		fmt.Printf("    %s$ ipamd node remove %s\n%s", a.name, b.name, indent2(out))
-		if err != nil {
-			return fmt.Errorf("removing stopped %s: %w", b.name, err)
-		}
-		fmt.Printf("    (removed %s after node-b stopped)\n", ms(time.Since(stopped)))
+	fmt.Printf("    %s$ ipamd node remove %s\n%s", a.name, b.name, indent2(out))
+	if err != nil {
+		return fmt.Errorf("removing stopped %s: %w", b.name, err)
 	}
+	fmt.Printf("    (removed %s after node-b stopped)\n", ms(time.Since(stopped)))
 	fmt.Println("\n    after the removal:")
 	if err := d.show(ctx, a, "blocks"); err != nil {
 		return err
@@ -327,17 +314,12 @@ func (d *demo) removeNode(ctx context.Context, a, b *node, bBlocks []string) err
 	if err != nil {
 		return err
 	}
-	switch {
-	case removed && len(left) > 0:
+	if len(left) > 0 {
 		return fmt.Errorf("after ipamd node remove %s, etcd still holds its blocks: %s", b.name, strings.Join(left, ", "))
-	case removed:
-		fmt.Printf("    %s's blocks are back in the pool, free for any node\n", b.name)
-		if err := d.show(ctx, a, "nodes"); err != nil {
-			return err
-		}
-	default:
-		// i12-merge: without `ipamd node remove` node-b's blocks stay claimed.
-		fmt.Printf("    (%s still owns %d block(s): no removal in this build)\n", b.name, len(left))
+	}
+	fmt.Printf("    %s's blocks are back in the pool, free for any node\n", b.name)
+	if err := d.show(ctx, a, "nodes"); err != nil {
+		return err
 	}
 
 	if _, err := d.router.waitRoutes(ctx, false, 30*time.Second, map[*node][]string{b: bBlocks}); err != nil {
@@ -352,11 +334,6 @@ func (d *demo) removeNode(ctx context.Context, a, b *node, bBlocks []string) err
 	fmt.Println()
 	out, err = d.cli(ctx, a, "check")
 	fmt.Printf("    %s$ ipamd check\n%s", a.name, indent2(out))
-	if unknownCommand(out) {
-		// i12-merge: `ipamd check` comes with the check helper's branch.
-		fmt.Println("    (not available in this build)")
-		return nil
-	}
 	if err != nil {
 		return fmt.Errorf("ipamd check after removing %s: %w", b.name, err)
 	}
@@ -394,11 +371,6 @@ func (d *demo) teardown(ctx context.Context) error {
 func (d *demo) show(ctx context.Context, n *node, cmd string) error {
 	out, err := d.cli(ctx, n, cmd)
 	fmt.Printf("    %s$ ipamd %s\n", n.name, cmd)
-	if unknownCommand(out) {
-		// i12-merge: `ipamd nodes` comes with the admin helper's branch.
-		fmt.Println("    (not available in this build)")
-		return nil
-	}
 	fmt.Print(indent2(out))
 	if err != nil {
 		return fmt.Errorf("ipamd %s on %s: %w", cmd, n.name, err)
@@ -417,9 +389,6 @@ func trimRouteGet(s string) string {
 	}
 	return strings.TrimSpace(s)
 }
-
-// unknownCommand says the CLI does not have the command (an older build).
-func unknownCommand(out string) bool { return strings.Contains(out, "unknown command") }
 
 // showRoutes prints BIRD's table, its header dropped.
 func (d *demo) showRoutes(ctx context.Context) error {
@@ -551,10 +520,6 @@ func (d *demo) checkPoolEmpty(ctx context.Context, n *node) error {
 	fmt.Printf("    %s$ ipamd state\n", n.name)
 	for _, nw := range st.Networks {
 		for _, b := range nw.Blocks {
-			if !d.removed && b.Node != n.name {
-				// i12-merge: without `ipamd node remove` node-b's pods keep their addresses.
-				continue
-			}
 			for _, a := range b.Addrs {
 				inUse = append(inUse, fmt.Sprintf("%s (%s, %s/%s)", a.Addr, nw.Network, a.ContainerID, a.IfName))
 			}
