@@ -497,9 +497,9 @@ func (a *Allocator) Check(ctx context.Context, id store.AttachmentID) error {
 		return err
 	}
 	if o, ok := a.orphanOf(id); ok && (h == nil || sameHandle(h, &o)) {
-		a.mu.Lock()
+		a.fence.mu.Lock()
 		reason := a.fence.reason
-		a.mu.Unlock()
+		a.fence.mu.Unlock()
 		return newError(KindNotFound, "the addresses of %s were lost: %s", id, reason).
 			withDetails("delete and re-create the container")
 	}

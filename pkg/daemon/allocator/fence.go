@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/v6cni/v6cni/pkg/daemon/store"
@@ -40,8 +41,11 @@ type Orphans struct {
 	Handles []store.Handle
 }
 
-// fenceState is the allocator's memory of its losses; a.mu guards it.
+// fenceState is the allocator's memory of its losses. Its own mutex, not
+// the node lock: an ADD asks about orphans before it may wait for the node
+// lock (bounded by its deadline). Taken after a.mu when both are held.
 type fenceState struct {
+	mu sync.Mutex
 	// unregistered, when not "", says why the node has no registration
 	// now (it registers again): STATUS says so.
 	unregistered string
@@ -108,6 +112,8 @@ func (a *Allocator) Fence(ctx context.Context, loss Loss, epoch int64, unconfigu
 	}
 	slices.SortFunc(dropped, func(x, y store.Block) int { return x.CIDR.Addr().Compare(y.CIDR.Addr()) })
 	clear(a.kept)
+	a.fence.mu.Lock()
+	defer a.fence.mu.Unlock()
 	if a.fence.orphans == nil {
 		a.fence.orphans = map[store.AttachmentID]store.Handle{}
 		a.fence.addrs = map[netip.Addr]store.AttachmentID{}
@@ -165,8 +171,8 @@ func orphanNames(orphans map[store.AttachmentID]store.Handle, max int) string {
 // Orphans lists the attachments that lost their addresses with a removal
 // of this node and have not been deleted since (`ipamd nodes`, STATUS).
 func (a *Allocator) Orphans() Orphans {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.fence.mu.Lock()
+	defer a.fence.mu.Unlock()
 	if len(a.fence.orphans) == 0 {
 		return Orphans{}
 	}
@@ -182,14 +188,16 @@ func (a *Allocator) Orphans() Orphans {
 // why it is not (package nodes, while it registers again), or "" once it
 // is. While not registered, STATUS says 50 with why.
 func (a *Allocator) SetUnregistered(why string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.fence.mu.Lock()
+	defer a.fence.mu.Unlock()
 	a.fence.unregistered = why
 }
 
 // orphanStatus is STATUS's verdict while the node is not registered or
 // orphans remain (a.mu held).
 func (a *Allocator) orphanStatus() error {
+	a.fence.mu.Lock()
+	defer a.fence.mu.Unlock()
 	if a.fence.unregistered != "" {
 		return newError(KindUnavailable, "node %s is not registered (%s): registering again", a.node, a.fence.unregistered)
 	}
@@ -206,6 +214,8 @@ func (a *Allocator) orphanStatus() error {
 func (a *Allocator) dropOrphan(id store.AttachmentID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.fence.mu.Lock()
+	defer a.fence.mu.Unlock()
 	o, ok := a.fence.orphans[id]
 	if !ok {
 		return
@@ -222,8 +232,8 @@ func (a *Allocator) dropOrphan(id store.AttachmentID) {
 
 // orphanOf returns the orphan id is, if it is one.
 func (a *Allocator) orphanOf(id store.AttachmentID) (store.Handle, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.fence.mu.Lock()
+	defer a.fence.mu.Unlock()
 	o, ok := a.fence.orphans[id]
 	return o, ok
 }
@@ -238,6 +248,8 @@ func sameHandle(h, o *store.Handle) bool {
 // orphans' addresses in it count as used.
 func (a *Allocator) newBlock(b store.Block) *block {
 	nb := &block{Block: b, used: map[netip.Addr]struct{}{}}
+	a.fence.mu.Lock()
+	defer a.fence.mu.Unlock()
 	for addr := range a.fence.addrs {
 		if b.CIDR.Contains(addr) {
 			nb.used[addr] = struct{}{}
