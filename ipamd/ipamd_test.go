@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,8 +46,27 @@ func TestMain(m *testing.M) {
 type daemon struct {
 	cmd    *exec.Cmd
 	socket string
-	log    *bytes.Buffer
+	log    *syncBuffer
 	done   chan error
+}
+
+// syncBuffer is ipamd's stderr as the test reads it while ipamd still
+// writes (exec copies the pipe into it from its own goroutine).
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startIpamd(t *testing.T, dir string, extra ...string) *daemon {
@@ -58,7 +78,7 @@ func startIpamd(t *testing.T, dir string, extra ...string) *daemon {
 // test's own); `ip netns exec` execs ipamd, so the pid is ipamd's.
 func startIpamdIn(t *testing.T, netns, dir string, extra ...string) *daemon {
 	t.Helper()
-	d := &daemon{socket: filepath.Join(dir, "ipamd.sock"), log: &bytes.Buffer{}, done: make(chan error, 1)}
+	d := &daemon{socket: filepath.Join(dir, "ipamd.sock"), log: &syncBuffer{}, done: make(chan error, 1)}
 	args := append([]string{"serve", "--node-name", "test-node", "--socket", d.socket, "--data-dir", filepath.Join(dir, "data")}, extra...)
 	if netns == "" {
 		d.cmd = exec.Command(ipamdBin, args...)
