@@ -11,6 +11,7 @@ import (
 
 	"github.com/v6cni/v6cni/internal/testutil/netlab"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
+	"github.com/v6cni/v6cni/pkg/ipmath"
 )
 
 // TestNodeRemove decommissions nodes with `ipamd node remove` run on
@@ -69,6 +70,9 @@ func TestNodeRemove(t *testing.T) {
 
 	// A live node removed with --force fences itself.
 	lost := routesVia(want, forced)
+	if gws := lostGateways(t, ctx, forced, lost); len(gws) == 0 {
+		t.Fatalf("%s's bridge %s has no gateway of its blocks %v before the removal", forced.Name, netlab.Bridge, lost)
+	}
 	start = time.Now()
 	if out, err := op.Ipamd(ctx, "node", "remove", forced.Name, "--force"); err != nil {
 		t.Fatalf("node remove %s --force: %v\n%s", forced.Name, err, out)
@@ -78,6 +82,14 @@ func TestNodeRemove(t *testing.T) {
 		t.Fatalf("after node remove %s --force returned, it still owns blocks %v", forced.Name, b)
 	}
 	waitRoutesGone(t, lab, lost, forced.Name)
+	// Its bridge no longer answers as the gateway of blocks it lost.
+	var gws []string
+	if !poll(30*time.Second, func() bool {
+		gws = lostGateways(t, ctx, forced, lost)
+		return len(gws) == 0
+	}) {
+		t.Fatalf("fenced %s still has the gateways %v of the blocks it lost on %s", forced.Name, gws, netlab.Bridge)
+	}
 	t.Logf("forced removal of live %s: blocks free in etcd %s after the command started, its routes withdrawn %s after it",
 		forced.Name, took.Round(time.Millisecond), time.Since(start).Round(10*time.Millisecond))
 
@@ -124,6 +136,27 @@ func TestNodeRemove(t *testing.T) {
 // code50 finds CNI error code 50 (the plugin is temporarily unable to
 // serve) in a plugin's error output.
 var code50 = regexp.MustCompile(`"code":\s*50\b`)
+
+// lostGateways are the gateway addresses of blocks (ipmath.Gateway) still
+// on node n's bridge.
+func lostGateways(t *testing.T, ctx context.Context, n *netlab.Node, blocks map[netip.Prefix]netip.Addr) []string {
+	t.Helper()
+	out, err := n.Exec(ctx, "ip", "-o", "addr", "show", "dev", netlab.Bridge)
+	if err != nil {
+		t.Fatalf("ip addr on %s: %v: %s", n.Name, err, out)
+	}
+	var on []string
+	for _, f := range strings.Fields(string(out)) {
+		if p, err := netip.ParsePrefix(f); err == nil {
+			for b := range blocks {
+				if p.Addr() == ipmath.Gateway(b) {
+					on = append(on, p.String())
+				}
+			}
+		}
+	}
+	return on
+}
 
 func blocksOf(t *testing.T, ctx context.Context, n *netlab.Node) []netip.Prefix {
 	t.Helper()
