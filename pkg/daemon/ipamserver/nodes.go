@@ -34,17 +34,7 @@ func (s *Server) nodes(ctx context.Context, _ *ipamapi.AdminRequest) (any, error
 }
 
 func nodeInfo(in store.NodeInfo, local string) ipamapi.NodeInfo {
-	n := ipamapi.NodeInfo{Name: in.Name, Blocks: in.Blocks, Attachments: in.Attachments, Local: in.Name == local}
-	switch {
-	case in.Node != nil && in.Alive != nil:
-		n.State = ipamapi.NodeAlive
-	case in.Node != nil:
-		n.State = ipamapi.NodeDead
-	case in.Removed != nil:
-		n.State = ipamapi.NodeRemoved
-	default:
-		n.State = ipamapi.NodeUnregistered
-	}
+	n := ipamapi.NodeInfo{Name: in.Name, State: in.State(), Blocks: in.Blocks, Attachments: in.Attachments, Local: in.Name == local}
 	if in.Node != nil {
 		n.Epoch = in.Node.Epoch
 		n.LastSeen, n.Started, n.Registered = rfc3339(in.Node.LastSeen), rfc3339(in.Node.Started), rfc3339(in.Node.Registered)

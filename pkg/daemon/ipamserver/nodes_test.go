@@ -389,3 +389,18 @@ func TestNodeRemoveRacesADDs(t *testing.T) {
 		t.Errorf("check after the removal: %+v, %v", cons, err)
 	}
 }
+
+// TestNodeStatesAgree keeps the API's names of node states equal to the
+// store's, which decides them (store.NodeInfo.State, store.CheckNodes).
+func TestNodeStatesAgree(t *testing.T) {
+	for api, st := range map[string]string{
+		ipamapi.NodeAlive:        store.NodeAlive,
+		ipamapi.NodeDead:         store.NodeDead,
+		ipamapi.NodeRemoved:      store.NodeRemoved,
+		ipamapi.NodeUnregistered: store.NodeUnregistered,
+	} {
+		if api != st {
+			t.Errorf("ipamapi says %q where store says %q", api, st)
+		}
+	}
+}

@@ -419,6 +419,21 @@ type NodeInfo struct {
 	Blocks, Attachments int
 }
 
+// State is the node's state by the rule CheckNodes also follows: alive
+// when registered with a liveness record, dead when registered without
+// one, removed when a tombstone says so, unregistered otherwise.
+func (n NodeInfo) State() string {
+	switch {
+	case n.Node != nil && n.Alive != nil:
+		return NodeAlive
+	case n.Node != nil:
+		return NodeDead
+	case n.Removed != nil:
+		return NodeRemoved
+	}
+	return NodeUnregistered
+}
+
 // NodeInfos lists every node name that has a registration, a liveness
 // record, a tombstone or a block or handle, read at one revision, in name
 // order.
