@@ -84,7 +84,7 @@ func TestNodeRemove(t *testing.T) {
 	waitRoutesGone(t, lab, lost, forced.Name)
 	// Its bridge no longer answers as the gateway of blocks it lost.
 	var gws []string
-	if !poll(30*time.Second, func() bool {
+	if !netlab.Poll(30*time.Second, 100*time.Millisecond, func() bool {
 		gws = lostGateways(t, ctx, forced, lost)
 		return len(gws) == 0
 	}) {
@@ -95,7 +95,7 @@ func TestNodeRemove(t *testing.T) {
 
 	// STATUS says why while the pod that lost its address runs.
 	var status error
-	if !poll(30*time.Second, func() bool {
+	if !netlab.Poll(30*time.Second, 100*time.Millisecond, func() bool {
 		status = forced.Status(ctx)
 		return status != nil && code50.MatchString(status.Error())
 	}) {
@@ -223,7 +223,7 @@ func waitRoutesGone(t *testing.T, lab *netlab.Lab, routes map[netip.Prefix]netip
 func waitState(t *testing.T, ctx context.Context, n *netlab.Node, node, state string) {
 	t.Helper()
 	var last string
-	if !poll(45*time.Second, func() bool {
+	if !netlab.Poll(45*time.Second, 100*time.Millisecond, func() bool {
 		out, err := n.Ipamd(ctx, "nodes", "-o", "json")
 		if err != nil {
 			last = err.Error() + ": " + string(out)
@@ -244,18 +244,5 @@ func waitState(t *testing.T, ctx context.Context, n *netlab.Node, node, state st
 		return false
 	}) {
 		t.Fatalf("ipamd nodes on %s: %s is %q, want %q", n.Name, node, last, state)
-	}
-}
-
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

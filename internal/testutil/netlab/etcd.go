@@ -65,7 +65,7 @@ func (l *Lab) startEtcd() *Etcd {
 	if err != nil {
 		l.t.Fatalf("etcd client: %v", err)
 	}
-	if !poll(30*time.Second, 50*time.Millisecond, func() bool {
+	if !Poll(30*time.Second, 50*time.Millisecond, func() bool {
 		if e.p.exited() {
 			return true
 		}

@@ -42,7 +42,7 @@ func startFIB(ns, sock string) (*gobgpAPI, error) {
 	}
 	g := &gobgpAPI{ns: ns, sock: sock, conn: conn, cli: api.NewGobgpApiClient(conn), installed: map[netip.Prefix]netip.Addr{}}
 	// The API may take a moment after the socket appears.
-	if !poll(10*time.Second, 50*time.Millisecond, func() bool {
+	if !Poll(10*time.Second, 50*time.Millisecond, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := g.cli.GetBgp(ctx, &api.GetBgpRequest{})

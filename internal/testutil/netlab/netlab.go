@@ -367,8 +367,8 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// poll calls cond every interval until it returns true or timeout passes.
-func poll(timeout, interval time.Duration, cond func() bool) bool {
+// Poll calls cond every interval until it returns true or timeout passes.
+func Poll(timeout, interval time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		if cond() {

@@ -108,7 +108,7 @@ func (r *Router) startBird() error {
 	if r.p, err = startIn(r.NS, r.logPath, "", "bird", "-f", "-c", conf, "-s", r.ctl); err != nil {
 		return err
 	}
-	if !poll(10*time.Second, 20*time.Millisecond, func() bool {
+	if !Poll(10*time.Second, 20*time.Millisecond, func() bool {
 		return exec.Command("birdc", "-s", r.ctl, "show", "status").Run() == nil
 	}) {
 		return fmt.Errorf("bird in %s: control socket not answering:\n%s", r.NS, tailFile(r.logPath, 2000))
@@ -143,7 +143,7 @@ func (r *Router) startGobgpd() error {
 	if r.p, err = startIn(r.NS, r.logPath, "", "gobgpd", "-f", conf, "-p", "--api-hosts=unix://"+sock, "--pprof-disable"); err != nil {
 		return err
 	}
-	if !poll(10*time.Second, 20*time.Millisecond, func() bool {
+	if !Poll(10*time.Second, 20*time.Millisecond, func() bool {
 		_, err := os.Stat(sock)
 		return err == nil
 	}) {
@@ -199,7 +199,7 @@ func (r *Router) Established() (map[string]bool, error) {
 func (r *Router) WaitEstablished(nodes []*Node, timeout time.Duration) error {
 	var last map[string]bool
 	var lastErr error
-	if poll(timeout, 50*time.Millisecond, func() bool {
+	if Poll(timeout, 50*time.Millisecond, func() bool {
 		last, lastErr = r.Established()
 		if lastErr != nil {
 			return false
@@ -362,7 +362,7 @@ func (r *Router) WaitRoutes(timeout time.Duration, cond func(map[netip.Prefix]ne
 	start := time.Now()
 	var last map[netip.Prefix]netip.Addr
 	var lastErr error
-	ok := poll(timeout, 20*time.Millisecond, func() bool {
+	ok := Poll(timeout, 20*time.Millisecond, func() bool {
 		last, lastErr = r.Routes()
 		return lastErr == nil && cond(last)
 	})
