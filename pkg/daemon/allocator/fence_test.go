@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestFence(t *testing.T) {
 	fst := base.Fenced("n1", reg.Node.Epoch)
 	a := newAlloc(t, fst, "n1")
 	c := conf(t, "net", `[[{"subnet":"2001:db8:f::/48","blockSize":120}]]`)
-	gone := Request{ID: id("net", "gone"), Conf: c, Netns: "/nonexistent/netns/gone"}
+	gone := Request{ID: id("net", "gone"), Conf: c, Netns: filepath.Join(t.TempDir(), "gone")} // a netns directory without it
 	if _, err := a.Add(ctx, gone); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/v6cni/v6cni/pkg/daemon/store"
@@ -102,9 +103,17 @@ func (a *Allocator) Audit(ctx context.Context) (*Audit, error) {
 }
 
 // NetnsExists reports whether a network namespace path still exists, for
-// Reclaim. Only a clear "does not exist" counts as gone: any other error
-// keeps the attachment, as Reclaim touches nothing it cannot prove stale.
+// Reclaim. Only a clear "does not exist" in a directory that does exist
+// counts as gone: any other error keeps the attachment, as Reclaim touches
+// nothing it cannot prove stale. The directory matters because ipamd may
+// not see the runtime's netns directory at all (a container that does not
+// mount it, containerd's netns_mounts_under_state_dir): every path in it
+// would look gone, and every live attachment would be released.
 func NetnsExists(path string) bool {
 	_, err := os.Stat(path)
-	return !errors.Is(err, os.ErrNotExist)
+	if !errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	fi, err := os.Stat(filepath.Dir(path))
+	return err != nil || !fi.IsDir()
 }
