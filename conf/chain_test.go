@@ -3,13 +3,16 @@ package conf
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +38,11 @@ const debianPlugins = "/usr/lib/cni"
 // the first release supporting cniVersion 1.1.0 is v1.6.0.
 const upstreamPlugins = "v1.10.0"
 
+// oldLibcni is the libcni containerd 1.7 (every release to v1.7.35) and
+// Debian 12's podman 4.3 link: it knows cniVersion up to 1.0.0 and
+// ignores cniVersions. The test runs its cnitool.
+const oldLibcni = "v1.1.2"
+
 // chainCase is one conflist run through libcni as a runtime runs it.
 type chainCase struct {
 	name string
@@ -49,6 +57,11 @@ type chainCase struct {
 	invalid bool
 	// checkFails: CHECK is expected to fail (a chained plugin's own bug).
 	checkFails bool
+	// oldLibcni: run through cnitool of libcni v1.1.2 (what containerd 1.7
+	// and Debian 12's podman link) instead of this module's libcni.
+	oldLibcni bool
+	// addFails: ADD is expected to fail (and DEL to clean up after it).
+	addFails bool
 }
 
 // TestConflistsThroughLibcni runs every shipped conflist (conf/*.conflist
@@ -69,6 +82,7 @@ func TestConflistsThroughLibcni(t *testing.T) {
 	}
 	ours := buildPlugins(t)
 	upstream := upstreamPortmap(t)
+	oldCnitool := goInstall(t, "github.com/containernetworking/cni/cnitool@"+oldLibcni)
 	c := clustertest.Start(t, clustertest.Options{Members: 1, Nodes: 1, PD: &clustertest.PDOptions{}})
 	node := c.Nodes[0]
 
@@ -77,17 +91,25 @@ func TestConflistsThroughLibcni(t *testing.T) {
 	if err != nil || len(files) < 4 {
 		t.Fatalf("conflists: %v %v", files, err)
 	}
+	shipped := map[string][]byte{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cases = append(cases, chainCase{name: f, conf: b, path: debianPlugins})
+		shipped[f] = b
 	}
 	for _, f := range []string{"kubernetes/embedded/20-configmap.yaml", "kubernetes/cluster/20-configmap.yaml"} {
 		for key, b := range configMapConflists(t, f) {
-			cases = append(cases, chainCase{name: f + ":" + key, conf: b, path: debianPlugins})
+			shipped[f+":"+key] = b
 		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(shipped)) {
+		b := shipped[name]
+		checkVersions(t, name, b)
+		cases = append(cases,
+			chainCase{name: name, conf: b, path: debianPlugins},
+			chainCase{name: name + "/libcni-v1.1.2", conf: b, path: debianPlugins, oldLibcni: true})
 	}
 	// pdnet with portmap chained, as README.md says to add it.
 	pd, err := os.ReadFile("pdnet.conflist")
@@ -103,10 +125,137 @@ func TestConflistsThroughLibcni(t *testing.T) {
 		// IPv4 rules): containerd never calls CHECK.
 		chainCase{name: "pdnet+portmap@1.0.0/debian", conf: withPortmap(t, pd, "1.0.0"), path: debianPlugins, portmap: true, checkFails: true},
 		chainCase{name: "pdnet+portmap@1.1.0/upstream-" + upstreamPlugins, conf: withPortmap(t, pd, "1.1.0"), path: upstream, portmap: true},
+		// Why the shipped lists say cniVersion 1.0.0 with cniVersions
+		// [1.0.0, 1.1.0]: pinned to 1.1.0, libcni v1.1.2 cannot read the
+		// 1.1.0 result, so ADD fails after the plugins succeeded (its DEL
+		// still cleans up).
+		chainCase{name: "pdnet@1.1.0-only/libcni-v1.1.2", conf: pinned(t, pd, "1.1.0"), path: debianPlugins, oldLibcni: true, addFails: true},
 	)
 	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) { runChain(t, tc, i, ours, node) })
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.oldLibcni {
+				runOldLibcni(t, tc, i, ours, oldCnitool, node)
+				return
+			}
+			runChain(t, tc, i, ours, node)
+		})
 	}
+}
+
+// checkVersions: a shipped conflist says cniVersion 1.0.0 for a libcni
+// that knows no more (v1.1.x: containerd 1.7, Debian 12's podman) and
+// cniVersions [1.0.0, 1.1.0], from which libcni >= v1.2.0 (containerd 2,
+// CRI-O, cnitool) takes 1.1.0 and so sends STATUS and GC.
+func checkVersions(t *testing.T, name string, b []byte) {
+	t.Helper()
+	var raw struct {
+		CNIVersion  string   `json:"cniVersion"`
+		CNIVersions []string `json:"cniVersions"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if raw.CNIVersion != "1.0.0" || !slices.Equal(raw.CNIVersions, []string{"1.0.0", "1.1.0"}) {
+		t.Errorf("%s: cniVersion %q cniVersions %q, want 1.0.0 and [1.0.0 1.1.0]", name, raw.CNIVersion, raw.CNIVersions)
+	}
+	list, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if list.CNIVersion != "1.1.0" {
+		t.Errorf("%s: libcni %s runs it at %s, want 1.1.0", name, "v1.3", list.CNIVersion)
+	}
+}
+
+// runOldLibcni runs the conflist through cnitool v1.1.2 (libcni v1.1.2,
+// which ignores cniVersions): ADD, CHECK, DEL in a real netns; then no
+// lease and no veth is left.
+func runOldLibcni(t *testing.T, tc chainCase, i int, ours, cnitool string, node *clustertest.Node) {
+	bridge := fmt.Sprintf("cfo%d%s", i, randHex(4))
+	conf := rewrite(t, tc.conf, bridge, node.Socket)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", bridge).Run() })
+	var hdr struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(conf, &hdr); err != nil {
+		t.Fatal(err)
+	}
+	confDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(confDir, hdr.Name+".conflist"), conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nsName := newNetns(t)
+	nsPath := "/run/netns/" + nsName
+	// cnitool's container ID: a hash of the netns path.
+	sum := sha512.Sum512([]byte(nsPath))
+	containerID := fmt.Sprintf("cnitool-%x", sum[:10])
+	run := func(verb string) (string, error) {
+		cmd := exec.Command(cnitool, verb, hdr.Name, nsPath)
+		cmd.Env = append(os.Environ(), "NETCONFPATH="+confDir, "CNI_PATH="+ours+":"+tc.path,
+			"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=conf-old-"+nsName)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			run("del")
+		}
+	})
+
+	out, err := run("add")
+	switch {
+	case tc.addFails && err == nil:
+		t.Fatalf("ADD through libcni v1.1.2 succeeded: %s", out)
+	case tc.addFails:
+		t.Logf("ADD failed, as expected: %s", strings.TrimSpace(out))
+	case err != nil:
+		t.Fatalf("ADD: %v: %s", err, out)
+	default:
+		leases, err := node.Client.Leases(ctx, hdr.Name)
+		if err != nil {
+			t.Fatalf("leases: %v", err)
+		}
+		if n := countLeases(leases, containerID); n != 1 {
+			t.Errorf("after ADD: %d leases of the container in ipamd, want 1 (%+v)", n, leases)
+		}
+		if out, err := run("check"); err != nil {
+			t.Errorf("CHECK: %v: %s", err, out)
+		}
+	}
+	if out, err := run("del"); err != nil {
+		t.Fatalf("DEL: %v: %s", err, out)
+	}
+	deleted = true
+	leases, err := node.Client.Leases(ctx, hdr.Name)
+	if err != nil {
+		t.Fatalf("leases: %v", err)
+	}
+	if n := countLeases(leases, containerID); n != 0 {
+		t.Errorf("after DEL: %d leases of the container left in ipamd (%+v)", n, leases)
+	}
+	if ok, _ := link.LinkExists(link.HostVethName(containerID, "eth0")); ok {
+		t.Error("after DEL: host veth left")
+	}
+	if ports := bridgePorts(t, bridge); len(ports) != 0 {
+		t.Errorf("after DEL: links still on bridge %s: %v", bridge, ports)
+	}
+}
+
+// newNetns creates a network namespace with `ip netns add`, deleted when
+// the test ends. Not testutils.NewNS: NewNS ends an OS thread of the test
+// binary, and etcd and ipamd die with the thread that started them
+// (clustertest sets Pdeathsig).
+func newNetns(t *testing.T) string {
+	t.Helper()
+	name := "cfns-" + randHex(6)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	return name
 }
 
 // runChain rewrites the conflist for this test (a unique bridge, ipamd's
@@ -143,15 +292,7 @@ func runChain(t *testing.T, tc chainCase, i int, ours string, node *clustertest.
 		t.Fatalf("ValidateNetworkList: %v", verr)
 	}
 
-	// `ip netns add`, not testutils.NewNS: NewNS ends an OS thread of the
-	// test binary, and etcd and ipamd die with the thread that started
-	// them (clustertest sets Pdeathsig).
-	nsName := "cfns-" + randHex(6)
-	if out, err := exec.Command("ip", "netns", "add", nsName).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", nsName).Run() })
-	netns, err := ns.GetNS("/run/netns/" + nsName)
+	netns, err := ns.GetNS("/run/netns/" + newNetns(t))
 	if err != nil {
 		t.Fatalf("netns: %v", err)
 	}
@@ -266,19 +407,27 @@ func buildPlugins(t *testing.T) string {
 	return dir
 }
 
-// upstreamPortmap builds upstream's portmap at upstreamPlugins with `go
-// install` from the Go module proxy (outside this module: go.mod and
-// go.sum stay as they are) and returns its directory.
+// upstreamPortmap returns the directory of upstream's portmap at
+// upstreamPlugins.
 func upstreamPortmap(t *testing.T) string {
 	t.Helper()
+	return filepath.Dir(goInstall(t, "github.com/containernetworking/plugins/plugins/meta/portmap@"+upstreamPlugins))
+}
+
+// goInstall builds pkg@version with `go install` from the Go module proxy
+// (outside this module: go.mod and go.sum stay as they are) into a
+// temporary directory and returns the binary's path.
+func goInstall(t *testing.T, pkgVersion string) string {
+	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command("go", "install", "github.com/containernetworking/plugins/plugins/meta/portmap@"+upstreamPlugins)
+	cmd := exec.Command("go", "install", pkgVersion)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=", "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go install portmap@%s: %v\n%s", upstreamPlugins, err, out)
+		t.Fatalf("go install %s: %v\n%s", pkgVersion, err, out)
 	}
-	return dir
+	pkg, _, _ := strings.Cut(pkgVersion, "@")
+	return filepath.Join(dir, filepath.Base(pkg))
 }
 
 // configMapConflists returns the *.conflist keys of the ConfigMap in f.
@@ -307,6 +456,22 @@ func configMapConflists(t *testing.T, f string) map[string][]byte {
 	return out
 }
 
+// pinned returns the conflist at cniVersion v only (no cniVersions).
+func pinned(t *testing.T, conf []byte, v string) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(conf, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["cniVersion"] = v
+	delete(m, "cniVersions")
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // withPortmap returns the conflist with portmap chained after its plugins
 // and its cniVersion set to v.
 func withPortmap(t *testing.T, conf []byte, v string) []byte {
@@ -316,6 +481,7 @@ func withPortmap(t *testing.T, conf []byte, v string) []byte {
 		t.Fatal(err)
 	}
 	m["cniVersion"] = v
+	delete(m, "cniVersions") // pinned to v
 	m["plugins"] = append(m["plugins"].([]any), map[string]any{"type": "portmap", "capabilities": map[string]any{"portMappings": true}})
 	b, err := json.Marshal(m)
 	if err != nil {
