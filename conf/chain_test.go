@@ -62,6 +62,10 @@ type chainCase struct {
 	oldLibcni bool
 	// addFails: ADD is expected to fail (and DEL to clean up after it).
 	addFails bool
+	// leak: run it as containerd does with a chained plugin refusing the
+	// version (no ValidateNetworkList): ADD and DEL fail, the lease is
+	// left, the netns goes; ipamd's reclaim must release it.
+	leak bool
 }
 
 // TestConflistsThroughLibcni runs every shipped conflist (conf/*.conflist
@@ -120,6 +124,8 @@ func TestConflistsThroughLibcni(t *testing.T) {
 		// Debian's portmap 1.1.1 supports at most 1.0.0: at 1.1.0 the
 		// runtime's ADD, DEL and STATUS would fail at its VERSION check.
 		chainCase{name: "pdnet+portmap@1.1.0/debian", conf: withPortmap(t, pd, "1.1.0"), path: debianPlugins, portmap: true, invalid: true},
+		// What that does under containerd, and what cleans it up.
+		chainCase{name: "pdnet+portmap@1.1.0/debian/leak-then-reclaim", conf: withPortmap(t, pd, "1.1.0"), path: debianPlugins, portmap: true, leak: true},
 		// At 1.0.0 it works (no STATUS, no GC), but its CHECK of an
 		// IPv6-only attachment fails whatever bridge-v6 did (it looks for
 		// IPv4 rules): containerd never calls CHECK.
@@ -135,6 +141,10 @@ func TestConflistsThroughLibcni(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.oldLibcni {
 				runOldLibcni(t, tc, i, ours, oldCnitool, node)
+				return
+			}
+			if tc.leak {
+				runLeakThenReclaim(t, tc, i, ours, node)
 				return
 			}
 			runChain(t, tc, i, ours, node)
@@ -241,6 +251,76 @@ func runOldLibcni(t *testing.T, tc chainCase, i int, ours, cnitool string, node 
 	}
 	if ports := bridgePorts(t, bridge); len(ports) != 0 {
 		t.Errorf("after DEL: links still on bridge %s: %v", bridge, ports)
+	}
+}
+
+// runLeakThenReclaim runs the chain as containerd (go-cni, libcni >=
+// v1.2) does when a chained plugin refuses the list's version: ADD fails
+// after bridge-v6 and its IPAM succeeded, DEL runs in reverse and stops at
+// that plugin, STATUS fails; containerd ignores the failed DEL of a
+// sandbox without a CNI result and removes the netns. The lease is left,
+// and ipamd's reclaim (`ipamd gc`, here with no grace) is what releases it.
+func runLeakThenReclaim(t *testing.T, tc chainCase, i int, ours string, node *clustertest.Node) {
+	bridge := fmt.Sprintf("cfl%d%s", i, randHex(4))
+	conf := rewrite(t, tc.conf, bridge, node.Socket)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", bridge).Run() })
+	list, err := libcni.ConfListFromBytes(conf)
+	if err != nil {
+		t.Fatalf("libcni: %v", err)
+	}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{ours, tc.path}, t.TempDir(), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nsName := newNetns(t)
+	containerID := randHex(32)
+	rt := &libcni.RuntimeConf{
+		ContainerID: containerID, NetNS: "/run/netns/" + nsName, IfName: "eth0",
+		Args:           [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "conf-leak"}},
+		CapabilityArgs: map[string]any{"portMappings": []map[string]any{{"hostPort": 18000 + i, "containerPort": 8080, "protocol": "tcp"}}},
+	}
+	if _, err := cni.AddNetworkList(ctx, list, rt); err == nil {
+		t.Fatal("ADD succeeded with a chained plugin refusing the version")
+	}
+	if err := cni.DelNetworkList(ctx, list, rt); err == nil {
+		t.Fatal("DEL succeeded with a chained plugin refusing the version")
+	}
+	if err := cni.GetStatusNetworkList(ctx, list); err == nil {
+		t.Error("STATUS succeeded with a chained plugin refusing the version")
+	}
+	leases, err := node.Client.Leases(ctx, list.Name)
+	if err != nil {
+		t.Fatalf("leases: %v", err)
+	}
+	if n := countLeases(leases, containerID); n != 1 {
+		t.Fatalf("after the failed ADD and DEL: %d leases of the container, want the leaked 1", n)
+	}
+	// containerd removes the netns; the kernel then deletes the veth pair.
+	if out, err := exec.Command("ip", "netns", "del", nsName).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	rel, err := node.Client.Reclaim(ctx, &ipamapi.AdminRequest{})
+	if err != nil {
+		t.Fatalf("reclaim: %v", err)
+	}
+	if n := countLeases(rel.Released, containerID); n != 1 {
+		t.Errorf("reclaim released %+v, want the leaked attachment", rel.Released)
+	}
+	leases, err = node.Client.Leases(ctx, list.Name)
+	if err != nil {
+		t.Fatalf("leases: %v", err)
+	}
+	if n := countLeases(leases, containerID); n != 0 {
+		t.Errorf("after reclaim: %d leases of the container left", n)
+	}
+	// The netns goes asynchronously in the kernel, and its veth with it.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ok, _ := link.LinkExists(link.HostVethName(containerID, "eth0"))
+		if !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("host veth still there 30 s after its netns was deleted")
+		}
 	}
 }
 
