@@ -144,3 +144,109 @@ func TestParallelPodsUnique(t *testing.T) {
 		t.Fatalf("every pod removed: ipamd still holds %v", ls)
 	}
 }
+
+// TestPoolExhaustedNotReady: a pool with room for two pods; with both
+// running, STATUS says no address is left and NetworkReady turns false;
+// removing one makes it true again.
+func TestPoolExhaustedNotReady(t *testing.T) {
+	d := startIpamd(t)
+	// A /126: the Subnet-Router anycast, the gateway, two pods.
+	n := newNetwork(t, "2001:db8:c5::/126")
+	c := startContainerd(t, n.conflist(t, d.socket))
+	ctx := testCtx(t)
+	waitNetworkReady(t, c, true)
+
+	var ids []string
+	for _, name := range []string{"full-a", "full-b"} {
+		id, err := c.RunPod(ctx, critest.PodConfig{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	cond := waitNetworkReady(t, c, false)
+	if !strings.Contains(cond.Message, "no address available") {
+		t.Errorf("NetworkReady false with message %q; want v6cni's, saying the pool is full", cond.Message)
+	}
+	t.Logf("pool full: NetworkReady false: %s: %s", cond.Reason, cond.Message)
+	if _, err := c.RunPod(ctx, critest.PodConfig{Name: "full-c"}); err == nil {
+		t.Fatal("runp of a third pod in a full /126 succeeded")
+	}
+	if err := c.RemovePod(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	waitNetworkReady(t, c, true)
+}
+
+// TestIpamdKilledDuringParallelPods kills ipamd with SIGKILL while pods are
+// being created in parallel and starts it again: the pods that run have
+// distinct addresses, each exactly its ipamd leases; once every pod is
+// removed and ipamd's reclaim (ipamd gc) has run, nothing is leaked.
+func TestIpamdKilledDuringParallelPods(t *testing.T) {
+	d := startIpamd(t)
+	n := newNetwork(t, "2001:db8:c6::/48", "10.234.0.0/16")
+	c := startContainerd(t, n.conflist(t, d.socket))
+	ctx := testCtx(t)
+
+	const pods = 8
+	ids := make([]string, pods)
+	errs := make([]error, pods)
+	var wg sync.WaitGroup
+	var once sync.Once
+	firstRan := make(chan struct{})
+	for i := range pods {
+		wg.Go(func() {
+			ids[i], errs[i] = c.RunPod(ctx, critest.PodConfig{Name: "kill-" + string(rune('a'+i))})
+			if errs[i] == nil {
+				once.Do(func() { close(firstRan) })
+			}
+		})
+	}
+	// Kill when the first pod has run: the others are then somewhere in
+	// their runp, before, in or after their ADD; which is up to the race.
+	select {
+	case <-firstRan:
+	case <-ctx.Done():
+		t.Fatal("no pod ran")
+	}
+	d.kill()
+	d.start(t)
+	wg.Wait()
+
+	owner := map[netip.Addr]string{}
+	ran := 0
+	for i, id := range ids {
+		if errs[i] != nil {
+			// Allowed: its ADD met the dead ipamd.
+			msg, _, _ := strings.Cut(errs[i].Error(), "\n")
+			t.Logf("runp %d failed across the kill: %.300s", i, msg)
+			continue
+		}
+		ran++
+		got, want := podAddrs(t, c, id), d.leasesOf(t, id)
+		if len(got) != 2 || !slices.Equal(got, want) {
+			t.Fatalf("pod %s: addresses %v, ipamd's leases %v", id, got, want)
+		}
+		for _, a := range got {
+			if other, dup := owner[a]; dup {
+				t.Fatalf("address %s of both %s and %s", a, other, id)
+			}
+			owner[a] = id
+		}
+	}
+	t.Logf("%d of %d pods ran across ipamd's SIGKILL", ran, pods)
+	// Every sandbox, also those a failed runp left, goes: DEL runs for each.
+	out, err := c.Crictl(ctx, "pods", "-q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range strings.Fields(string(out)) {
+		if err := c.RemovePod(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.gc(t)
+	if ls := d.leases(t); len(ls) != 0 {
+		t.Fatalf("every pod removed and ipamd gc run: ipamd still holds %v", ls)
+	}
+}

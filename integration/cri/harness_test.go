@@ -147,6 +147,17 @@ func (d *ipamd) kill() {
 	d.cmd = nil
 }
 
+// gc runs `ipamd gc` (grace 0): ipamd releases this node's attachments
+// whose netns is gone, the reclaim that stands in for CNI GC, which
+// containerd never calls.
+func (d *ipamd) gc(t *testing.T) {
+	t.Helper()
+	out, err := exec.CommandContext(testCtx(t), filepath.Join(binDir, "ipamd"), "gc", "--socket", d.socket, "--grace", "0s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipamd gc: %v\n%s", err, out)
+	}
+}
+
 // lease is one address ipamd holds.
 type lease struct {
 	Network     string
@@ -223,9 +234,11 @@ func (n *network) conflist(t *testing.T, socket string) []byte {
 	t.Helper()
 	var ranges []any
 	for _, s := range n.subnets {
-		block := 64
-		if netip.MustParsePrefix(s).Addr().Is4() {
-			block = 24
+		// A /64 (IPv6) or /24 (IPv4) per node; a smaller subnet is one block.
+		p := netip.MustParsePrefix(s)
+		block := max(64, p.Bits())
+		if p.Addr().Is4() {
+			block = max(24, p.Bits())
 		}
 		ranges = append(ranges, []any{map[string]any{"subnet": s, "blockSize": block}})
 	}
