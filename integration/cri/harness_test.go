@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/v6cni/v6cni/internal/testutil/critest"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
 )
@@ -215,17 +213,11 @@ type network struct {
 	subnets []string // one ranges set each
 }
 
-// newNetwork names a network and its bridge uniquely and removes the
-// bridge when the test ends (bridge-v6 makes it; DEL does not remove it).
+// newNetwork names a network and its bridge uniquely (the bridge lives in
+// containerd's own netns and goes with it).
 func newNetwork(t *testing.T, subnets ...string) *network {
 	t.Helper()
-	n := &network{name: "cri-" + randomHex(t, 3), bridge: "v6cri" + randomHex(t, 3), subnets: subnets}
-	t.Cleanup(func() {
-		if l, err := netlink.LinkByName(n.bridge); err == nil {
-			_ = netlink.LinkDel(l)
-		}
-	})
-	return n
+	return &network{name: "cri-" + randomHex(t, 3), bridge: "v6cri" + randomHex(t, 3), subnets: subnets}
 }
 
 // conflist is the network's bridge-v6 + ipam-v6 conflist at cniVersion 1.1.0
@@ -260,10 +252,12 @@ func (n *network) conflist(t *testing.T, socket string) []byte {
 }
 
 // startContainerd starts a containerd whose CNI network is conflist, with
-// v6cni's plugins and Debian's reference plugins.
+// v6cni's plugins and Debian's reference plugins, in a network namespace of
+// its own: the bridge and the pods' veths never touch the host's.
 func startContainerd(t *testing.T, conflist []byte) *critest.Containerd {
 	t.Helper()
 	return critest.Start(t, critest.Options{
+		Netns:        critest.NewNetns(t),
 		CNIBinDirs:   []string{binDir, "/usr/lib/cni"},
 		ConfList:     conflist,
 		PauseArchive: pauseArchive,

@@ -13,6 +13,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,6 +71,32 @@ type Options struct {
 	// PauseArchive is the pause image archive (BuildPauseImage); built
 	// into the test's directory when empty.
 	PauseArchive string
+	// Netns, when set, is the path of the network namespace containerd
+	// runs in (only that: its mounts and cgroups are the host's). The CNI
+	// plugins run there too, so the bridges and the host ends of the veths
+	// stay out of the host's own namespace.
+	Netns string
+}
+
+// NewNetns creates a network namespace (ip netns add) with a unique name for
+// a containerd (Options.Netns) and deletes it when the test ends; deleting
+// it removes every bridge and veth end the CNI plugins made in it.
+func NewNetns(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	name := "v6cri-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns delete %s: %v: %s", name, err, out)
+		}
+	})
+	return "/run/netns/" + name
 }
 
 // Containerd is one containerd a test started.
@@ -85,8 +113,9 @@ type Containerd struct {
 	netnses map[string]bool // every pod network namespace seen
 }
 
-// Start starts containerd with opts, imports the pause image and waits
-// until its CRI answers. It fails the test if containerd does not start.
+// Start starts containerd with opts (Launch in a temporary directory) and
+// stops it and removes the directory when the test ends. It fails the test
+// if containerd does not start.
 func Start(t testing.TB, opts Options) *Containerd {
 	t.Helper()
 	if err := CheckBinaries(); err != nil {
@@ -97,6 +126,29 @@ func Start(t testing.TB, opts Options) *Containerd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c, err := Launch(dir, opts)
+	t.Cleanup(func() {
+		if c != nil {
+			if err := c.Stop(); err != nil {
+				t.Error(err)
+			}
+		}
+		if t.Failed() {
+			t.Logf("containerd log (%s):\n%s", filepath.Join(dir, "containerd.log"), tail(filepath.Join(dir, "containerd.log"), 60))
+		}
+		os.RemoveAll(dir)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Launch starts containerd with opts in dir (which must exist; keep its
+// path short: the socket lives in it), imports the pause image and waits
+// until its CRI answers. The caller calls Stop, then removes dir. On error
+// nothing of containerd is left running.
+func Launch(dir string, opts Options) (*Containerd, error) {
 	c := &Containerd{
 		Dir:     dir,
 		Socket:  filepath.Join(dir, "c.sock"),
@@ -105,19 +157,18 @@ func Start(t testing.TB, opts Options) *Containerd {
 		bin:     BinDir(),
 		netnses: map[string]bool{},
 	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("containerd log (%s):\n%s", c.LogPath, tail(c.LogPath, 60))
-		}
-		os.RemoveAll(dir)
-	})
 	if err := c.start(opts); err != nil {
-		t.Fatal(err)
+		return nil, errors.Join(err, c.Stop())
 	}
-	return c
+	return c, nil
+}
+
+// Pid is containerd's pid (0 once stopped).
+func (c *Containerd) Pid() int {
+	if c.cmd == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
 }
 
 func (c *Containerd) start(opts Options) error {
@@ -149,6 +200,14 @@ func (c *Containerd) start(opts Options) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(filepath.Join(c.bin, "containerd"), "--config", filepath.Join(c.Dir, "config.toml"))
+	if opts.Netns != "" {
+		// The CRI stream server listens on 127.0.0.1.
+		if out, err := exec.Command("nsenter", "--net="+opts.Netns, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			return fmt.Errorf("lo up in %s: %v: %s", opts.Netns, err, out)
+		}
+		// nsenter execs containerd: the pid stays containerd's.
+		cmd = exec.Command("nsenter", append([]string{"--net=" + opts.Netns, "--"}, cmd.Args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The shim is found on PATH; runc is Debian's, in /usr/sbin.
 	cmd.Env = append(os.Environ(), "PATH="+c.bin+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
