@@ -250,3 +250,46 @@ func TestIpamdKilledDuringParallelPods(t *testing.T) {
 		t.Fatalf("every pod removed and ipamd gc run: ipamd still holds %v", ls)
 	}
 }
+
+// TestStickyFollowsPodName: with "sticky", a pod removed and created again
+// under the same namespace and name (a new UID, as a StatefulSet's pod)
+// gets its addresses back: containerd passes K8S_POD_NAMESPACE and
+// K8S_POD_NAME in CNI_ARGS. Another name gets others.
+func TestStickyFollowsPodName(t *testing.T) {
+	d := startIpamd(t)
+	n := newNetwork(t, "2001:db8:c7::/48", "10.235.0.0/16")
+	n.sticky = true
+	c := startContainerd(t, n.conflist(t, d.socket))
+	ctx := testCtx(t)
+
+	first, err := c.RunPod(ctx, critest.PodConfig{Name: "web-0", UID: "uid-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := podAddrs(t, c, first)
+	if len(before) != 2 {
+		t.Fatalf("pod %s: addresses %v, want 2", first, before)
+	}
+	if err := c.RemovePod(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	other, err := c.RunPod(ctx, critest.PodConfig{Name: "web-1", UID: "uid-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range podAddrs(t, c, other) {
+		if slices.Contains(before, a) {
+			t.Fatalf("pod web-1 got %s, kept for web-0", a)
+		}
+	}
+	again, err := c.RunPod(ctx, critest.PodConfig{Name: "web-0", UID: "uid-3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := podAddrs(t, c, again); !slices.Equal(after, before) {
+		t.Fatalf("web-0 created again: addresses %v, want its sticky %v", after, before)
+	}
+	if got, want := podAddrs(t, c, again), d.leasesOf(t, again); !slices.Equal(got, want) {
+		t.Fatalf("pod %s: addresses %v, ipamd's leases %v", again, got, want)
+	}
+}

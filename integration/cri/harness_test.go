@@ -211,6 +211,7 @@ type network struct {
 	name    string
 	bridge  string
 	subnets []string // one ranges set each
+	sticky  bool     // ipam-v6 "sticky": a pod's addresses follow K8S_POD_NAME
 }
 
 // newNetwork names a network and its bridge uniquely (the bridge lives in
@@ -234,6 +235,10 @@ func (n *network) conflist(t *testing.T, socket string) []byte {
 		}
 		ranges = append(ranges, []any{map[string]any{"subnet": s, "blockSize": block}})
 	}
+	ipam := map[string]any{"type": "ipam-v6", "socket": socket, "ranges": ranges}
+	if n.sticky {
+		ipam["sticky"] = true
+	}
 	b, err := json.Marshal(map[string]any{
 		"cniVersion": "1.1.0",
 		"name":       n.name,
@@ -242,7 +247,7 @@ func (n *network) conflist(t *testing.T, socket string) []byte {
 			"bridge":           n.bridge,
 			"isGateway":        true,
 			"isDefaultGateway": true,
-			"ipam":             map[string]any{"type": "ipam-v6", "socket": socket, "ranges": ranges},
+			"ipam":             ipam,
 		}},
 	})
 	if err != nil {
