@@ -289,6 +289,9 @@ disabled_plugins = [
   # The test sandbox may lack CAP_SYS_RESOURCE: never ask for an OOM score
   # below containerd's own.
   restrict_oom_score_adj = true
+  # runc's state under ours, not /run/containerd/runc.
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+    Root = %s
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = [%s]
     conf_dir = %s
@@ -298,7 +301,7 @@ disabled_plugins = [
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 `, q(filepath.Join(c.Dir, "root")), q(filepath.Join(c.Dir, "state")), q(c.Socket), q(c.Socket+".ttrpc"),
-		q(PauseImage), strings.Join(dirs, ", "), q(c.ConfDir))
+		q(PauseImage), q(filepath.Join(c.Dir, "state", "runc")), strings.Join(dirs, ", "), q(c.ConfDir))
 }
 
 // Crictl runs crictl against this containerd and returns its stdout; the
@@ -333,7 +336,9 @@ func (c *Containerd) RunPod(ctx context.Context, p PodConfig) (string, error) {
 	cfg, err := json.Marshal(map[string]any{
 		"metadata":      map[string]any{"name": p.Name, "namespace": p.Namespace, "uid": p.UID, "attempt": 0},
 		"log_directory": filepath.Join(c.Dir, "logs", p.UID),
-		"linux":         map[string]any{},
+		// Every pod's cgroups under one parent of this containerd's,
+		// removed by Stop (containerd's default, /k8s.io, would stay).
+		"linux": map[string]any{"cgroup_parent": c.cgroupParent()},
 	})
 	if err != nil {
 		return "", err
@@ -498,6 +503,9 @@ func (c *Containerd) Stop() error {
 	for _, pid := range c.shims() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	if err := removeCgroup(c.cgroupParent()); err != nil {
+		errs = append(errs, err)
+	}
 	if err := unmountUnder(c.Dir); err != nil {
 		errs = append(errs, err)
 	}
@@ -511,6 +519,43 @@ func (c *Containerd) Stop() error {
 		}
 	}
 	c.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// cgroupParent is the cgroup every pod of this containerd is put under.
+func (c *Containerd) cgroupParent() string { return "/" + filepath.Base(c.Dir) }
+
+// removeCgroup removes an empty cgroup (children first) from every
+// hierarchy: cgroup v1's controllers and v2's unified tree.
+func removeCgroup(name string) error {
+	roots := []string{"/sys/fs/cgroup"}
+	ents, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, e := range ents {
+		if e.IsDir() {
+			roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
+		}
+	}
+	var errs []error
+	for _, root := range roots {
+		dir := filepath.Join(root, name)
+		if _, err := os.Stat(dir); err != nil {
+			continue
+		}
+		var dirs []string
+		_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, path)
+			}
+			return nil
+		})
+		// Deepest first: a cgroup with children cannot go.
+		slices.SortFunc(dirs, func(a, b string) int { return len(b) - len(a) })
+		for _, d := range dirs {
+			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -53,6 +53,9 @@ func TestPodWithReferencePlugins(t *testing.T) {
 	if shims := c.shims(); len(shims) > 0 {
 		t.Errorf("shims %v left after Stop", shims)
 	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory" + c.cgroupParent()); err == nil {
+		t.Errorf("cgroup %s left after Stop", c.cgroupParent())
+	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(mounts), c.Dir+"/") {
 		t.Errorf("mounts under %s left after Stop", c.Dir)
