@@ -73,10 +73,14 @@ demo: deps build
 #                    allocator and etcd client, on one etcd-server; churn, the
 #                    whole-cluster check, a node's removal; a few minutes
 #                    (BENCH_CLUSTER_FLAGS="-nodes 200" for a shorter run)
+#   make bench-cri   `crictl runp` and its CNI part through containerd 2's CRI
+#                    (built by deps), v6cni vs reference bridge + host-local,
+#                    interleaved; about 2 min (BENCH_CRI_FLAGS="-n 10" shorter)
 BENCH_FLAGS ?= -n 50
 BENCH_IPAM_FLAGS ?=
 BENCH_CLUSTER_FLAGS ?=
-.PHONY: bench-ipam bench-cluster
+BENCH_CRI_FLAGS ?=
+.PHONY: bench-ipam bench-cluster bench-cri
 bench: deps
 	$(MAKE) build
 	$(GO) run ./bench/cnibench -bin-dir $(CURDIR)/$(BIN) $(BENCH_FLAGS)
@@ -87,6 +91,10 @@ bench-ipam: deps
 
 bench-cluster: deps
 	$(GO) run ./bench/clusterbench -nodes 1000 -pods 110 -rounds 3 $(BENCH_CLUSTER_FLAGS)
+
+bench-cri: deps
+	$(MAKE) build
+	$(GO) run ./bench/cribench -bin-dir $(CURDIR)/$(BIN) $(BENCH_CRI_FLAGS)
 
 fmt:
 	gofmt -w .
