@@ -425,6 +425,14 @@ func IpamdBinary(t testing.TB) string {
 	return buildBin
 }
 
+// RemoveBinaries removes what IpamdBinary built; a package's TestMain
+// calls it after m.Run, since no single test knows it is the last user.
+func RemoveBinaries() {
+	if buildBin != "" {
+		os.RemoveAll(filepath.Dir(buildBin))
+	}
+}
+
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
