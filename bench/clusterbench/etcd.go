@@ -91,6 +91,9 @@ func startEtcdOnce(ctx context.Context, r *benchutil.Run, bin, name string) (*et
 		// before and after.
 		"--auto-compaction-retention", "0",
 		"--logger", "zap", "--log-level", "warn",
+		// The gRPC handling-time histograms (grpc_server_handling_seconds)
+		// on /metrics: the server's side of the probes' latency.
+		"--metrics", "extensive",
 	}
 	logf, err := os.Create(e.log)
 	if err != nil {

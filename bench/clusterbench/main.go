@@ -182,6 +182,9 @@ func run(ctx context.Context, r *benchutil.Run, c *config) ([]*result, error) {
 		return nil, err
 	}
 	report(c, results)
+	if c.probe > 0 {
+		reportTail(c.out, results)
+	}
 	fmt.Fprintf(c.out, "\ntotal %v\n", time.Since(t0).Round(time.Second))
 	return results, nil
 }
@@ -246,6 +249,7 @@ type result struct {
 	probeAdd, probeDel benchutil.Durs
 	probeWall          time.Duration
 	probePar           int
+	tail               tailStats // where the probes' time went
 	afterFill          dbStatus
 	afterChurn         dbStatus
 	afterCompact       dbStatus
@@ -266,6 +270,7 @@ type cluster struct {
 	sim     []*simNode
 	conf    *ipamconf.NetConf
 	rng     *rand.Rand
+	etcd    *etcdServer
 	closers []func()
 }
 
@@ -296,6 +301,7 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 	if err != nil {
 		return nil, err
 	}
+	cl.etcd = etcd
 	cl.closers = append(cl.closers, func() {
 		etcd.stop()
 		// The data directory can be GiBs.
@@ -549,9 +555,16 @@ func probes(ctx context.Context, c *config, clusters []*cluster) error {
 	per := max(1, c.probe/probeChunks)
 	for done := 0; done < c.probe; done += per {
 		for _, cl := range clusters {
+			// etcd's /metrics and this process's runtime/metrics around
+			// the chunk: a failed scrape leaves the etcd figures out.
+			eb, _ := cl.etcd.scrape(ctx)
+			gb := readGo()
 			if err := probe(ctx, c, cl, min(per, c.probe-done)); err != nil {
 				return fmt.Errorf("%d nodes: %w", len(cl.sim), err)
 			}
+			ga := readGo()
+			ea, _ := cl.etcd.scrape(ctx)
+			cl.res.tail.chunk(eb, ea, gb, ga)
 		}
 	}
 	for _, cl := range clusters {
@@ -584,6 +597,7 @@ func probe(ctx context.Context, c *config, cl *cluster, n int) error {
 	}
 	adds := make([]benchutil.Durs, par)
 	dels := make([]benchutil.Durs, par)
+	gcs := make([][]bool, par)
 	wall, err := benchutil.Parallel(ctx, par, par, func(w int) error {
 		for _, p := range picks[w] {
 			octx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -591,8 +605,10 @@ func probe(ctx context.Context, c *config, cl *cluster, n int) error {
 			d, err := nd.del(octx, p.pod)
 			if err == nil {
 				dels[w] = append(dels[w], d)
+				g := gcCycles()
 				d, err = nd.add(octx, cl.conf, p.pod)
 				adds[w] = append(adds[w], d)
+				gcs[w] = append(gcs[w], gcCycles() != g)
 			}
 			cancel()
 			if err != nil {
@@ -606,6 +622,7 @@ func probe(ctx context.Context, c *config, cl *cluster, n int) error {
 	}
 	for w := range par {
 		res.probeAdd = append(res.probeAdd, adds[w]...)
+		res.tail.addGC = append(res.tail.addGC, gcs[w]...)
 		res.probeDel = append(res.probeDel, dels[w]...)
 	}
 	res.probeWall += wall
