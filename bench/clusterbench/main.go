@@ -49,6 +49,7 @@ type config struct {
 	churn             float64
 	dual              bool
 	etcd              string
+	etcdGOGC          string // GOGC of the etcd processes ("": etcd's default)
 	seed              uint64
 	heartbeat         time.Duration
 	// probe ADD latency probes (each a DEL then an ADD) run probePar at a
@@ -73,6 +74,7 @@ func parseFlags() (*config, time.Duration, error) {
 	flag.IntVar(&c.block, "block", 122, "IPv6 block size (prefix length) of the pool")
 	flag.BoolVar(&c.dual, "dual", false, "dual-stack: also an IPv4 range (10.0.0.0/8, /26 blocks)")
 	flag.StringVar(&c.etcd, "etcd", "etcd", "etcd-server binary (Debian's etcd-server package)")
+	flag.StringVar(&c.etcdGOGC, "etcd-gogc", "", "GOGC of the etcd processes (empty: the Go default, 100)")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed of the pod order and the churn picks")
 	flag.IntVar(&c.probe, "probe", 2000, "latency probes (DEL then ADD of a random pod) at equal load at every scale")
 	flag.IntVar(&c.probePar, "probe-par", 8, "probes in flight, each on nodes of its own (the smallest scale should have at least this many nodes)")
@@ -297,7 +299,7 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 	if idx > 0 && c.settle > 0 {
 		benchutil.Settle(ctx, c.settle)
 	}
-	etcd, err := startEtcd(ctx, r, bin, fmt.Sprintf("etcd-%d", nodes))
+	etcd, err := startEtcd(ctx, r, bin, fmt.Sprintf("etcd-%d", nodes), c.etcdGOGC)
 	if err != nil {
 		return nil, err
 	}
@@ -558,13 +560,13 @@ func probes(ctx context.Context, c *config, clusters []*cluster) error {
 			// etcd's /metrics and this process's runtime/metrics around
 			// the chunk: a failed scrape leaves the etcd figures out.
 			eb, _ := cl.etcd.scrape(ctx)
-			gb := readGo()
+			gb, tb := readGo(), time.Now()
 			if err := probe(ctx, c, cl, min(per, c.probe-done)); err != nil {
 				return fmt.Errorf("%d nodes: %w", len(cl.sim), err)
 			}
-			ga := readGo()
+			ga, ta := readGo(), time.Now()
 			ea, _ := cl.etcd.scrape(ctx)
-			cl.res.tail.chunk(eb, ea, gb, ga)
+			cl.res.tail.chunk(eb, ea, gb, ga, tb, ta)
 		}
 	}
 	for _, cl := range clusters {

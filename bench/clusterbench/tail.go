@@ -317,6 +317,12 @@ type tailStats struct {
 	gcCycles      uint64
 	gcCPU, allCPU float64
 	heap          uint64
+	// idleCPU is etcd's CPU between this scale's chunks (while the other
+	// scales probe): its background (keepalives, GC, timers) over idle.
+	idleCPU  float64
+	idle     time.Duration
+	last     *promSnap
+	lastTime time.Time
 	// addGC[i] says a GC cycle ended or started during probe ADD i (same
 	// order as result.probeAdd).
 	addGC []bool
@@ -325,11 +331,16 @@ type tailStats struct {
 var gauges = map[string]bool{"go_memstats_heap_alloc_bytes": true, "go_goroutines": true}
 
 // chunk adds one probe chunk's deltas.
-func (t *tailStats) chunk(eb, ea *promSnap, gb, ga goSnap) {
+func (t *tailStats) chunk(eb, ea *promSnap, gb, ga goSnap, tb, ta time.Time) {
 	if t.etcd == nil {
 		t.etcd = map[string]*promHist{}
 		t.etcdVals = map[string]float64{}
 	}
+	if t.last != nil && eb != nil {
+		t.idleCPU += eb.vals["process_cpu_seconds_total"] - t.last.vals["process_cpu_seconds_total"]
+		t.idle += tb.Sub(t.lastTime)
+	}
+	t.last, t.lastTime = ea, ta
 	if eb != nil && ea != nil {
 		for k, a := range ea.hists {
 			h := t.etcd[k]
@@ -433,6 +444,13 @@ func reportTail(w io.Writer, rs []*result) {
 	row("etcd CPU s; its GC pauses: count, total ms", func(r *result) string {
 		v := r.tail.etcdVals
 		return fmt.Sprintf("%.1f; %.0f, %s", v["process_cpu_seconds_total"], v["go_gc_duration_seconds_count"], ms(v["go_gc_duration_seconds_sum"]))
+	})
+	row("etcd CPU s per 1,000 probes; background CPU % (between chunks)", func(r *result) string {
+		bg := "-"
+		if r.tail.idle > 0 {
+			bg = fmt.Sprintf("%.0f%%", 100*r.tail.idleCPU/r.tail.idle.Seconds())
+		}
+		return fmt.Sprintf("%.2f; %s", 1000*r.tail.etcdVals["process_cpu_seconds_total"]/float64(max(1, len(r.probeAdd))), bg)
 	})
 	row("etcd heap MiB, goroutines (at the end)", func(r *result) string {
 		v := r.tail.etcdVals
