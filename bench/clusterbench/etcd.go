@@ -38,11 +38,11 @@ type etcdServer struct {
 // loopback ports it picks, and returns once it answers. A port taken
 // between the pick and etcd's bind makes etcd exit at start: it is tried
 // again on new ports.
-func startEtcd(ctx context.Context, r *benchutil.Run, bin, name string) (*etcdServer, error) {
+func startEtcd(ctx context.Context, r *benchutil.Run, bin, name, gogc string) (*etcdServer, error) {
 	var err error
 	for try := 0; try < 3; try++ {
 		var e *etcdServer
-		if e, err = startEtcdOnce(ctx, r, bin, name); err == nil || !errors.Is(err, errExited) {
+		if e, err = startEtcdOnce(ctx, r, bin, name, gogc); err == nil || !errors.Is(err, errExited) {
 			return e, err
 		}
 		os.RemoveAll(filepath.Join(r.Dir, name))
@@ -67,7 +67,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func startEtcdOnce(ctx context.Context, r *benchutil.Run, bin, name string) (*etcdServer, error) {
+func startEtcdOnce(ctx context.Context, r *benchutil.Run, bin, name, gogc string) (*etcdServer, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
@@ -91,6 +91,9 @@ func startEtcdOnce(ctx context.Context, r *benchutil.Run, bin, name string) (*et
 		// before and after.
 		"--auto-compaction-retention", "0",
 		"--logger", "zap", "--log-level", "warn",
+		// The gRPC handling-time histograms (grpc_server_handling_seconds)
+		// on /metrics: the server's side of the probes' latency.
+		"--metrics", "extensive",
 	}
 	logf, err := os.Create(e.log)
 	if err != nil {
@@ -99,6 +102,9 @@ func startEtcdOnce(ctx context.Context, r *benchutil.Run, bin, name string) (*et
 	defer logf.Close()
 	e.cmd = exec.Command(bin, e.args...)
 	e.cmd.Stdout, e.cmd.Stderr = logf, logf
+	if gogc != "" {
+		e.cmd.Env = append(os.Environ(), "GOGC="+gogc)
+	}
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := e.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)

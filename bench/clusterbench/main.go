@@ -49,6 +49,7 @@ type config struct {
 	churn             float64
 	dual              bool
 	etcd              string
+	etcdGOGC          string // GOGC of the etcd processes ("": etcd's default)
 	seed              uint64
 	heartbeat         time.Duration
 	// probe ADD latency probes (each a DEL then an ADD) run probePar at a
@@ -73,6 +74,7 @@ func parseFlags() (*config, time.Duration, error) {
 	flag.IntVar(&c.block, "block", 122, "IPv6 block size (prefix length) of the pool")
 	flag.BoolVar(&c.dual, "dual", false, "dual-stack: also an IPv4 range (10.0.0.0/8, /26 blocks)")
 	flag.StringVar(&c.etcd, "etcd", "etcd", "etcd-server binary (Debian's etcd-server package)")
+	flag.StringVar(&c.etcdGOGC, "etcd-gogc", "", "GOGC of the etcd processes (empty: the Go default, 100)")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed of the pod order and the churn picks")
 	flag.IntVar(&c.probe, "probe", 2000, "latency probes (DEL then ADD of a random pod) at equal load at every scale")
 	flag.IntVar(&c.probePar, "probe-par", 8, "probes in flight, each on nodes of its own (the smallest scale should have at least this many nodes)")
@@ -182,6 +184,9 @@ func run(ctx context.Context, r *benchutil.Run, c *config) ([]*result, error) {
 		return nil, err
 	}
 	report(c, results)
+	if c.probe > 0 {
+		reportTail(c.out, results)
+	}
 	fmt.Fprintf(c.out, "\ntotal %v\n", time.Since(t0).Round(time.Second))
 	return results, nil
 }
@@ -246,6 +251,7 @@ type result struct {
 	probeAdd, probeDel benchutil.Durs
 	probeWall          time.Duration
 	probePar           int
+	tail               tailStats // where the probes' time went
 	afterFill          dbStatus
 	afterChurn         dbStatus
 	afterCompact       dbStatus
@@ -266,6 +272,7 @@ type cluster struct {
 	sim     []*simNode
 	conf    *ipamconf.NetConf
 	rng     *rand.Rand
+	etcd    *etcdServer
 	closers []func()
 }
 
@@ -292,10 +299,11 @@ func runScale(ctx context.Context, r *benchutil.Run, c *config, bin string, conf
 	if idx > 0 && c.settle > 0 {
 		benchutil.Settle(ctx, c.settle)
 	}
-	etcd, err := startEtcd(ctx, r, bin, fmt.Sprintf("etcd-%d", nodes))
+	etcd, err := startEtcd(ctx, r, bin, fmt.Sprintf("etcd-%d", nodes), c.etcdGOGC)
 	if err != nil {
 		return nil, err
 	}
+	cl.etcd = etcd
 	cl.closers = append(cl.closers, func() {
 		etcd.stop()
 		// The data directory can be GiBs.
@@ -549,9 +557,16 @@ func probes(ctx context.Context, c *config, clusters []*cluster) error {
 	per := max(1, c.probe/probeChunks)
 	for done := 0; done < c.probe; done += per {
 		for _, cl := range clusters {
+			// etcd's /metrics and this process's runtime/metrics around
+			// the chunk: a failed scrape leaves the etcd figures out.
+			eb, _ := cl.etcd.scrape(ctx)
+			gb, tb := readGo(), time.Now()
 			if err := probe(ctx, c, cl, min(per, c.probe-done)); err != nil {
 				return fmt.Errorf("%d nodes: %w", len(cl.sim), err)
 			}
+			ga, ta := readGo(), time.Now()
+			ea, _ := cl.etcd.scrape(ctx)
+			cl.res.tail.chunk(eb, ea, gb, ga, tb, ta)
 		}
 	}
 	for _, cl := range clusters {
@@ -584,6 +599,7 @@ func probe(ctx context.Context, c *config, cl *cluster, n int) error {
 	}
 	adds := make([]benchutil.Durs, par)
 	dels := make([]benchutil.Durs, par)
+	gcs := make([][]bool, par)
 	wall, err := benchutil.Parallel(ctx, par, par, func(w int) error {
 		for _, p := range picks[w] {
 			octx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -591,8 +607,10 @@ func probe(ctx context.Context, c *config, cl *cluster, n int) error {
 			d, err := nd.del(octx, p.pod)
 			if err == nil {
 				dels[w] = append(dels[w], d)
+				g := gcCycles()
 				d, err = nd.add(octx, cl.conf, p.pod)
 				adds[w] = append(adds[w], d)
+				gcs[w] = append(gcs[w], gcCycles() != g)
 			}
 			cancel()
 			if err != nil {
@@ -606,6 +624,7 @@ func probe(ctx context.Context, c *config, cl *cluster, n int) error {
 	}
 	for w := range par {
 		res.probeAdd = append(res.probeAdd, adds[w]...)
+		res.tail.addGC = append(res.tail.addGC, gcs[w]...)
 		res.probeDel = append(res.probeDel, dels[w]...)
 	}
 	res.probeWall += wall
