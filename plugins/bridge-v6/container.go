@@ -24,8 +24,14 @@ import (
 )
 
 // portUpTimeout bounds the wait for the bridge to forward the host end of
-// the veth (the kernel's linkwatch enables it within a millisecond or so).
-const portUpTimeout = time.Second
+// the veth. The kernel's linkwatch enables the port; it handles a carrier
+// coming up as a non-urgent event and runs those at most once a second
+// (net/core/link_watch.c), so on a node where links change all the time
+// the wait is often close to 1 s, and more under load. At 1 s the
+// announcement was sometimes sent before the port forwarded and dropped
+// (TestUnsolicitedNAWithoutTraffic failed once in a loaded `make test`).
+// The wait ends as soon as the port forwards: only a slow port costs it.
+const portUpTimeout = 3 * time.Second
 
 // openNetNS opens ADD's CNI_NETNS. A path that is not a netns is the
 // runtime's environment at fault (code 4), not the plugin (999).
