@@ -157,8 +157,11 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if pdCfg.Interface != "" {
-		pd, err := pdnet.Start(ctx, pdCfg, fst, *nodeName, alloc, log)
+	if pdCfg.Mode == pdnet.ModeCluster {
+		return errors.New("--config: pd.mode cluster: not built yet")
+	}
+	if pdCfg.Mode == pdnet.ModeNode && pdCfg.Interface != "" {
+		pd, err := pdnet.Start(ctx, pdCfg.ClientConfig(), fst, *nodeName, alloc, log)
 		if err != nil {
 			return err
 		}
