@@ -453,7 +453,7 @@ func (c *Cluster) do(f func() error) error {
 // lead campaigns once and, when elected, runs the segment's client until
 // the term ends: ctx ends (Resign first: the next candidate need not wait
 // for the lease to expire), the session is lost, the persister finds
-// itself deposed (errNotOwner), the self-fence deadline passes, or
+// itself deposed (dhcp6pd.ErrNotOwner), the self-fence deadline passes, or
 // the node stops being ready. The client is stopped by its context, so it
 // never sends a Release on a step-down.
 func (c *Cluster) lead(ctx context.Context) error {
@@ -524,8 +524,8 @@ func (c *Cluster) term(ctx context.Context, sess *concurrency.Session, el *concu
 	cl, err := dhcp6pd.New(dhcp6pd.Config{
 		Interface: c.cfg.Interface, PrefixLength: c.cfg.PrefixLength, DUID: c.id.DUID, IAID: c.id.IAID,
 		Persister: &fencedPersister{c: c, leader: leader, rev: rev, won: won},
-		// TakeOver: true, (TODO(i14): with branch i14-client)
-		Logger: c.log.With("interface", c.cfg.Interface),
+		TakeOver:  true,
+		Logger:    c.log.With("interface", c.cfg.Interface),
 	})
 	if err != nil {
 		return fmt.Errorf("pd client: %w", err)
@@ -600,7 +600,7 @@ func (c *Cluster) term(ctx context.Context, sess *concurrency.Session, el *concu
 	}
 	c.client = nil
 	c.role = RoleStandby
-	if runErr != nil && !errors.Is(runErr, errNotOwner) {
+	if runErr != nil && !errors.Is(runErr, dhcp6pd.ErrNotOwner) {
 		c.lastErr = runErr
 	}
 	c.mu.Unlock()
@@ -667,7 +667,7 @@ func (p *fencedPersister) Save(ctx context.Context, b dhcp6pd.Binding) error {
 		c.fenced++
 		c.mu.Unlock()
 		c.log.Warn("pd: binding write refused: no longer the segment's leader", "node", c.node, "electionRev", p.rev)
-		return fmt.Errorf("%w: %w", errNotOwner, err)
+		return fmt.Errorf("%w: %w", dhcp6pd.ErrNotOwner, err)
 	}
 	if err != nil {
 		return err

@@ -352,7 +352,7 @@ func TestClusterTakeover(t *testing.T) {
 	// A write by the deposed leader's term is refused and counted.
 	before := first.PDStats().Cluster.Fenced
 	err = stale.Save(ctx, b0.Binding)
-	if !errors.Is(err, errNotOwner) {
+	if !errors.Is(err, dhcp6pd.ErrNotOwner) {
 		t.Errorf("stale Save: %v, want dhcp6pd's not-owner error", err)
 	}
 	if got := first.PDStats().Cluster.Fenced; got != before+1 {

@@ -92,7 +92,3 @@ func (k clusterKV) save(ctx context.Context, seg string, raw []byte, leader clie
 func (k clusterKV) watch(ctx context.Context, seg string, rev int64) clientv3.WatchChan {
 	return k.cli.Watch(ctx, bindingKey(seg), clientv3.WithRev(rev))
 }
-
-// errNotOwner stands for dhcp6pd.ErrNotOwner until branch i14-client is in.
-// TODO(i14): dhcp6pd.ErrNotOwner.
-var errNotOwner = errors.New("dhcp6pd: this client no longer owns the binding")
