@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,6 +85,11 @@ type Cluster struct {
 
 	// done is closed when the candidate side has stopped (resigned).
 	done chan struct{}
+	// lastWhy is why the last term ended.
+	lastWhy string
+	// kaFrozen makes keep-alive responses go unnoticed (tests: a leader
+	// cut off from etcd, for the self-fence).
+	kaFrozen atomic.Bool
 }
 
 // storedBinding is the segment's binding key: the client's binding and
@@ -464,7 +470,7 @@ func (c *Cluster) lead(ctx context.Context) error {
 		return fmt.Errorf("session: %w", err)
 	}
 	defer sess.Close() // revokes the lease: our election key goes with it
-	ka := newKeepAlives(granted)
+	ka := &keepAlives{at: granted, frozen: &c.kaFrozen}
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
 	// A second receiver of the session's keep-alives: the session does
@@ -600,6 +606,7 @@ func (c *Cluster) term(ctx context.Context, sess *concurrency.Session, el *concu
 	}
 	c.client = nil
 	c.role = RoleStandby
+	c.lastWhy = why.Error()
 	if runErr != nil && !errors.Is(runErr, dhcp6pd.ErrNotOwner) {
 		c.lastErr = runErr
 	}
@@ -614,14 +621,16 @@ func (c *Cluster) term(ctx context.Context, sess *concurrency.Session, el *concu
 
 // keepAlives records when the election lease was last extended.
 type keepAlives struct {
-	mu sync.Mutex
-	at time.Time
+	mu     sync.Mutex
+	at     time.Time
+	frozen *atomic.Bool
 }
-
-func newKeepAlives(granted time.Time) *keepAlives { return &keepAlives{at: granted} }
 
 func (k *keepAlives) follow(ch <-chan *clientv3.LeaseKeepAliveResponse) {
 	for range ch {
+		if k.frozen.Load() {
+			continue
+		}
 		k.mu.Lock()
 		k.at = time.Now()
 		k.mu.Unlock()

@@ -362,6 +362,37 @@ func TestClusterTakeover(t *testing.T) {
 		t.Errorf("after the stale write the binding's leader is %s, want %s", b.Leader, next.node)
 	}
 
+	// The leader stops hearing its lease's keep-alives (cut off from
+	// etcd): it fences itself before the lease could expire, and the next
+	// candidate takes over by Renew once its lease is gone.
+	t1 := time.Now()
+	next.kaFrozen.Store(true)
+	waitUntil(t, 10*time.Second, next.node+" self-fenced", func() bool { return next.roleNow() != RoleLeader })
+	next.kaFrozen.Store(false)
+	next.mu.Lock()
+	why := next.lastWhy
+	next.mu.Unlock()
+	t.Logf("%s stepped down %v after its keep-alives went unheard: %s", next.node, time.Since(t1).Round(time.Millisecond), why)
+	if !strings.Contains(why, "self-fence") {
+		t.Errorf("%s stepped down for %q, want the self-fence", next.node, why)
+	}
+	var third *Cluster
+	waitUntil(t, 20*time.Second, "a third term saving a renewed binding", func() bool {
+		b := storedAt(t, cli, seg)
+		if b.Leader == "" || b.Leader == next.node || !b.ReplyTime.After(t1) {
+			return false
+		}
+		for _, c := range cs {
+			if c.node == b.Leader {
+				third = c
+			}
+		}
+		return true
+	})
+	if b := storedAt(t, cli, seg); len(b.Prefixes) != 1 || b.Prefixes[0].Prefix != p || third.sent("solicit") != 0 {
+		t.Errorf("third term by %s: prefixes %+v, solicits %d; want only %s, none", third.node, b.Prefixes, third.sent("solicit"), p)
+	}
+
 	// The down interface comes up: the candidate becomes a standby.
 	sh(t, "ip", "-n", s.nodes[3], "link", "set", segIf, "up")
 	waitUntil(t, 5*time.Second, down.node+" standby", func() bool { return down.roleNow() == RoleStandby })
