@@ -38,8 +38,37 @@ type Snapshot struct {
 	// PD lists the keys of the nodes' DHCPv6-PD bindings: the key names the
 	// node, the value is the PD client's own format.
 	PD []string
+	// PDClusters are the segments of cluster delegation (pdcluster.go),
+	// sorted by segment.
+	PDClusters []PDCluster
+	// Elections are the candidates' keys of the etcd elections under
+	// /v6cni/election/ (PD segments, the dead-node release).
+	Elections []Candidate
+	// Unknown lists keys under Prefix that no record kind claims: a newer
+	// ipamd's, or debris. Not a Problem; `ipamd check` may show them.
+	Unknown []string
 	// Undecodable lists keys whose value could not be decoded.
 	Undecodable []string
+}
+
+// PDCluster is what a snapshot holds of one segment's cluster delegation.
+type PDCluster struct {
+	Segment string
+	// Identity is nil when the segment has none (or it is undecodable).
+	Identity *PDIdentity
+	// Binding is the raw binding (the PD client's format plus the
+	// leader's fields), nil when none is stored.
+	Binding []byte
+}
+
+// Candidate is one key of an etcd election (concurrency.Election): the
+// candidate with the lowest CreateRevision of an election leads it.
+type Candidate struct {
+	// Election is the election's prefix, e.g. ElectionPrefixPD("rack1").
+	Election       string
+	Key            string
+	Value          string // what the candidate campaigned with: its node name
+	CreateRevision int64
 }
 
 // snapshotPage bounds the keys of one read of Snapshot: a cluster of
@@ -112,6 +141,16 @@ func (snap *Snapshot) add(kvs []*mvccpb.KeyValue) {
 			err = appendJSON(&snap.Removed, kv.Value)
 		case strings.HasPrefix(key, pdPrefix):
 			snap.PD = append(snap.PD, key)
+		case strings.HasPrefix(key, pdclusterPrefix):
+			err = snap.addPDCluster(key, kv.Value)
+		case strings.HasPrefix(key, electionPrefix):
+			if i := strings.LastIndexByte(key, '/'); i > len(electionPrefix) {
+				snap.Elections = append(snap.Elections, Candidate{Election: key[:i], Key: key, Value: string(kv.Value), CreateRevision: kv.CreateRevision})
+			} else {
+				snap.Unknown = append(snap.Unknown, key)
+			}
+		case strings.HasPrefix(key, netsvcPrefix):
+			// Services' settings: read by ipamd at start, nothing to check.
 		case strings.HasPrefix(key, addrsPrefix):
 			var a netip.Addr
 			if a, err = parseAddrKey(key); err == nil {
@@ -120,11 +159,37 @@ func (snap *Snapshot) add(kvs []*mvccpb.KeyValue) {
 					snap.Addrs[a] = id
 				}
 			}
+		default:
+			snap.Unknown = append(snap.Unknown, key)
 		}
 		if err != nil {
 			snap.Undecodable = append(snap.Undecodable, key)
 		}
 	}
+}
+
+// addPDCluster files a /v6cni/pdcluster/<segment>/<what> key under its
+// segment (keys come sorted, so a segment's keys are adjacent).
+func (snap *Snapshot) addPDCluster(key string, val []byte) error {
+	seg, what, ok := strings.Cut(strings.TrimPrefix(key, pdclusterPrefix), "/")
+	if !ok || ValidateSegment(seg) != nil || (what != "identity" && what != "binding") {
+		snap.Unknown = append(snap.Unknown, key)
+		return nil
+	}
+	if n := len(snap.PDClusters); n == 0 || snap.PDClusters[n-1].Segment != seg {
+		snap.PDClusters = append(snap.PDClusters, PDCluster{Segment: seg})
+	}
+	c := &snap.PDClusters[len(snap.PDClusters)-1]
+	if what == "binding" {
+		c.Binding = val
+		return nil
+	}
+	var id PDIdentity
+	if err := json.Unmarshal(val, &id); err != nil {
+		return err
+	}
+	c.Identity = &id
+	return nil
 }
 
 func appendJSON[T any](out *[]T, val []byte) error {

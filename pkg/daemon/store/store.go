@@ -16,6 +16,9 @@
 //	/v6cni/removed/<node>                             Removed (tombstone left by a node's removal)
 //	/v6cni/sticky/<network>/<pod ns>/<pod>/<ifname>   Sticky (addresses kept for a pod)
 //	/v6cni/pd/<node>/<iaid>                           the node's DHCPv6-PD binding
+//	/v6cni/pdcluster/<segment>/identity               PDIdentity of a cluster delegation (pdcluster.go)
+//	/v6cni/pdcluster/<segment>/binding                the segment's PD binding, written by its leader
+//	/v6cni/election/<name>/<lease>                    etcd election candidates (pd/<segment>, dead-node-release)
 package store
 
 import (
