@@ -56,7 +56,7 @@ type Cluster struct {
 	seg   string
 	node  string
 	cli   *clientv3.Client
-	kv    clusterKV
+	st    *store.Store
 	alloc *allocator.Allocator
 	log   *slog.Logger
 	id    Identity
@@ -105,19 +105,25 @@ type storedBinding struct {
 // it disagrees with cfg), follows the segment's binding as the allocator's
 // PDSource and, for a candidate, campaigns for the segment until ctx ends.
 func StartCluster(ctx context.Context, cfg Config, cli *clientv3.Client, st *store.Store, node string, alloc *allocator.Allocator, log *slog.Logger) (*Cluster, error) {
-	c := newCluster(cfg, cli, node, alloc, log)
+	c := newCluster(cfg, cli, st, node, alloc, log)
 	if err := c.start(ctx); err != nil {
 		return nil, err
 	}
-	_ = st // the segment's keys are not the node's: no epoch fence applies
 	return c, nil
 }
 
-func newCluster(cfg Config, cli *clientv3.Client, node string, alloc *allocator.Allocator, log *slog.Logger) *Cluster {
+// Identity is a segment's identity (store.PDIdentity, its DUID decoded).
+type Identity struct {
+	DUID                    dhcp6pd.DUID
+	IAID                    uint32
+	SubnetLength, BlockSize int
+}
+
+func newCluster(cfg Config, cli *clientv3.Client, st *store.Store, node string, alloc *allocator.Allocator, log *slog.Logger) *Cluster {
 	seg := cfg.Cluster.Segment
 	log = log.With("component", "pd", "segment", seg)
 	c := &Cluster{
-		cfg: cfg, seg: seg, node: node, cli: cli, kv: clusterKV{cli: cli}, alloc: alloc, log: log,
+		cfg: cfg, seg: seg, node: node, cli: cli, st: st, alloc: alloc, log: log,
 		probeEvery: probeEvery, takeovers: map[string]uint64{}, takeoverSec: -1, role: RoleConsumer,
 		done: make(chan struct{}),
 	}
@@ -138,9 +144,9 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 	c.id = id
 	c.d = &Delegation{iface: c.cfg.Interface, alloc: c.alloc, log: c.log, valid: map[netip.Prefix]bool{}, stop: ctx.Done()}
-	raw, rev, err := c.kv.load(ctx, c.seg)
+	raw, rev, err := c.st.LoadClusterPD(ctx, c.seg)
 	if err != nil {
-		return fmt.Errorf("pd: segment %s: %w", c.seg, err)
+		return fmt.Errorf("pd: %w", err)
 	}
 	c.alloc.SetPD(c)
 	c.apply(raw)
@@ -164,29 +170,23 @@ func (c *Cluster) start(ctx context.Context) error {
 // an error: the identity is never replaced (a new DUID is a new prefix).
 func (c *Cluster) ensureIdentity(ctx context.Context) (Identity, error) {
 	cc := c.cfg.Cluster
-	for range 3 {
-		id, ok, err := c.kv.identity(ctx, c.seg)
-		if err != nil {
-			return id, fmt.Errorf("pd: segment %s: %w", c.seg, err)
-		}
-		if ok {
-			return id, checkIdentity(cc, id, c.seg)
-		}
-		want := Identity{DUID: cc.DUID, IAID: cc.IAID, SubnetLength: cc.SubnetLength, BlockSize: cc.BlockSize, Created: time.Now().UTC()}
-		if len(want.DUID) == 0 {
-			want.DUID = randomDUID()
-		}
-		created, err := c.kv.createIdentity(ctx, c.seg, want)
-		if err != nil {
-			return id, fmt.Errorf("pd: segment %s: %w", c.seg, err)
-		}
-		if created {
-			c.log.Info("pd: segment identity created", "duid", want.DUID, "iaid", want.IAID)
-			return want, nil
-		}
-		// Another ipamd created it meanwhile: read theirs.
+	want := store.PDIdentity{DUID: cc.DUID.String(), IAID: cc.IAID, SubnetLength: cc.SubnetLength, BlockSize: cc.BlockSize, Created: time.Now().UTC()}
+	if len(cc.DUID) == 0 {
+		want.DUID = randomDUID().String()
 	}
-	return Identity{}, fmt.Errorf("pd: segment %s: identity keeps changing in etcd", c.seg)
+	got, err := c.st.CreatePDIdentity(ctx, c.seg, want)
+	if err != nil {
+		return Identity{}, fmt.Errorf("pd: %w", err)
+	}
+	duid, err := dhcp6pd.ParseDUID(got.DUID)
+	if err != nil {
+		return Identity{}, fmt.Errorf("pd: identity of segment %s in etcd (%s): %w", c.seg, store.PDIdentityKey(c.seg), err)
+	}
+	id := Identity{DUID: duid, IAID: got.IAID, SubnetLength: got.SubnetLength, BlockSize: got.BlockSize}
+	if got.Created.Equal(want.Created) && got.DUID == want.DUID {
+		c.log.Info("pd: segment identity created", "duid", id.DUID, "iaid", id.IAID)
+	}
+	return id, checkIdentity(cc, id, c.seg)
 }
 
 // checkIdentity compares the keys the config file gave with the stored
@@ -204,7 +204,7 @@ func checkIdentity(cc ClusterConfig, id Identity, seg string) error {
 	} {
 		if cc.Set(k.key) && !k.same {
 			return fmt.Errorf("pd.cluster.%s: segment %s has %v stored in etcd (%s), configured %v: the segment's identity is never replaced (a new DUID or IAID is a new prefix); configure the stored value or leave the key out",
-				k.key, seg, k.stored, identityKey(seg), k.configed)
+				k.key, seg, k.stored, store.PDIdentityKey(seg), k.configed)
 		}
 	}
 	return nil
@@ -227,7 +227,7 @@ func (c *Cluster) apply(raw []byte) {
 	var sb storedBinding
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &sb); err != nil {
-			c.log.Error("pd: undecodable binding in etcd (ignored)", "key", bindingKey(c.seg), "error", err)
+			c.log.Error("pd: undecodable binding in etcd (ignored)", "key", store.ClusterPDKey(c.seg), "error", err)
 			return
 		}
 	}
@@ -272,25 +272,17 @@ func (c *Cluster) scheduleExpiry() {
 }
 
 // follow watches the binding key until ctx ends, reloading it after a
-// broken watch (compaction, etcd leader loss).
+// broken watch (etcd refused or closed it).
 func (c *Cluster) follow(ctx context.Context, rev int64) {
 	for ctx.Err() == nil {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for resp := range c.kv.watch(wctx, c.seg, rev+1) {
-			if err := resp.Err(); err != nil {
-				c.log.Warn("pd: binding watch broken (reloading)", "error", err)
+		for ev := range c.st.WatchClusterPD(ctx, c.seg, rev) {
+			if ev.Err != nil {
+				c.log.Warn("pd: binding watch broken (reloading)", "error", ev.Err)
 				break
 			}
-			for _, ev := range resp.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					c.apply(nil)
-				} else {
-					c.apply(ev.Kv.Value)
-				}
-				rev = ev.Kv.ModRevision
-			}
+			c.apply(ev.Raw)
+			rev = ev.Rev
 		}
-		cancel()
 		for ctx.Err() == nil {
 			select {
 			case <-ctx.Done():
@@ -298,7 +290,7 @@ func (c *Cluster) follow(ctx context.Context, rev int64) {
 			case <-time.After(retryMin):
 			}
 			lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-			raw, r, err := c.kv.load(lctx, c.seg)
+			raw, r, err := c.st.LoadClusterPD(lctx, c.seg)
 			lcancel()
 			if err != nil {
 				c.log.Warn("pd: reload binding", "error", err)
@@ -313,7 +305,7 @@ func (c *Cluster) follow(ctx context.Context, rev int64) {
 
 // observe keeps c.leader: the value of the election's oldest key.
 func (c *Cluster) observe(ctx context.Context) {
-	pfx := electionPrefix(c.seg) + "/"
+	pfx := store.ElectionPrefixPD(c.seg) + "/"
 	for ctx.Err() == nil {
 		resp, err := c.cli.Get(ctx, pfx, clientv3.WithFirstCreate()...)
 		if err != nil {
@@ -481,7 +473,7 @@ func (c *Cluster) lead(ctx context.Context) error {
 	}
 	go ka.follow(kach)
 
-	el := concurrency.NewElection(sess, electionPrefix(c.seg))
+	el := concurrency.NewElection(sess, store.ElectionPrefixPD(c.seg))
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	notReady := make(chan error, 1)
@@ -653,13 +645,13 @@ type fencedPersister struct {
 }
 
 func (p *fencedPersister) Load(ctx context.Context) (dhcp6pd.Binding, error) {
-	raw, _, err := p.c.kv.load(ctx, p.c.seg)
+	raw, _, err := p.c.st.LoadClusterPD(ctx, p.c.seg)
 	if err != nil || raw == nil {
 		return dhcp6pd.Binding{}, err
 	}
 	var sb storedBinding
 	if err := json.Unmarshal(raw, &sb); err != nil {
-		return dhcp6pd.Binding{}, fmt.Errorf("decode %s: %w", bindingKey(p.c.seg), err)
+		return dhcp6pd.Binding{}, fmt.Errorf("decode %s: %w", store.ClusterPDKey(p.c.seg), err)
 	}
 	return sb.Binding, nil
 }
@@ -670,8 +662,8 @@ func (p *fencedPersister) Save(ctx context.Context, b dhcp6pd.Binding) error {
 	if err != nil {
 		return err
 	}
-	err = c.kv.save(ctx, c.seg, raw, p.leader)
-	if errors.Is(err, errNotLeader) {
+	err = c.st.SaveClusterPD(ctx, c.seg, raw, p.leader)
+	if errors.Is(err, store.ErrNotLeader) {
 		c.mu.Lock()
 		c.fenced++
 		c.mu.Unlock()

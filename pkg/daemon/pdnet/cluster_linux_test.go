@@ -175,7 +175,7 @@ func startCandidates(t *testing.T, ctx context.Context, cli *clientv3.Client, s 
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := newCluster(cfg, cli, node, alloc, log)
+		c := newCluster(cfg, cli, store.New(cli), node, alloc, log)
 		c.netns = "/var/run/netns/" + ns
 		c.probeEvery = 200 * time.Millisecond
 		if err := c.start(ctx); err != nil {
@@ -226,7 +226,7 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 
 func storedAt(t *testing.T, cli *clientv3.Client, seg string) storedBinding {
 	t.Helper()
-	raw, _, err := clusterKV{cli: cli}.load(context.Background(), seg)
+	raw, _, err := store.New(cli).LoadClusterPD(context.Background(), seg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestClusterTakeover(t *testing.T) {
 	}
 
 	// The deposed leader's guard, kept to try a stale write later.
-	resp, err := cli.Get(ctx, electionPrefix(seg)+"/", clientv3.WithFirstCreate()...)
+	resp, err := cli.Get(ctx, store.ElectionPrefixPD(seg)+"/", clientv3.WithFirstCreate()...)
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("election key: %v %v", resp, err)
 	}
@@ -419,7 +419,7 @@ func TestClusterIdentity(t *testing.T) {
 		}
 		cctx, cancel := context.WithCancel(ctx)
 		t.Cleanup(cancel)
-		c := newCluster(cfg, cli, node, alloc, log)
+		c := newCluster(cfg, cli, store.New(cli), node, alloc, log)
 		return c, c.start(cctx)
 	}
 	a, err := start("a", `{"mode": "cluster", "cluster": {"segment": "s1", "candidate": false, "subnetLength": 60}}`)
