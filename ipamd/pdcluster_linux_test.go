@@ -53,6 +53,9 @@ func TestPDClusterMode(t *testing.T) {
 	t.Logf("ipamd pd:\n%s", out)
 
 	d.stop(t)
+	if !strings.Contains(d.log.String(), `segment=lab node=test-node why="context canceled"`) {
+		t.Errorf("SIGTERM: the leader did not step down (resign) on the way out:\n%s", d.log)
+	}
 	if !strings.Contains(d.log.String(), "exchange=solicit") {
 		t.Errorf("first term: no take-over by Solicit logged:\n%s", d.log)
 	}

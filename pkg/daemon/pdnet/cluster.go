@@ -457,8 +457,16 @@ func (c *Cluster) do(f func() error) error {
 func (c *Cluster) lead(ctx context.Context) error {
 	ttl := c.cfg.Cluster.LeaseTTL
 	granted := time.Now()
-	sess, err := concurrency.NewSession(c.cli, concurrency.WithTTL(int(ttl/time.Second)), concurrency.WithContext(ctx))
+	lease, err := c.cli.Grant(ctx, int64(ttl/time.Second))
 	if err != nil {
+		return fmt.Errorf("election lease: %w", err)
+	}
+	// The session outlives ctx: at a stop the leader resigns and the
+	// session's Close revokes the lease, both of which need a live context
+	// (the session's own would be cancelled with ctx).
+	sess, err := concurrency.NewSession(c.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(context.WithoutCancel(ctx)))
+	if err != nil {
+		c.revoke(lease.ID)
 		return fmt.Errorf("session: %w", err)
 	}
 	defer sess.Close() // revokes the lease: our election key goes with it
@@ -568,6 +576,9 @@ func (c *Cluster) term(ctx context.Context, sess *concurrency.Session, el *concu
 		}
 		fence.Stop()
 	}
+	if ctx.Err() != nil {
+		resign = true // whichever event the stop raced with
+	}
 	if resign {
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := el.Resign(rctx); err != nil {
@@ -609,6 +620,13 @@ func (c *Cluster) term(ctx context.Context, sess *concurrency.Session, el *concu
 	}
 	c.log.Log(context.Background(), lvl, "pd: stepped down", "node", c.node, "why", why, "led", time.Since(won).Round(time.Millisecond))
 	return nil
+}
+
+// revoke gives a lease back (bounded: etcd may be gone).
+func (c *Cluster) revoke(id clientv3.LeaseID) {
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _ = c.cli.Revoke(rctx, id)
 }
 
 // keepAlives records when the election lease was last extended.
