@@ -321,7 +321,7 @@ func pdCmd(args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintf(w, "mode:      cluster  segment %s  leader %s  this node: %s\n", st.Segment, leader, orDash(st.Role))
 			}
 			fmt.Fprintf(w, "interface: %s\nserver:    %s %s\nclient:    DUID %s IAID %08x\nrenew in:  %s\nrebind in: %s\n",
-				st.Interface, orDash(st.Server), st.ServerDUID, st.ClientDUID, st.IAID, orDash(st.RenewIn), orDash(st.RebindIn))
+				orDash(st.Interface), orDash(st.Server), st.ServerDUID, st.ClientDUID, st.IAID, orDash(st.RenewIn), orDash(st.RebindIn))
 			if len(st.Prefixes) == 0 {
 				_, err := fmt.Fprintln(w, "no prefix held")
 				return err
