@@ -13,7 +13,8 @@ import (
 
 // TestPDClusterMode: an ipamd in pd mode cluster (one candidate, segment
 // "lab") wins the segment's election, obtains a /56 from a real Kea and
-// hands out pd-ipam addresses from it; `ipamd pd` shows the mode line.
+// hands out pd-ipam addresses from it; `ipamd pd` shows the mode line and
+// `ipamd check` finds the segment's keys in order.
 // Stopped by SIGTERM (it resigns) and started again, it leads again at once
 // and resumes the stored segment binding by Renew: same prefix, no Solicit.
 func TestPDClusterMode(t *testing.T) {
@@ -51,6 +52,10 @@ func TestPDClusterMode(t *testing.T) {
 		t.Errorf("ipamd pd: %v\n%s", err, out)
 	}
 	t.Logf("ipamd pd:\n%s", out)
+	code, chk := runCheck(t, d.socket)
+	if code != 0 || strings.Contains(chk, "pdcluster") || strings.Contains(chk, "election/pd") {
+		t.Errorf("ipamd check with the segment's keys in etcd: exit %d, want 0, clean:\n%s", code, chk)
+	}
 
 	d.stop(t)
 	if !strings.Contains(d.log.String(), `segment=lab node=test-node why="context canceled"`) {
