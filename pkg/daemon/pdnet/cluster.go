@@ -451,9 +451,10 @@ func (c *Cluster) do(f func() error) error {
 // lead campaigns once and, when elected, runs the segment's client until
 // the term ends: ctx ends (Resign first: the next candidate need not wait
 // for the lease to expire), the session is lost, the persister finds
-// itself deposed (dhcp6pd.ErrNotOwner), the self-fence deadline passes, or
-// the node stops being ready. The client is stopped by its context, so it
-// never sends a Release on a step-down.
+// itself deposed (dhcp6pd.ErrNotOwner), the self-fence deadline passes,
+// the node stops being ready, or the client fails (an error: the caller
+// backs off before campaigning again). The client is stopped by its
+// context, so it never sends a Release on a step-down.
 func (c *Cluster) lead(ctx context.Context) error {
 	ttl := c.cfg.Cluster.LeaseTTL
 	granted := time.Now()
@@ -564,7 +565,9 @@ func (c *Cluster) term(ctx context.Context, sess *concurrency.Session, el *concu
 			if err == nil {
 				err = errors.New("client stopped")
 			}
-			why = err
+			// Resign unless deposed: the next candidate need not wait
+			// for this lease to expire.
+			why, resign = err, !errors.Is(err, dhcp6pd.ErrNotOwner)
 		case <-fence.C:
 			if time.Since(ka.last()) >= ttl-fenceMargin {
 				why = fmt.Errorf("self-fence: no keep-alive of the election lease for %v (lease TTL %v)", time.Since(ka.last()).Round(time.Millisecond), ttl)
@@ -619,6 +622,12 @@ func (c *Cluster) term(ctx context.Context, sess *concurrency.Session, el *concu
 		lvl = slog.LevelInfo
 	}
 	c.log.Log(context.Background(), lvl, "pd: stepped down", "node", c.node, "why", why, "led", time.Since(won).Round(time.Millisecond))
+	if runErr != nil && !errors.Is(runErr, dhcp6pd.ErrNotOwner) && ctx.Err() == nil {
+		// The client could not run here (socket, interface): campaign
+		// again only after the backoff, leaving the segment to the other
+		// candidates meanwhile.
+		return fmt.Errorf("pd client on %s: %w", c.cfg.Interface, runErr)
+	}
 	return nil
 }
 

@@ -267,6 +267,20 @@ func TestClusterTakeover(t *testing.T) {
 		}
 	})
 	down := cs[3]
+	// A consumer: not on the segment, never a candidate, follows the
+	// binding all the same.
+	ccfg, err := ParseConfig([]byte(`{"mode": "cluster", "cluster": {"segment": "` + seg + `", "candidate": false}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calloc, err := allocator.New(ctx, store.New(cli), "consumer", testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumer := newCluster(ccfg, cli, store.New(cli), "consumer", calloc, testLog(t))
+	if err := consumer.start(ctx); err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
 
 	start := time.Now()
 	waitUntil(t, 30*time.Second, "a leader holding a prefix", func() bool {
@@ -287,6 +301,13 @@ func TestClusterTakeover(t *testing.T) {
 		if sl, bs := c.PDLayout(); sl != 60 || bs != 64 {
 			t.Errorf("%s: PDLayout %d/%d, want 60/64", c.node, sl, bs)
 		}
+	}
+	waitUntil(t, 5*time.Second, "the consumer following the binding", func() bool {
+		d := consumer.Delegated()
+		return len(d) == 1 && d[0].Prefix == p
+	})
+	if sl, bs := consumer.PDLayout(); sl != 60 || bs != 64 || consumer.roleNow() != RoleConsumer {
+		t.Errorf("consumer: layout %d/%d role %q, want 60/64 consumer", sl, bs, consumer.roleNow())
 	}
 	if r := down.roleNow(); r != RoleNotReady {
 		t.Errorf("%s (interface down): role %q, want %q", down.node, r, RoleNotReady)
