@@ -26,18 +26,18 @@ import (
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 )
 
-// segment is a router netns running Kea on a bridge, and node netns each
+// segment is a router netns running a DHCPv6 server on a bridge, and node netns each
 // joined to the bridge by a veth (named segIf in the node netns).
 type segment struct {
 	router string
 	nodes  []string
 	dir    string
-	kea    *exec.Cmd
-	keaEnd chan struct{}
+	srv    *exec.Cmd
+	srvEnd chan struct{}
 }
 
 const (
-	segBridge = "pdr0" // the bridge in the router netns; Kea serves on it
+	segBridge = "pdr0" // the bridge in the router netns; the server serves on it
 	segIf     = "pdn0" // each node's uplink
 )
 
@@ -48,19 +48,24 @@ func sh(t *testing.T, args ...string) {
 	}
 }
 
-// newSegment builds the netns (removed when the test ends) and starts Kea
-// with a /56 pd-pool of /60s: T1 20 s, T2 32 s, preferred 40 s, valid 60 s.
-func newSegment(t *testing.T, n int) *segment {
+// newSegment builds the netns (removed when the test ends) and starts the
+// DHCPv6 server (server: "kea" or "dhcpd") with /56s to delegate: T1 20 s,
+// T2 32 s, preferred 40 s, valid 60 s.
+func newSegment(t *testing.T, n int, server string) *segment {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (netns, veths, Kea on port 547); run go test as root")
+		t.Fatal("this test needs root (netns, veths, a DHCPv6 server on port 547); run go test as root")
 	}
-	kea, err := exec.LookPath("kea-dhcp6")
+	bin, pkg := "kea-dhcp6", "kea-dhcp6-server"
+	if server == "dhcpd" {
+		bin, pkg = "dhcpd", "isc-dhcp-server"
+	}
+	path, err := exec.LookPath(bin)
 	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/kea-dhcp6"); serr != nil {
-			t.Fatal("kea-dhcp6 not found: install the Debian package kea-dhcp6-server (scripts/install-deps.sh)")
+		path = "/usr/sbin/" + bin
+		if _, serr := os.Stat(path); serr != nil {
+			t.Fatalf("%s not found: install the Debian package %s (scripts/install-deps.sh)", bin, pkg)
 		}
-		kea = "/usr/sbin/kea-dhcp6"
 	}
 	var id [4]byte
 	rand.Read(id[:])
@@ -86,7 +91,28 @@ func newSegment(t *testing.T, n int) *segment {
 		sh(t, "ip", "-n", ns, "link", "set", segIf, "up")
 	}
 	sh(t, "ip", "-n", s.router, "addr", "add", "2001:db8:ffff::1/64", "dev", segBridge, "nodad")
-	conf := fmt.Sprintf(`{"Dhcp6": {
+	var args, env []string
+	if server == "dhcpd" {
+		conf := `default-lease-time 60;
+max-lease-time 60;
+preferred-lifetime 40;
+option dhcp-renewal-time 20;
+option dhcp-rebinding-time 32;
+prefix-length-mode prefer;
+subnet6 2001:db8:ffff::/64 {
+  prefix6 2001:db8:100:: 2001:db8:100:ff00:: /56;
+}
+`
+		cpath, leases := filepath.Join(s.dir, "dhcpd6.conf"), filepath.Join(s.dir, "dhcpd6.leases")
+		if err := os.WriteFile(cpath, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(leases, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = []string{path, "-6", "-f", "-d", "-cf", cpath, "-lf", leases, "-pf", filepath.Join(s.dir, "dhcpd6.pid"), segBridge}
+	} else {
+		conf := fmt.Sprintf(`{"Dhcp6": {
   "interfaces-config": {"interfaces": [%q]},
   "server-id": {"type": "EN", "enterprise-id": 2495, "identifier": "0c01", "persist": false},
   "data-directory": %q,
@@ -96,30 +122,36 @@ func newSegment(t *testing.T, n int) *segment {
     "pd-pools": [{"prefix": "2001:db8:100::", "prefix-len": 48, "delegated-len": 56}]}],
   "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "stdout"}], "severity": "INFO"}]
 }}`, segBridge, s.dir, filepath.Join(s.dir, "leases6.csv"), segBridge)
-	path := filepath.Join(s.dir, "kea.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
+		cpath := filepath.Join(s.dir, "kea.conf")
+		if err := os.WriteFile(cpath, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = []string{path, "-c", cpath}
+		env = []string{"KEA_PIDFILE_DIR=" + s.dir, "KEA_LOCKFILE_DIR=" + s.dir}
 	}
-	logf, err := os.Create(filepath.Join(s.dir, "kea.log"))
+	logf, err := os.Create(filepath.Join(s.dir, "server.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logf.Close() })
-	cmd := exec.Command("ip", "netns", "exec", s.router, kea, "-c", path) // ip execs Kea: same pid
-	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+s.dir, "KEA_LOCKFILE_DIR="+s.dir)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", s.router}, args...)...) // ip execs the server: same pid
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start kea: %v", err)
+		t.Fatalf("start %s: %v", server, err)
 	}
-	s.kea, s.keaEnd = cmd, make(chan struct{})
-	go func() { cmd.Wait(); close(s.keaEnd) }()
+	s.srv, s.srvEnd = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(s.srvEnd) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-s.keaEnd:
+		case <-s.srvEnd:
 		case <-time.After(5 * time.Second):
 			cmd.Process.Kill()
-			<-s.keaEnd
+			<-s.srvEnd
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", server, s.log())
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
@@ -129,19 +161,19 @@ func newSegment(t *testing.T, n int) *segment {
 			return s
 		}
 		select {
-		case <-s.keaEnd:
-			t.Fatalf("kea exited at start:\n%s", s.log())
+		case <-s.srvEnd:
+			t.Fatalf("%s exited at start:\n%s", server, s.log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("kea does not listen on 547 after 10 s:\n%s", s.log())
+			t.Fatalf("%s does not listen on 547 after 10 s:\n%s", server, s.log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 func (s *segment) log() string {
-	b, _ := os.ReadFile(filepath.Join(s.dir, "kea.log"))
+	b, _ := os.ReadFile(filepath.Join(s.dir, "server.log"))
 	return string(b)
 }
 
@@ -249,7 +281,13 @@ func storedAt(t *testing.T, cli *clientv3.Client, seg string) storedBinding {
 // leader's term is refused by the leader guard and counted. A candidate
 // whose interface is down is not ready and never leads.
 func TestClusterTakeover(t *testing.T) {
-	s := newSegment(t, 4)
+	for _, server := range []string{"kea", "dhcpd"} {
+		t.Run(server, func(t *testing.T) { clusterTakeover(t, server) })
+	}
+}
+
+func clusterTakeover(t *testing.T, server string) {
+	s := newSegment(t, 4, server)
 	cli := etcdtest.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	seg := "rack1-uplink"
