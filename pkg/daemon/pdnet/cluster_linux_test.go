@@ -198,7 +198,7 @@ func startCandidates(t *testing.T, ctx context.Context, cli *clientv3.Client, s 
 	var cs []*Cluster
 	for i, ns := range s.nodes {
 		cfg, err := ParseConfig([]byte(`{"mode": "cluster", "interface": "` + segIf + `", "prefixLength": 56,
-			"cluster": {"segment": "` + seg + `", "leaseTTL": "2s", "subnetLength": 60, "blockSize": 64}}`))
+			"cluster": {"segment": "` + seg + `", "leaseTTL": "3s", "subnetLength": 60, "blockSize": 64}}`))
 		if err != nil {
 			t.Fatal(err)
 		}
