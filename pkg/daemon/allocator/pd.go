@@ -18,6 +18,9 @@ type Delegated struct {
 	Prefix netip.Prefix
 	// Preferred and Valid are when the lifetimes end (zero: infinite).
 	Preferred, Valid time.Time
+	// Updated is when the Reply that last carried the prefix arrived: the
+	// newest one is the current prefix (see current).
+	Updated time.Time
 }
 
 // usable reports whether new addresses may come from d at now.
@@ -59,7 +62,7 @@ func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 	}
 	now := time.Now()
 	held := a.pd.Delegated()
-	slices.SortFunc(held, func(x, y Delegated) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
+	sortCurrentFirst(held, now)
 	id := conf.IPAM.PD.SubnetID
 	var deprecated []string
 	for _, d := range held {
@@ -85,6 +88,45 @@ func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 		msg += fmt.Sprintf(" (the DHCPv6-PD client stopped: %v)", e.Err())
 	}
 	return &Error{Kind: KindNoPrefix, Msg: msg}
+}
+
+// sortCurrentFirst orders held prefixes so that the current one — where new
+// addresses come from — is first: usable prefixes before the others, among
+// them the one of the newest Reply, ties broken by the longest preferred
+// lifetime left (then by address, to stay deterministic). After a Rebind
+// that brought a new prefix beside the old one, the new one is current
+// whatever the addresses. The rest follow in address order.
+func sortCurrentFirst(held []Delegated, now time.Time) {
+	slices.SortStableFunc(held, func(x, y Delegated) int {
+		xu, yu := x.valid(now) && x.usable(now), y.valid(now) && y.usable(now)
+		switch {
+		case xu && !yu:
+			return -1
+		case yu && !xu:
+			return 1
+		case xu && yu:
+			if c := y.Updated.Compare(x.Updated); c != 0 {
+				return c
+			}
+			if c := preferredCompare(y.Preferred, x.Preferred); c != 0 {
+				return c
+			}
+		}
+		return x.Prefix.Addr().Compare(y.Prefix.Addr())
+	})
+}
+
+// preferredCompare orders preferred-lifetime ends, zero (infinite) last.
+func preferredCompare(x, y time.Time) int {
+	switch {
+	case x.IsZero() && y.IsZero():
+		return 0
+	case x.IsZero():
+		return 1
+	case y.IsZero():
+		return -1
+	}
+	return x.Compare(y)
 }
 
 // DropPrefix handles a delegated prefix whose valid lifetime ended: its

@@ -128,7 +128,7 @@ func (d *Delegation) Delegated() []allocator.Delegated {
 	b := d.client.Binding()
 	out := make([]allocator.Delegated, 0, len(b.Prefixes))
 	for _, p := range b.Prefixes {
-		out = append(out, allocator.Delegated{Prefix: p.Prefix, Preferred: p.PreferredUntil(), Valid: p.ValidUntil()})
+		out = append(out, allocator.Delegated{Prefix: p.Prefix, Preferred: p.PreferredUntil(), Valid: p.ValidUntil(), Updated: p.Updated})
 	}
 	return out
 }
