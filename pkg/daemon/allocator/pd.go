@@ -50,9 +50,27 @@ func (a *Allocator) SetPD(src PDSource) {
 	a.pd = src
 }
 
-// resolvePD fills a pd-ipam network's one range with its /64 of the
-// delegated prefix. It fails with KindNoPrefix while no prefix is held (or
-// it is deprecated), KindInvalid when the subnet ID does not fit the prefix.
+// PDLayout is implemented by a PDSource whose delegation several nodes
+// share (pdnet's cluster source): a network's slice of the delegated prefix
+// is the subnetId-th /subnetLength, and nodes claim blocks of blockSize in
+// it. A source without it (node mode) gives one /64 per network, claimed
+// whole by the node: 64, 64.
+type PDLayout interface {
+	PDLayout() (subnetLength, blockSize int)
+}
+
+// layout is the PD source's layout (64, 64 without one).
+func (a *Allocator) layout() (subnetLength, blockSize int) {
+	if l, ok := a.pd.(PDLayout); ok {
+		return l.PDLayout()
+	}
+	return 64, 64
+}
+
+// resolvePD fills a pd-ipam network's one range with its slice of the
+// current delegated prefix (see PDLayout). It fails with KindNoPrefix while
+// no prefix is held (or it is deprecated), KindInvalid when the subnet ID
+// does not fit the prefix.
 func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 	if conf.IPAM.PD == nil {
 		return nil
@@ -60,24 +78,28 @@ func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 	if a.pd == nil {
 		return newError(KindNoPrefix, "network %q uses pd-ipam, but this ipamd runs no DHCPv6-PD client (start it with --pd-interface)", conf.Name)
 	}
+	subnetLength, blockSize := a.layout()
+	if subnetLength < 1 || subnetLength > 64 || blockSize < subnetLength || blockSize > 126 {
+		return newError(KindInvalid, "delegated prefix layout: subnet length %d, block size %d (want subnet length ..64, block size subnet length..126)", subnetLength, blockSize)
+	}
 	now := time.Now()
 	held := a.pd.Delegated()
 	sortCurrentFirst(held, now)
 	id := conf.IPAM.PD.SubnetID
 	var deprecated []string
 	for _, d := range held {
-		if !d.valid(now) || d.Prefix.Bits() > 64 {
+		if !d.valid(now) || d.Prefix.Bits() > subnetLength {
 			continue
 		}
-		sub, ok := ipmath.Subnet(d.Prefix, 64, uint64(id))
+		sub, ok := ipmath.Subnet(d.Prefix, subnetLength, uint64(id))
 		if !ok {
-			return newError(KindInvalid, "ipam.subnetId: %d does not fit the delegated prefix %s (0..%d)", id, d.Prefix, uint64(1)<<(64-d.Prefix.Bits())-1)
+			return newError(KindInvalid, "ipam.subnetId: %d does not fit the delegated prefix %s (0..%d)", id, d.Prefix, uint64(1)<<(subnetLength-d.Prefix.Bits())-1)
 		}
 		if !d.usable(now) {
 			deprecated = append(deprecated, d.Prefix.String())
 			continue
 		}
-		conf.IPAM.Ranges = []ipamconf.RangeSet{{{Subnet: sub, BlockSize: 64, Source: ipamconf.SourcePD}}}
+		conf.IPAM.Ranges = []ipamconf.RangeSet{{{Subnet: sub, BlockSize: blockSize, Source: ipamconf.SourcePD}}}
 		return nil
 	}
 	if len(deprecated) > 0 {
