@@ -309,7 +309,7 @@ func (a *Allocator) reserveAll(ctx context.Context, req *Request) ([]store.IP, e
 	if err := a.ensurePool(ctx, conf); err != nil {
 		return nil, err
 	}
-	if err := a.resolvePD(conf); err != nil {
+	if err := a.resolveDelegated(conf); err != nil {
 		return nil, err
 	}
 	if err := checkRequested(conf, req.Args.IPs); err != nil {
@@ -539,7 +539,7 @@ func (a *Allocator) Status(ctx context.Context, conf *ipamconf.NetConf) error {
 	if err := a.orphanStatus(); err != nil {
 		return err
 	}
-	if conf.IPAM.PD != nil {
+	if conf.IPAM.HasDelegated() {
 		lost, err := a.lostIn(ctx, conf.Name)
 		if err != nil {
 			return unavailable(err, "etcd: %v", err)
@@ -548,7 +548,7 @@ func (a *Allocator) Status(ctx context.Context, conf *ipamconf.NetConf) error {
 			return newError(KindDegraded,
 				"network %q: %d container(s) lost their addresses with an expired delegated prefix", conf.Name, lost)
 		}
-		if err := a.resolvePD(conf); err != nil {
+		if err := a.resolveDelegated(conf); err != nil {
 			return restate(err)
 		}
 	}
@@ -627,7 +627,11 @@ func (a *Allocator) ensurePool(ctx context.Context, conf *ipamconf.NetConf) erro
 	p := store.Pool{Network: conf.Name, Definition: def, Communities: conf.IPAM.BGPCommunities}
 	for _, set := range conf.IPAM.Ranges {
 		for _, r := range set {
-			p.Subnets = append(p.Subnets, r.Subnet)
+			// A delegated range's subnet changes with the prefix: it is
+			// not the network's to register.
+			if !r.Delegated {
+				p.Subnets = append(p.Subnets, r.Subnet)
+			}
 		}
 	}
 	got, err := a.store.RegisterPool(ctx, p)

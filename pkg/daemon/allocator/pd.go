@@ -67,16 +67,22 @@ func (a *Allocator) layout() (subnetLength, blockSize int) {
 	return 64, 64
 }
 
-// resolvePD fills a pd-ipam network's one range with its slice of the
-// current delegated prefix (see PDLayout). It fails with KindNoPrefix while
-// no prefix is held (or it is deprecated), KindInvalid when the subnet ID
-// does not fit the prefix.
-func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
-	if conf.IPAM.PD == nil {
+// resolveDelegated fills the network's delegated range in place with its
+// slice of the current delegated prefix (see PDLayout), leaving pool ranges
+// alone; pd-ipam's subnetId is the one-set form. It fails with KindNoPrefix
+// while no prefix is held (or it is deprecated), KindInvalid when the
+// subnet ID does not fit the prefix or the slice overlaps one of the
+// network's pool subnets.
+func (a *Allocator) resolveDelegated(conf *ipamconf.NetConf) error {
+	if conf.IPAM.PD != nil {
+		conf.IPAM.Ranges = []ipamconf.RangeSet{{ipamconf.DelegatedRange(conf.IPAM.PD.SubnetID)}}
+	}
+	at := slices.IndexFunc(conf.IPAM.Ranges, ipamconf.RangeSet.IsDelegated)
+	if at < 0 {
 		return nil
 	}
 	if a.pd == nil {
-		return newError(KindNoPrefix, "network %q uses pd-ipam, but this ipamd runs no DHCPv6-PD client (start it with --pd-interface)", conf.Name)
+		return newError(KindNoPrefix, "network %q uses pd-ipam (a delegated range), but this ipamd runs no DHCPv6-PD client (start it with --pd-interface)", conf.Name)
 	}
 	subnetLength, blockSize := a.layout()
 	if subnetLength < 1 || subnetLength > 64 || blockSize < subnetLength || blockSize > 126 {
@@ -85,7 +91,11 @@ func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 	now := time.Now()
 	held := a.pd.Delegated()
 	sortCurrentFirst(held, now)
-	id := conf.IPAM.PD.SubnetID
+	id := conf.IPAM.Ranges[at][0].SubnetID
+	field := "ipam.subnetId"
+	if conf.IPAM.PD == nil {
+		field = fmt.Sprintf("ipam.ranges[%d][0].subnetId", at)
+	}
 	var deprecated []string
 	for _, d := range held {
 		if !d.valid(now) || d.Prefix.Bits() > subnetLength {
@@ -93,13 +103,28 @@ func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 		}
 		sub, ok := ipmath.Subnet(d.Prefix, subnetLength, uint64(id))
 		if !ok {
-			return newError(KindInvalid, "ipam.subnetId: %d does not fit the delegated prefix %s (0..%d)", id, d.Prefix, uint64(1)<<(subnetLength-d.Prefix.Bits())-1)
+			return newError(KindInvalid, "%s: %d does not fit the delegated prefix %s (0..%d)", field, id, d.Prefix, uint64(1)<<(subnetLength-d.Prefix.Bits())-1)
 		}
 		if !d.usable(now) {
 			deprecated = append(deprecated, d.Prefix.String())
 			continue
 		}
-		conf.IPAM.Ranges = []ipamconf.RangeSet{{{Subnet: sub, BlockSize: blockSize, Source: ipamconf.SourcePD}}}
+		r := conf.IPAM.Ranges[at][0].ResolveDelegated(sub, blockSize)
+		if r.BlockSize < sub.Bits() {
+			return newError(KindInvalid, "ipam.ranges[%d][0].blockSize: %d does not fit the delegated slice %s", at, r.BlockSize, sub)
+		}
+		if conf.IPAM.Addressing == ipamconf.EUI64 && r.BlockSize != 64 {
+			return newError(KindInvalid, "delegated blocks of network %q are /%d: addressing %q needs /64 blocks", conf.Name, r.BlockSize, ipamconf.EUI64)
+		}
+		for _, set := range conf.IPAM.Ranges {
+			for _, pr := range set {
+				if !pr.Delegated && pr.Subnet.Overlaps(sub) {
+					return newError(KindInvalid, "network %q: the delegated prefix %s (%s %d: %s) overlaps the pool subnet %s of ipam.ranges", conf.Name, d.Prefix, field, id, sub, pr.Subnet).
+						withDetails("use a pool subnet outside the delegated prefix")
+				}
+			}
+		}
+		conf.IPAM.Ranges[at][0] = r
 		return nil
 	}
 	if len(deprecated) > 0 {
