@@ -65,6 +65,9 @@ type Allocator struct {
 	fence fenceState
 	// fencedCh gets a token when a write was refused with store.ErrFenced.
 	fencedCh chan struct{}
+	// gateways puts a successor block's gateway where the old block's is
+	// (renumber.go); tests replace it.
+	gateways func(oldBlock, newBlock netip.Prefix) error
 }
 
 // New returns an allocator for node and loads the node's blocks.
@@ -81,6 +84,7 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 		mu:          newNodeLock(),
 		kept:        make(map[netip.Addr]store.IP),
 		fencedCh:    make(chan struct{}, 1),
+		gateways:    addGatewayBeside,
 	}
 	all, err := st.Blocks(ctx)
 	if err != nil {
@@ -220,6 +224,10 @@ func (a *Allocator) add(ctx context.Context, req Request) (*Assignment, error) {
 	h := store.Handle{AttachmentID: id, Node: a.node, Netns: req.Netns, Created: time.Now().UTC()}
 	if req.Mode != "" && req.Mode != "static" {
 		h.Bridge, h.Mode, h.MAC = req.Bridge, req.Mode, req.MAC.String()
+	} else if len(req.MAC) > 0 {
+		// Renumbering checks it before touching the netns, whose
+		// /proc/<pid>/ns/net path may name another container by then.
+		h.MAC = req.MAC.String()
 	}
 	if req.Args.PodNamespace != "" && req.Args.PodName != "" {
 		h.Pod = req.Args.PodNamespace + "/" + req.Args.PodName

@@ -177,8 +177,9 @@ func preferredCompare(x, y time.Time) int {
 }
 
 // DropPrefix handles a delegated prefix whose valid lifetime ended: its
-// blocks go, their addresses are released and their attachments are marked
-// lost (CHECK fails, STATUS says 51). It returns the released blocks, whose
+// blocks go and their addresses are released. An attachment renumbered to
+// a successor (Renumber) just loses its old address; one without a
+// successor is marked lost (CHECK fails, STATUS says 51). It returns the released blocks, whose
 // gateways and announcements the caller removes.
 func (a *Allocator) DropPrefix(ctx context.Context, prefix netip.Prefix) ([]store.Block, error) {
 	a.mu.Lock()
@@ -195,11 +196,22 @@ func (a *Allocator) DropPrefix(ctx context.Context, prefix netip.Prefix) ([]stor
 			continue
 		}
 		seen := map[store.AttachmentID]bool{}
+		moved := 0
 		for _, id := range held {
 			if seen[id] {
 				continue
 			}
 			seen[id] = true
+			// Renumbered: the successor stays, the old address goes.
+			replaced, err := a.store.DropReplaced(ctx, id, cidr)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if replaced {
+				moved++
+				continue
+			}
 			if err := a.store.MarkLost(ctx, id, cidr); err != nil {
 				errs = append(errs, err)
 			}
@@ -210,7 +222,8 @@ func (a *Allocator) DropPrefix(ctx context.Context, prefix netip.Prefix) ([]stor
 		}
 		delete(a.blocks, cidr)
 		a.notify()
-		a.log.Warn("delegated prefix expired: block dropped", "block", cidr, "network", b.Network, "attachments", len(seen))
+		a.log.Warn("delegated prefix expired: block dropped", "block", cidr, "network", b.Network,
+			"attachments", len(seen), "renumbered", moved, "lost", len(seen)-moved)
 		dropped = append(dropped, b.Block)
 	}
 	return dropped, errors.Join(errs...)
