@@ -137,6 +137,17 @@ func (a *Allocator) resolveDelegated(conf *ipamconf.NetConf) error {
 	return &Error{Kind: KindNoPrefix, Msg: msg}
 }
 
+// Current is the current prefix of held at now (see sortCurrentFirst), and
+// false when no prefix is usable: what renumbering moves attachments to.
+func Current(held []Delegated, now time.Time) (Delegated, bool) {
+	held = slices.Clone(held)
+	sortCurrentFirst(held, now)
+	if len(held) == 0 || !held[0].valid(now) || !held[0].usable(now) {
+		return Delegated{}, false
+	}
+	return held[0], true
+}
+
 // sortCurrentFirst orders held prefixes so that the current one — where new
 // addresses come from — is first: usable prefixes before the others, among
 // them the one of the newest Reply, ties broken by the longest preferred
