@@ -41,14 +41,15 @@ func TestIPAMKeysDocumented(t *testing.T) {
 	for _, k := range []string{"nameservers", "domain", "search", "options"} {
 		delete(accepted, k)
 	}
-	// ipam-v6's README documents every key but pd-ipam's subnetId;
-	// pd-ipam's documents subnetId and the keys it shares (not the ranges).
+	// ipam-v6's README documents every key (subnetId as a delegated
+	// range's); pd-ipam's documents subnetId and the keys it shares (its
+	// ranges are ipam-v6's).
 	v6, pd := map[string]bool{}, map[string]bool{}
 	for k := range accepted {
 		switch k {
 		case "subnetId":
-			pd[k] = true
-		case "ranges", "subnet", "blockSize", "exclude", "dst", "gw":
+			v6[k], pd[k] = true, true
+		case "ranges", "subnet", "blockSize", "exclude", "delegated", "dst", "gw":
 			v6[k] = true
 		default:
 			v6[k], pd[k] = true, true

@@ -42,12 +42,21 @@ type Range struct {
 	BlockSize int          `json:"blockSize"`
 	// Exclude lists prefixes of the subnet no container ever gets.
 	Exclude []netip.Prefix `json:"exclude,omitempty"`
+	// Delegated marks a range taken from the delegated prefix instead of a
+	// configured subnet ("delegated": true): Subnet and BlockSize are
+	// filled in by ipamd at request time (ResolveDelegated), from the
+	// SubnetID-th slice of the current delegated prefix.
+	Delegated bool `json:"delegated,omitempty"`
+	SubnetID  int  `json:"subnetId,omitempty"`
 	// Source is where blocks of this range come from: SourcePool (the
 	// cluster-wide ranges of the config) or SourcePD (the node's delegated
 	// prefix, filled in by ipamd at request time).
 	Source string `json:"-"`
 	// excl are the exclusions merged into runs (exclude.go).
 	excl []span
+	// delegatedBlockSize is a delegated range's configured blockSize (0:
+	// the PD layout's), kept apart from BlockSize, which resolving fills.
+	delegatedBlockSize int
 }
 
 // Block sources.
@@ -91,8 +100,8 @@ const (
 // address from each range set.
 type RangeSet []Range
 
-// Is6 reports whether the range set is IPv6.
-func (rs RangeSet) Is6() bool { return len(rs) > 0 && rs[0].Subnet.Addr().Is6() }
+// Is6 reports whether the range set is IPv6 (a delegated set always is).
+func (rs RangeSet) Is6() bool { return len(rs) > 0 && (rs[0].Delegated || rs[0].Subnet.Addr().Is6()) }
 
 // Route is a route the IPAM result carries. A zero GW means "via the gateway
 // of the block the container's address of that family came from".
@@ -147,18 +156,14 @@ type rawConf struct {
 	CNIVersion string `json:"cniVersion"`
 	Name       string `json:"name"`
 	IPAM       *struct {
-		Type   string `json:"type"`
-		Socket string `json:"socket"`
-		Ranges [][]struct {
-			Subnet    string   `json:"subnet"`
-			BlockSize *int     `json:"blockSize"`
-			Exclude   []string `json:"exclude"`
-		} `json:"ranges"`
-		Addressing     string   `json:"addressing"`
-		SubnetID       *int     `json:"subnetId"`
-		Sticky         bool     `json:"sticky"`
-		StickyGrace    string   `json:"stickyGrace"`
-		BGPCommunities []string `json:"bgpCommunities"`
+		Type           string       `json:"type"`
+		Socket         string       `json:"socket"`
+		Ranges         [][]rawRange `json:"ranges"`
+		Addressing     string       `json:"addressing"`
+		SubnetID       *int         `json:"subnetId"`
+		Sticky         bool         `json:"sticky"`
+		StickyGrace    string       `json:"stickyGrace"`
+		BGPCommunities []string     `json:"bgpCommunities"`
 		Routes         []struct {
 			Dst string `json:"dst"`
 			GW  string `json:"gw"`
@@ -224,7 +229,7 @@ func Parse(data []byte) (*NetConf, error) {
 			return nil, invalid("ipam.subnetId: %d is not in 0..65535", id)
 		}
 		ic.PD = &PD{SubnetID: *raw.IPAM.SubnetID}
-	} else if raw.IPAM.Type == "pd-ipam" {
+	} else if raw.IPAM.Type == "pd-ipam" && !hasDelegatedRange(raw.IPAM.Ranges) {
 		return nil, invalid(`ipam.subnetId: missing: pd-ipam needs the /64 of the delegated prefix to use, e.g. "subnetId": 1`)
 	} else if len(raw.IPAM.Ranges) == 0 {
 		return nil, invalid(`ipam.ranges: missing: give at least one range set, e.g. [[{"subnet": "2001:db8::/48"}]]`)
@@ -242,6 +247,14 @@ func Parse(data []byte) (*NetConf, error) {
 		var set RangeSet
 		for j, rr := range rawSet {
 			field := fmt.Sprintf("ipam.ranges[%d][%d]", i, j)
+			if rr.Delegated || rr.SubnetID != nil {
+				r, err := parseDelegated(field, rr, len(rawSet))
+				if err != nil {
+					return nil, err
+				}
+				set = append(set, r)
+				continue
+			}
 			r, err := parseRange(field, rr.Subnet, rr.BlockSize)
 			if err != nil {
 				return nil, err
@@ -275,6 +288,9 @@ func Parse(data []byte) (*NetConf, error) {
 		}
 		ic.Ranges = append(ic.Ranges, set)
 	}
+	if err := checkDelegatedSets(ic); err != nil {
+		return nil, err
+	}
 	if err := checkOverlap(ic.Ranges); err != nil {
 		return nil, err
 	}
@@ -300,6 +316,9 @@ func Parse(data []byte) (*NetConf, error) {
 	case EUI64:
 		for i, set := range ic.Ranges {
 			for j, r := range set {
+				if r.Delegated && r.delegatedBlockSize != 0 && r.delegatedBlockSize != 64 {
+					return nil, invalid("ipam.ranges[%d][%d].blockSize: %d: addressing %q needs /64 blocks", i, j, r.delegatedBlockSize, EUI64)
+				}
 				if r.Subnet.Addr().Is6() && r.BlockSize != 64 {
 					return nil, invalid("ipam.ranges[%d][%d].blockSize: %d: addressing %q needs /64 blocks", i, j, r.BlockSize, EUI64)
 				}
@@ -383,7 +402,9 @@ func checkOverlap(sets []RangeSet) error {
 	var all []netip.Prefix
 	for _, set := range sets {
 		for _, r := range set {
-			all = append(all, r.Subnet)
+			if !r.Delegated {
+				all = append(all, r.Subnet)
+			}
 		}
 	}
 	// Sorted by address (a containing prefix first), two prefixes overlap
@@ -427,6 +448,10 @@ func (ic *IPAM) PoolKey() string {
 		for j, r := range set {
 			if j > 0 {
 				b.WriteString(", ")
+			}
+			if r.Delegated {
+				b.WriteString(r.delegatedKey())
+				continue
 			}
 			fmt.Fprintf(&b, "%s blockSize %d", r.Subnet, r.BlockSize)
 		}

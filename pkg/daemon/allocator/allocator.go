@@ -65,6 +65,9 @@ type Allocator struct {
 	fence fenceState
 	// fencedCh gets a token when a write was refused with store.ErrFenced.
 	fencedCh chan struct{}
+	// gateways puts a successor block's gateway where the old block's is
+	// (renumber.go); tests replace it.
+	gateways func(oldBlock, newBlock netip.Prefix) error
 }
 
 // New returns an allocator for node and loads the node's blocks.
@@ -81,6 +84,7 @@ func New(ctx context.Context, st *store.Store, node string, log *slog.Logger) (*
 		mu:          newNodeLock(),
 		kept:        make(map[netip.Addr]store.IP),
 		fencedCh:    make(chan struct{}, 1),
+		gateways:    addGatewayBeside,
 	}
 	all, err := st.Blocks(ctx)
 	if err != nil {
@@ -220,6 +224,10 @@ func (a *Allocator) add(ctx context.Context, req Request) (*Assignment, error) {
 	h := store.Handle{AttachmentID: id, Node: a.node, Netns: req.Netns, Created: time.Now().UTC()}
 	if req.Mode != "" && req.Mode != "static" {
 		h.Bridge, h.Mode, h.MAC = req.Bridge, req.Mode, req.MAC.String()
+	} else if len(req.MAC) > 0 {
+		// Renumbering checks it before touching the netns, whose
+		// /proc/<pid>/ns/net path may name another container by then.
+		h.MAC = req.MAC.String()
 	}
 	if req.Args.PodNamespace != "" && req.Args.PodName != "" {
 		h.Pod = req.Args.PodNamespace + "/" + req.Args.PodName
@@ -309,7 +317,7 @@ func (a *Allocator) reserveAll(ctx context.Context, req *Request) ([]store.IP, e
 	if err := a.ensurePool(ctx, conf); err != nil {
 		return nil, err
 	}
-	if err := a.resolvePD(conf); err != nil {
+	if err := a.resolveDelegated(conf); err != nil {
 		return nil, err
 	}
 	if err := checkRequested(conf, req.Args.IPs); err != nil {
@@ -539,7 +547,7 @@ func (a *Allocator) Status(ctx context.Context, conf *ipamconf.NetConf) error {
 	if err := a.orphanStatus(); err != nil {
 		return err
 	}
-	if conf.IPAM.PD != nil {
+	if conf.IPAM.HasDelegated() {
 		lost, err := a.lostIn(ctx, conf.Name)
 		if err != nil {
 			return unavailable(err, "etcd: %v", err)
@@ -548,7 +556,7 @@ func (a *Allocator) Status(ctx context.Context, conf *ipamconf.NetConf) error {
 			return newError(KindDegraded,
 				"network %q: %d container(s) lost their addresses with an expired delegated prefix", conf.Name, lost)
 		}
-		if err := a.resolvePD(conf); err != nil {
+		if err := a.resolveDelegated(conf); err != nil {
 			return restate(err)
 		}
 	}
@@ -627,7 +635,11 @@ func (a *Allocator) ensurePool(ctx context.Context, conf *ipamconf.NetConf) erro
 	p := store.Pool{Network: conf.Name, Definition: def, Communities: conf.IPAM.BGPCommunities}
 	for _, set := range conf.IPAM.Ranges {
 		for _, r := range set {
-			p.Subnets = append(p.Subnets, r.Subnet)
+			// A delegated range's subnet changes with the prefix: it is
+			// not the network's to register.
+			if !r.Delegated {
+				p.Subnets = append(p.Subnets, r.Subnet)
+			}
 		}
 	}
 	got, err := a.store.RegisterPool(ctx, p)

@@ -46,6 +46,11 @@ func assignment(h *store.Handle, conf *ipamconf.NetConf) *Assignment {
 	var gw4, gw6 netip.Addr
 	var seen4, seen6 bool
 	for _, ip := range h.IPs {
+		if ip.Deprecated {
+			// Being renumbered away from: the container keeps it until
+			// its valid end, but a repeated ADD answers the successor.
+			continue
+		}
 		a.IPs = append(a.IPs, Address{Address: ip.Address, Gateway: ip.Gateway, Block: ip.Block})
 		switch is4 := ip.Address.Addr().Is4(); {
 		case is4 && !seen4:

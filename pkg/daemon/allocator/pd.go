@@ -18,6 +18,9 @@ type Delegated struct {
 	Prefix netip.Prefix
 	// Preferred and Valid are when the lifetimes end (zero: infinite).
 	Preferred, Valid time.Time
+	// Updated is when the Reply that last carried the prefix arrived: the
+	// newest one is the current prefix (see current).
+	Updated time.Time
 }
 
 // usable reports whether new addresses may come from d at now.
@@ -47,34 +50,81 @@ func (a *Allocator) SetPD(src PDSource) {
 	a.pd = src
 }
 
-// resolvePD fills a pd-ipam network's one range with its /64 of the
-// delegated prefix. It fails with KindNoPrefix while no prefix is held (or
-// it is deprecated), KindInvalid when the subnet ID does not fit the prefix.
-func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
-	if conf.IPAM.PD == nil {
+// PDLayout is implemented by a PDSource whose delegation several nodes
+// share (pdnet's cluster source): a network's slice of the delegated prefix
+// is the subnetId-th /subnetLength, and nodes claim blocks of blockSize in
+// it. A source without it (node mode) gives one /64 per network, claimed
+// whole by the node: 64, 64.
+type PDLayout interface {
+	PDLayout() (subnetLength, blockSize int)
+}
+
+// layout is the PD source's layout (64, 64 without one).
+func (a *Allocator) layout() (subnetLength, blockSize int) {
+	if l, ok := a.pd.(PDLayout); ok {
+		return l.PDLayout()
+	}
+	return 64, 64
+}
+
+// resolveDelegated fills the network's delegated range in place with its
+// slice of the current delegated prefix (see PDLayout), leaving pool ranges
+// alone; pd-ipam's subnetId is the one-set form. It fails with KindNoPrefix
+// while no prefix is held (or it is deprecated), KindInvalid when the
+// subnet ID does not fit the prefix or the slice overlaps one of the
+// network's pool subnets.
+func (a *Allocator) resolveDelegated(conf *ipamconf.NetConf) error {
+	if conf.IPAM.PD != nil {
+		conf.IPAM.Ranges = []ipamconf.RangeSet{{ipamconf.DelegatedRange(conf.IPAM.PD.SubnetID)}}
+	}
+	at := slices.IndexFunc(conf.IPAM.Ranges, ipamconf.RangeSet.IsDelegated)
+	if at < 0 {
 		return nil
 	}
 	if a.pd == nil {
-		return newError(KindNoPrefix, "network %q uses pd-ipam, but this ipamd runs no DHCPv6-PD client (start it with --pd-interface)", conf.Name)
+		return newError(KindNoPrefix, "network %q uses pd-ipam (a delegated range), but this ipamd runs no DHCPv6-PD client (start it with --pd-interface)", conf.Name)
+	}
+	subnetLength, blockSize := a.layout()
+	if subnetLength < 1 || subnetLength > 64 || blockSize < subnetLength || blockSize > 126 {
+		return newError(KindInvalid, "delegated prefix layout: subnet length %d, block size %d (want subnet length ..64, block size subnet length..126)", subnetLength, blockSize)
 	}
 	now := time.Now()
 	held := a.pd.Delegated()
-	slices.SortFunc(held, func(x, y Delegated) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
-	id := conf.IPAM.PD.SubnetID
+	sortCurrentFirst(held, now)
+	id := conf.IPAM.Ranges[at][0].SubnetID
+	field := "ipam.subnetId"
+	if conf.IPAM.PD == nil {
+		field = fmt.Sprintf("ipam.ranges[%d][0].subnetId", at)
+	}
 	var deprecated []string
 	for _, d := range held {
-		if !d.valid(now) || d.Prefix.Bits() > 64 {
+		if !d.valid(now) || d.Prefix.Bits() > subnetLength {
 			continue
 		}
-		sub, ok := ipmath.Subnet(d.Prefix, 64, uint64(id))
+		sub, ok := ipmath.Subnet(d.Prefix, subnetLength, uint64(id))
 		if !ok {
-			return newError(KindInvalid, "ipam.subnetId: %d does not fit the delegated prefix %s (0..%d)", id, d.Prefix, uint64(1)<<(64-d.Prefix.Bits())-1)
+			return newError(KindInvalid, "%s: %d does not fit the delegated prefix %s (0..%d)", field, id, d.Prefix, uint64(1)<<(subnetLength-d.Prefix.Bits())-1)
 		}
 		if !d.usable(now) {
 			deprecated = append(deprecated, d.Prefix.String())
 			continue
 		}
-		conf.IPAM.Ranges = []ipamconf.RangeSet{{{Subnet: sub, BlockSize: 64, Source: ipamconf.SourcePD}}}
+		r := conf.IPAM.Ranges[at][0].ResolveDelegated(sub, blockSize)
+		if r.BlockSize < sub.Bits() {
+			return newError(KindInvalid, "ipam.ranges[%d][0].blockSize: %d does not fit the delegated slice %s", at, r.BlockSize, sub)
+		}
+		if conf.IPAM.Addressing == ipamconf.EUI64 && r.BlockSize != 64 {
+			return newError(KindInvalid, "delegated blocks of network %q are /%d: addressing %q needs /64 blocks", conf.Name, r.BlockSize, ipamconf.EUI64)
+		}
+		for _, set := range conf.IPAM.Ranges {
+			for _, pr := range set {
+				if !pr.Delegated && pr.Subnet.Overlaps(sub) {
+					return newError(KindInvalid, "network %q: the delegated prefix %s (%s %d: %s) overlaps the pool subnet %s of ipam.ranges", conf.Name, d.Prefix, field, id, sub, pr.Subnet).
+						withDetails("use a pool subnet outside the delegated prefix")
+				}
+			}
+		}
+		conf.IPAM.Ranges[at][0] = r
 		return nil
 	}
 	if len(deprecated) > 0 {
@@ -87,9 +137,60 @@ func (a *Allocator) resolvePD(conf *ipamconf.NetConf) error {
 	return &Error{Kind: KindNoPrefix, Msg: msg}
 }
 
+// Current is the current prefix of held at now (see sortCurrentFirst), and
+// false when no prefix is usable: what renumbering moves attachments to.
+func Current(held []Delegated, now time.Time) (Delegated, bool) {
+	held = slices.Clone(held)
+	sortCurrentFirst(held, now)
+	if len(held) == 0 || !held[0].valid(now) || !held[0].usable(now) {
+		return Delegated{}, false
+	}
+	return held[0], true
+}
+
+// sortCurrentFirst orders held prefixes so that the current one — where new
+// addresses come from — is first: usable prefixes before the others, among
+// them the one of the newest Reply, ties broken by the longest preferred
+// lifetime left (then by address, to stay deterministic). After a Rebind
+// that brought a new prefix beside the old one, the new one is current
+// whatever the addresses. The rest follow in address order.
+func sortCurrentFirst(held []Delegated, now time.Time) {
+	slices.SortStableFunc(held, func(x, y Delegated) int {
+		xu, yu := x.valid(now) && x.usable(now), y.valid(now) && y.usable(now)
+		switch {
+		case xu && !yu:
+			return -1
+		case yu && !xu:
+			return 1
+		case xu && yu:
+			if c := y.Updated.Compare(x.Updated); c != 0 {
+				return c
+			}
+			if c := preferredCompare(y.Preferred, x.Preferred); c != 0 {
+				return c
+			}
+		}
+		return x.Prefix.Addr().Compare(y.Prefix.Addr())
+	})
+}
+
+// preferredCompare orders preferred-lifetime ends, zero (infinite) last.
+func preferredCompare(x, y time.Time) int {
+	switch {
+	case x.IsZero() && y.IsZero():
+		return 0
+	case x.IsZero():
+		return 1
+	case y.IsZero():
+		return -1
+	}
+	return x.Compare(y)
+}
+
 // DropPrefix handles a delegated prefix whose valid lifetime ended: its
-// blocks go, their addresses are released and their attachments are marked
-// lost (CHECK fails, STATUS says 51). It returns the released blocks, whose
+// blocks go and their addresses are released. An attachment renumbered to
+// a successor (Renumber) just loses its old address; one without a
+// successor is marked lost (CHECK fails, STATUS says 51). It returns the released blocks, whose
 // gateways and announcements the caller removes.
 func (a *Allocator) DropPrefix(ctx context.Context, prefix netip.Prefix) ([]store.Block, error) {
 	a.mu.Lock()
@@ -106,11 +207,22 @@ func (a *Allocator) DropPrefix(ctx context.Context, prefix netip.Prefix) ([]stor
 			continue
 		}
 		seen := map[store.AttachmentID]bool{}
+		moved := 0
 		for _, id := range held {
 			if seen[id] {
 				continue
 			}
 			seen[id] = true
+			// Renumbered: the successor stays, the old address goes.
+			replaced, err := a.store.DropReplaced(ctx, id, cidr)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if replaced {
+				moved++
+				continue
+			}
 			if err := a.store.MarkLost(ctx, id, cidr); err != nil {
 				errs = append(errs, err)
 			}
@@ -121,7 +233,8 @@ func (a *Allocator) DropPrefix(ctx context.Context, prefix netip.Prefix) ([]stor
 		}
 		delete(a.blocks, cidr)
 		a.notify()
-		a.log.Warn("delegated prefix expired: block dropped", "block", cidr, "network", b.Network, "attachments", len(seen))
+		a.log.Warn("delegated prefix expired: block dropped", "block", cidr, "network", b.Network,
+			"attachments", len(seen), "renumbered", moved, "lost", len(seen)-moved)
 		dropped = append(dropped, b.Block)
 	}
 	return dropped, errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/v6cni/v6cni/pkg/daemon/store"
@@ -87,14 +88,18 @@ func (a *Allocator) unstick(ctx context.Context, h store.Handle, conf *ipamconf.
 }
 
 // stickyFits reports whether a record's addresses fit the network now: one
-// per range set. A pd-ipam network's one range is only filled in when the
-// addresses are picked (resolvePD), so there the record's one address must
-// lie in a delegated prefix still usable for new attachments.
+// per range set. A delegated range (pd-ipam's one range) is only filled in
+// when the addresses are picked (resolveDelegated), so there the record's
+// address must lie in a delegated prefix still usable for new attachments.
 func (a *Allocator) stickyFits(st *store.Sticky, conf *ipamconf.NetConf) bool {
-	if conf.IPAM.PD == nil {
+	if !conf.IPAM.HasDelegated() {
 		return len(st.IPs) == len(conf.IPAM.Ranges)
 	}
-	if len(st.IPs) != 1 {
+	sets := conf.IPAM.Ranges
+	if conf.IPAM.PD != nil {
+		sets = []ipamconf.RangeSet{{ipamconf.DelegatedRange(conf.IPAM.PD.SubnetID)}}
+	}
+	if len(st.IPs) != len(sets) {
 		return false
 	}
 	a.mu.Lock()
@@ -104,12 +109,18 @@ func (a *Allocator) stickyFits(st *store.Sticky, conf *ipamconf.NetConf) bool {
 		return false
 	}
 	now := time.Now()
-	for _, d := range src.Delegated() {
-		if d.valid(now) && d.usable(now) && d.Prefix.Contains(st.IPs[0].Address.Addr()) {
-			return true
+	held := src.Delegated()
+	for i, set := range sets {
+		if !set.IsDelegated() {
+			continue
+		}
+		if !slices.ContainsFunc(held, func(d Delegated) bool {
+			return d.valid(now) && d.usable(now) && d.Prefix.Contains(st.IPs[i].Address.Addr())
+		}) {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // ExpireSticky releases this node's sticky addresses whose pod did not come

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/v6cni/v6cni/pkg/daemon/store"
 	"github.com/v6cni/v6cni/pkg/link"
@@ -85,6 +86,9 @@ func TestCheck(t *testing.T) {
 		}, []string{"gateway-missing"}, []string{store.BlockKey(pfx("2001:db8:0:1::/64"))}, "bridge br1 has attachments"},
 		{"gateway missing on every bridge", func(_ *store.Snapshot, h *fakeHost) { h.addrs = slices.Delete(h.addrs, 1, 2) },
 			[]string{"gateway-missing"}, []string{store.BlockKey(pfx("10.9.0.0/24"))}, "no bridge carries gateway 10.9.0.1/24"},
+		{"renumbered attachment: old and new address, both gateways", renumbered(true), nil, nil, ""},
+		{"renumbered attachment: new gateway missing", renumbered(false),
+			[]string{"gateway-missing"}, []string{store.BlockKey(pfx("2001:db8:bb00:1::/64"))}, "no bridge carries gateway 2001:db8:bb00:1::1/64"},
 		{"no gateway at all: isGateway off", func(_ *store.Snapshot, h *fakeHost) { h.addrs = h.addrs[2:3] }, nil, nil, ""},
 		{"empty cluster", func(s *store.Snapshot, h *fakeHost) { *s = store.Snapshot{}; h.addrs = h.addrs[2:3] }, nil, nil, ""},
 	}
@@ -164,5 +168,32 @@ func TestReport(t *testing.T) {
 	}
 	if _, err := Report(snap, "me", &fakeHost{err: errors.New("netlink down")}); err == nil {
 		t.Error("Report with a failing kernel read succeeded")
+	}
+}
+
+// renumbered adds an attachment in the middle of a renumbering (§3.2): a
+// deprecated address in the old delegated block and its successor in the
+// new one, both held, both blocks this node's; the bridge carries the old
+// gateway and, with newGateway, the new one.
+func renumbered(newGateway bool) func(*store.Snapshot, *fakeHost) {
+	pfx := netip.MustParsePrefix
+	return func(s *store.Snapshot, h *fakeHost) {
+		oldB, newB := pfx("2001:db8:aa00:1::/64"), pfx("2001:db8:bb00:1::/64")
+		s.Blocks = append(s.Blocks,
+			store.Block{CIDR: oldB, Subnet: oldB, Node: "me", Network: "pd", Source: "pd"},
+			store.Block{CIDR: newB, Subnet: newB, Node: "me", Network: "pd", Source: "pd"})
+		oldA, newA := netip.MustParseAddr("2001:db8:aa00:1::2"), netip.MustParseAddr("2001:db8:bb00:1::2")
+		s.Handles = append(s.Handles, store.Handle{
+			AttachmentID: store.AttachmentID{Network: "pd", ContainerID: "c9", IfName: "eth0"}, Node: "me", Netns: "/run/netns/c9",
+			IPs: []store.IP{
+				{Address: netip.PrefixFrom(oldA, 64), Block: oldB, Deprecated: true, ValidUntil: time.Now().Add(time.Hour)},
+				{Address: netip.PrefixFrom(newA, 64), Block: newB, Replaces: oldA},
+			},
+		})
+		h.netns["/run/netns/c9"] = true
+		h.addrs = append(h.addrs, link.BridgeAddr{Link: "br2", Bridge: "br2", Addr: pfx("2001:db8:aa00:1::1/64")})
+		if newGateway {
+			h.addrs = append(h.addrs, link.BridgeAddr{Link: "br2", Bridge: "br2", Addr: pfx("2001:db8:bb00:1::1/64")})
+		}
 	}
 }

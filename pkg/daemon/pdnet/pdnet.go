@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,6 +49,12 @@ type Delegation struct {
 
 	// dropMu serialises drops: the one of a binding change and the retries.
 	dropMu sync.Mutex
+
+	// prev is the binding of the last change (detect.go); renumberer and
+	// renumberings: mu.
+	prev         dhcp6pd.Binding
+	renumberer   Renumberer
+	renumberings map[Kind]uint64
 }
 
 // dropRetry is how often the drop of an expired prefix's blocks is retried
@@ -128,15 +135,24 @@ func (d *Delegation) Delegated() []allocator.Delegated {
 	b := d.client.Binding()
 	out := make([]allocator.Delegated, 0, len(b.Prefixes))
 	for _, p := range b.Prefixes {
-		out = append(out, allocator.Delegated{Prefix: p.Prefix, Preferred: p.PreferredUntil(), Valid: p.ValidUntil()})
+		out = append(out, allocator.Delegated{Prefix: p.Prefix, Preferred: p.PreferredUntil(), Valid: p.ValidUntil(), Updated: p.Updated})
 	}
 	return out
 }
 
-// changed follows the binding: a prefix that is no longer valid loses its
-// blocks, their gateway addresses and their announcements.
+// changed follows the binding: with a Renumberer set, attachments move to
+// the current prefix when another one stops being current (detect.go); a
+// prefix that is no longer valid loses its blocks, their gateway addresses
+// and their announcements.
 func (d *Delegation) changed(b dhcp6pd.Binding) {
 	now := time.Now()
+	d.mu.Lock()
+	prev := d.prev
+	d.prev = b
+	d.prev.Prefixes = slices.Clone(b.Prefixes)
+	d.mu.Unlock()
+	// Before the drop below: attachments get their successor first.
+	d.renumber(prev, b, now)
 	valid := map[netip.Prefix]bool{}
 	for _, p := range b.Valid(now) {
 		valid[p] = true

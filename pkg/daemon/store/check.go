@@ -269,13 +269,14 @@ func Check(snap *Snapshot) []Problem {
 	}
 	listed := make(map[netip.Addr][]lister)
 	for _, h := range snap.Handles {
-		if h.Lost {
-			// A lost handle keeps its IPs for CHECK's message; they are
-			// released (MarkLost), not held.
-			continue
-		}
 		for _, ip := range h.IPs {
 			a := ip.Address.Addr()
+			if h.Lost && snap.Addrs[a] != h.AttachmentID {
+				// A lost handle keeps its IPs for CHECK's message; those
+				// of the lost prefix are released (MarkLost), not held.
+				// Others (a pool address beside the delegated one) are.
+				continue
+			}
 			listed[a] = append(listed[a], lister{h.AttachmentID, h.Node})
 		}
 	}

@@ -94,6 +94,14 @@ type IP struct {
 	Address netip.Prefix `json:"address"`
 	Gateway netip.Addr   `json:"gateway"`
 	Block   netip.Prefix `json:"block"`
+	// Deprecated marks an address being renumbered away from: its
+	// delegated prefix is no longer current, a successor entry (Replaces)
+	// holds the new address, and it goes at ValidUntil (the old prefix's
+	// valid end). A repeated ADD no longer returns it.
+	Deprecated bool      `json:"deprecated,omitempty"`
+	ValidUntil time.Time `json:"validUntil,omitzero"`
+	// Replaces is, on a successor entry, the address it renumbers.
+	Replaces netip.Addr `json:"replaces,omitzero"`
 }
 
 // Handle is an attachment and the addresses it holds.
