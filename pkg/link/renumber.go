@@ -32,7 +32,8 @@ var ErrIfaceMismatch = errors.New("interface missing or with another MAC")
 
 // Renumbering is one attachment's move from one address to another.
 type Renumbering struct {
-	// IfName and MAC identify the container end (MAC nil: not checked).
+	// IfName and MAC identify the container end (MAC nil: not checked;
+	// the interface must hold Old or New in any case).
 	IfName string
 	MAC    net.HardwareAddr
 	// Old and New are the addresses with their block's prefix length.
@@ -64,7 +65,8 @@ func ContainerIface(ifname string, mac net.HardwareAddr) (netlink.Link, error) {
 }
 
 // RenumberContainer applies r in the namespace of the calling thread: the
-// interface is checked first (ErrIfaceMismatch: nothing done), then the new
+// interface is checked first, its MAC and that it holds the old or the new
+// address (ErrIfaceMismatch: nothing done), then the new
 // address is added, the routes via the old gateway are moved to the new
 // one, the old address is deprecated with the valid time left (or removed
 // when none is left), and an unsolicited neighbour advertisement for the
@@ -74,6 +76,17 @@ func RenumberContainer(r Renumbering, now time.Time) error {
 	l, err := ContainerIface(r.IfName, r.MAC)
 	if err != nil {
 		return err
+	}
+	// The address is the attachment's other proof of identity, and its
+	// only one when the record has no MAC (ipamd records it for
+	// self-configuring attachments only): IPAM made both unique, so an
+	// interface holding neither is another container's.
+	held, err := missingAddrs(l, []netip.Addr{r.Old.Addr().Unmap(), r.New.Addr().Unmap()}, false)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", r.IfName, err)
+	}
+	if len(held) == 2 {
+		return fmt.Errorf("%w: interface %s holds neither %s nor %s", ErrIfaceMismatch, r.IfName, r.Old.Addr(), r.New.Addr())
 	}
 	if err := AddPermanentAddr(l, r.New); err != nil {
 		return err

@@ -280,8 +280,9 @@ func TestRenumberContainer(t *testing.T) {
 	}
 }
 
-// TestRenumberContainerRefuses: a missing interface or another MAC fails
-// with ErrIfaceMismatch and changes nothing; a valid time already past
+// TestRenumberContainerRefuses: a missing interface, another MAC, or an
+// interface holding neither address fails with ErrIfaceMismatch and
+// changes nothing; a valid time already past
 // removes the old address at once.
 func TestRenumberContainerRefuses(t *testing.T) {
 	lab := newRenumberLab(t)
@@ -291,6 +292,10 @@ func TestRenumberContainerRefuses(t *testing.T) {
 	}{
 		{"other MAC", func(r *Renumbering) { r.MAC = rnPeerMAC }},
 		{"no interface", func(r *Renumbering) { r.IfName = "eth9" }},
+		{"no MAC known, neither address held", func(r *Renumbering) {
+			r.MAC = nil
+			r.Old = netip.MustParsePrefix("2001:db8:a1::77/64")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := lab.job(time.Minute)
