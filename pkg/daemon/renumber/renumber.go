@@ -223,6 +223,9 @@ func (w *Workers) Submit(jobs ...Job) {
 			w.finish(false, false)
 		}
 	}
+	if w.ctx.Err() != nil {
+		w.drain() // Close ran meanwhile: what was queued since stays undone
+	}
 }
 
 // Wait blocks until every submitted job is done (not the deferred
@@ -269,6 +272,22 @@ func (w *Workers) Close() {
 	}
 	w.mu.Unlock()
 	w.wg.Wait()
+	w.drain()
+}
+
+// drain drops the queued tasks once the workers stopped: jobs no worker
+// took are not done, and Wait must not wait for them.
+func (w *Workers) drain() {
+	for {
+		select {
+		case t := <-w.queue:
+			if !t.remove {
+				w.finish(false, false)
+			}
+		default:
+			return
+		}
+	}
 }
 
 func (w *Workers) run() {
