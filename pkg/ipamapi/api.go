@@ -17,6 +17,7 @@ package ipamapi
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -63,6 +64,32 @@ type Attachment struct {
 	// addresses depend on it (eui64 addressing, a self-configuring mode)
 	// or DHCPv6 must recognise the client.
 	MAC string `json:"mac,omitempty"`
+}
+
+// CheckResult is ipamd's answer to CHECK: the attachment's addresses as
+// its record holds them, the truth a renumbered attachment is checked
+// against (design pd-ha-renumbering §3.5) instead of prevResult's, which
+// names the addresses of the ADD. IPs lists the current addresses first,
+// in the record's order, then the deprecated ones still valid; an old
+// address past its valid end is not listed. An empty IPs (an ipamd from
+// before this field) means "check prevResult's".
+type CheckResult struct {
+	IPs []CheckIP `json:"ips,omitempty"`
+}
+
+// CheckIP is one address of an attachment.
+type CheckIP struct {
+	// Address carries the block's prefix length, as in a CNI result.
+	Address netip.Prefix `json:"address"`
+	// Gateway is the block's gateway (zero: none).
+	Gateway netip.Addr `json:"gateway,omitzero"`
+	// Deprecated marks an old address during a renumbering's overlap: the
+	// container still holds it, not preferred, until ValidUntil.
+	Deprecated bool      `json:"deprecated,omitempty"`
+	ValidUntil time.Time `json:"validUntil,omitzero"`
+	// Replaces is, on a renumbering's new address, the old address it
+	// succeeds: routes via the old one's gateway now go via this one's.
+	Replaces netip.Addr `json:"replaces,omitzero"`
 }
 
 // IPv6Mode is how a container gets its IPv6 address: bridge-v6's ipv6Mode.

@@ -53,7 +53,18 @@ func (c *Client) Del(ctx context.Context, req *Request) error {
 
 // Check verifies that ipamd still holds the attachment's addresses.
 func (c *Client) Check(ctx context.Context, req *Request) error {
-	return c.call(ctx, PathCheck, req, nil)
+	_, err := c.CheckState(ctx, req)
+	return err
+}
+
+// CheckState is Check, returning the attachment's addresses as ipamd's
+// record holds them (see CheckResult).
+func (c *Client) CheckState(ctx context.Context, req *Request) (*CheckResult, error) {
+	var r CheckResult
+	if err := c.call(ctx, PathCheck, req, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 // Status reports whether ipamd can serve an ADD for the network.

@@ -6,6 +6,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/plugin/delegate"
 	"github.com/v6cni/v6cni/pkg/plugin/ipamplugin"
 )
@@ -65,4 +66,19 @@ func ipamVerb(ctx context.Context, typ, verb string, args *skel.CmdArgs,
 		return err
 	}
 	return exec(ctx, typ, args.StdinData)
+}
+
+// ipamCheck runs IPAM's CHECK. For v6cni's own IPAM types it returns the
+// attachment's addresses as ipamd's record holds them (nil from an ipamd
+// that does not say, or for another IPAM type: prevResult's are checked).
+func ipamCheck(ctx context.Context, typ string, args *skel.CmdArgs) (*ipamapi.CheckResult, error) {
+	if !inProcessIPAM[typ] {
+		return nil, delegate.Check(ctx, typ, args.StdinData)
+	}
+	r, err := ipamplugin.CheckState(ctx, args)
+	if err != nil {
+		ipamplugin.LogFailure(typ, "CHECK", args, err)
+		return nil, err
+	}
+	return r, nil
 }

@@ -160,7 +160,8 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "required prevResult missing", "")
 	}
-	if err := ipamVerb(context.Background(), conf.IPAM.Type, "CHECK", args, ipamplugin.Check, delegate.Check); err != nil {
+	record, err := ipamCheck(context.Background(), conf.IPAM.Type, args)
+	if err != nil {
 		return err
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
@@ -168,6 +169,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return fmt.Errorf("convert prevResult: %w", err)
 	}
 	att := newAttachment(conf, args)
+	if prev, err = withRecordedIPs(prev, att, record); err != nil {
+		return err
+	}
 	want, err := expectedState(conf, prev, att)
 	if err != nil {
 		return err

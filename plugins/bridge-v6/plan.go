@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipmath"
 	"github.com/v6cni/v6cni/pkg/link"
 	"github.com/v6cni/v6cni/pkg/macaddr"
@@ -157,15 +158,9 @@ func planAttachment(conf *bridgeconf.NetConf, result *current.Result) (*plan, er
 // interface (by name and sandbox), its MAC, the IPs assigned to it, the
 // routes (gateways resolved as ADD did) and the gateway addresses.
 func expectedState(conf *bridgeconf.NetConf, prev *current.Result, att *attachment) (*plan, error) {
-	idx := -1
-	for i, iface := range prev.Interfaces {
-		if iface.Name == att.ifName && (iface.Sandbox == "" || iface.Sandbox == att.netns) {
-			idx = i
-			break
-		}
-	}
-	if idx < 0 {
-		return nil, fmt.Errorf("prevResult has no interface %s in netns %s", att.ifName, att.netns)
+	idx, err := prevInterface(prev, att)
+	if err != nil {
+		return nil, err
 	}
 	p := &plan{}
 	if s := prev.Interfaces[idx].Mac; s != "" {
@@ -197,6 +192,148 @@ func expectedState(conf *bridgeconf.NetConf, prev *current.Result, att *attachme
 		p.routes = append(p.routes, route)
 	}
 	return p, nil
+}
+
+// prevInterface is the index of the attachment's container interface in
+// prevResult (by name and sandbox).
+func prevInterface(prev *current.Result, att *attachment) (int, error) {
+	for i, iface := range prev.Interfaces {
+		if iface.Name == att.ifName && (iface.Sandbox == "" || iface.Sandbox == att.netns) {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("prevResult has no interface %s in netns %s", att.ifName, att.netns)
+}
+
+// withRecordedIPs returns prevResult with the container interface's IPs
+// replaced by those of ipamd's record (design pd-ha-renumbering §3.5): a
+// renumbered attachment holds its new address, and its old one until that
+// one's valid end, whichever addresses its prevResult names. The record
+// lists the current addresses first, so a route without a gateway still
+// resolves to the first current gateway of its family; a route whose
+// gateway was an old address's moves to the gateway of the address that
+// replaced it, as the renumbering moved it in the container. IPs of other
+// interfaces (later plugins') are kept. With no record (another IPAM
+// type, an older ipamd) prevResult is returned unchanged.
+func withRecordedIPs(prev *current.Result, att *attachment, record *ipamapi.CheckResult) (*current.Result, error) {
+	if record == nil || len(record.IPs) == 0 {
+		return prev, nil
+	}
+	idx, err := prevInterface(prev, att)
+	if err != nil {
+		return nil, err
+	}
+	ours := make([]*current.IPConfig, 0, len(record.IPs))
+	for _, ip := range record.IPs {
+		if !ip.Address.IsValid() {
+			return nil, fmt.Errorf("ipamd's record of %s: an address is missing", att.ifName)
+		}
+		c := &current.IPConfig{Interface: current.Int(idx), Address: *link.IPNet(ip.Address)}
+		if ip.Gateway.IsValid() {
+			c.Gateway = ip.Gateway.AsSlice()
+		}
+		ours = append(ours, c)
+	}
+	// Gateways that moved: a prevResult address's gateway → its
+	// successor's, as the renumbering moved the container's routes.
+	mine := map[netip.Addr]bool{}
+	for _, ip := range prev.IPs {
+		if ip.Interface != nil && *ip.Interface == idx {
+			mine[link.AddrFromIP(ip.Address.IP)] = true
+		}
+	}
+	moved := map[netip.Addr]netip.Addr{}
+	for _, ip := range prev.IPs {
+		if ip.Interface == nil || *ip.Interface != idx {
+			continue
+		}
+		p, ok := link.PrefixFromIPNet(&ip.Address)
+		gw := link.AddrFromIP(ip.Gateway)
+		if !ok || !gw.IsValid() {
+			continue
+		}
+		if succ, ok := successor(p, record.IPs, mine); ok && succ.Gateway.IsValid() && succ.Gateway != gw {
+			moved[gw] = succ.Gateway
+		}
+	}
+
+	out := *prev
+	out.IPs = make([]*current.IPConfig, 0, len(prev.IPs)+len(ours))
+	placed := false
+	for _, ip := range prev.IPs {
+		if ip.Interface == nil || *ip.Interface != idx {
+			out.IPs = append(out.IPs, ip)
+			continue
+		}
+		if !placed {
+			out.IPs = append(out.IPs, ours...)
+			placed = true
+		}
+	}
+	if !placed {
+		out.IPs = append(out.IPs, ours...)
+	}
+	out.Routes = make([]*types.Route, 0, len(prev.Routes))
+	for _, r := range prev.Routes {
+		if to, ok := moved[link.AddrFromIP(r.GW)]; ok && r.GW != nil {
+			c := *r
+			c.GW = to.AsSlice()
+			r = &c
+		}
+		out.Routes = append(out.Routes, r)
+	}
+	return &out, nil
+}
+
+// successor is the record's address that took over from old: the one
+// whose Replaces names it, else (old itself not current in the record)
+// the only current address, not in
+// prevResult (mine), with old's prefix length and interface ID (a
+// renumbering keeps the interface ID: design §3.1), for a record that no
+// longer says what replaced what once the old address was dropped.
+func successor(old netip.Prefix, record []ipamapi.CheckIP, mine map[netip.Addr]bool) (ipamapi.CheckIP, bool) {
+	for _, r := range record {
+		if r.Replaces.IsValid() && r.Replaces == old.Addr() {
+			return r, true
+		}
+	}
+	for _, r := range record {
+		if r.Address.Addr() == old.Addr() && !r.Deprecated {
+			return ipamapi.CheckIP{}, false // still current: not renumbered
+		}
+	}
+	var found []ipamapi.CheckIP
+	for _, r := range record {
+		if r.Deprecated || mine[r.Address.Addr()] || r.Address.Bits() != old.Bits() ||
+			r.Address.Addr().BitLen() != old.Addr().BitLen() || hostPart(r.Address) != hostPart(old) {
+			continue
+		}
+		found = append(found, r)
+	}
+	if len(found) != 1 {
+		return ipamapi.CheckIP{}, false
+	}
+	return found[0], true
+}
+
+// hostPart is p's address with its prefix bits cleared (16 bytes, IPv4 in
+// its mapped form).
+func hostPart(p netip.Prefix) [16]byte {
+	b := p.Addr().As16()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	for i := range b {
+		switch {
+		case bits >= 8:
+			b[i], bits = 0, bits-8
+		case bits > 0:
+			b[i] &= 0xff >> bits
+			bits = 0
+		}
+	}
+	return b
 }
 
 // gatewaysByFamily maps an address family (4 or 6) to its gateway: the one

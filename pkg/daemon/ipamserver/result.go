@@ -3,11 +3,14 @@ package ipamserver
 import (
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/v6cni/v6cni/pkg/daemon/allocator"
+	"github.com/v6cni/v6cni/pkg/daemon/store"
+	"github.com/v6cni/v6cni/pkg/ipamapi"
 	"github.com/v6cni/v6cni/pkg/ipamconf"
 )
 
@@ -33,4 +36,41 @@ func cniResult(a *allocator.Assignment, conf *ipamconf.NetConf) *current.Result 
 
 func ipNet(p netip.Prefix) net.IPNet {
 	return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// checkResult renders a handle as CHECK's answer: its current addresses in
+// the record's order, then its deprecated ones still valid at now (design
+// pd-ha-renumbering §3.5: expected present until ValidUntil, absent
+// after). Current first keeps the rule by which a CNI route without a
+// gateway goes via the first address's gateway of its family.
+func checkResult(h *store.Handle, now time.Time) *ipamapi.CheckResult {
+	r := &ipamapi.CheckResult{}
+	if h == nil {
+		return r
+	}
+	var deprecated []ipamapi.CheckIP
+	for _, ip := range h.IPs {
+		c := checkIP(ip)
+		if !c.Deprecated {
+			r.IPs = append(r.IPs, c)
+		} else if c.ValidUntil.IsZero() || now.Before(c.ValidUntil) {
+			deprecated = append(deprecated, c)
+		}
+	}
+	r.IPs = append(r.IPs, deprecated...)
+	return r
+}
+
+// checkIP is one address of a handle for CHECK.
+//
+// TODO(i14 merge): store.IP gains Deprecated, ValidUntil and Replaces
+// (helper "alloc", design §3.2); they are not on this branch yet. Once
+// merged, copy them here:
+//
+//	Deprecated: ip.Deprecated, ValidUntil: ip.ValidUntil, Replaces: ip.Replaces,
+//
+// Until then every address of the record counts as current, which is
+// today's behaviour (no renumbering writes two addresses).
+func checkIP(ip store.IP) ipamapi.CheckIP {
+	return ipamapi.CheckIP{Address: ip.Address, Gateway: ip.Gateway}
 }

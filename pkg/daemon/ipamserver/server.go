@@ -363,8 +363,20 @@ func (s *Server) del(ctx context.Context, c *call) (any, error) {
 	return nil, nil
 }
 
+// check answers, once the allocator found the attachment's record sound,
+// with the addresses the record holds (ipamapi.CheckResult): a renumbered
+// attachment is checked against them, not against prevResult's.
 func (s *Server) check(ctx context.Context, c *call) (any, error) {
-	return nil, s.alloc.Check(ctx, c.id)
+	if err := s.alloc.Check(ctx, c.id); err != nil {
+		return nil, err
+	}
+	// A second read: allocator.Check returns no handle. A DEL in between
+	// leaves an empty answer, and the plugin checks prevResult's.
+	h, err := s.store.Handle(ctx, c.id)
+	if err != nil {
+		return nil, err
+	}
+	return checkResult(h, time.Now()), nil
 }
 
 func (s *Server) status(ctx context.Context, c *call) (any, error) {

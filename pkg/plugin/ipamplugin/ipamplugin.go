@@ -139,6 +139,19 @@ func Check(ctx context.Context, args *skel.CmdArgs) error {
 	return call(ctx, args, (*ipamapi.Client).Check)
 }
 
+// CheckState is Check, returning the attachment's addresses as ipamd's
+// record holds them: after a renumbering they are no longer prevResult's
+// (see ipamapi.CheckResult). bridge-v6 checks the container against them.
+func CheckState(ctx context.Context, args *skel.CmdArgs) (*ipamapi.CheckResult, error) {
+	conf, client, err := load(args)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ipamapi.DefaultTimeout)
+	defer cancel()
+	return client.CheckState(ctx, request(conf, args))
+}
+
 // Status answers 0 only when ipamd answers that it can serve this network;
 // an unreachable ipamd is code 50, not 11: STATUS reports, it is not retried.
 func Status(ctx context.Context, args *skel.CmdArgs) error {
