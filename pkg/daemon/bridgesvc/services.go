@@ -270,7 +270,7 @@ func (s *Services) configure(b *bridgeService) {
 			dns = append(dns, a)
 		}
 	}
-	raCfg := ra.Config{Interface: b.bridge, Mode: b.mode, Prefixes: prefixes, MTU: ns.MTU, DNS: dns, Search: ns.Search}
+	raCfg := ra.Config{Interface: b.bridge, Mode: b.mode, Prefixes: ra.Prefixes(prefixes...), MTU: ns.MTU, DNS: dns, Search: ns.Search}
 	dhCfg := dhcp6server.Config{Interface: b.bridge, DNS: dns, Search: ns.Search}
 	if b.mode == ra.ModeDHCPv6Stateful {
 		bridge := b.bridge
