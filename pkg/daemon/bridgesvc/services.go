@@ -274,7 +274,10 @@ func (s *Services) configure(b *bridgeService) {
 	dhCfg := dhcp6server.Config{Interface: b.bridge, DNS: dns, Search: ns.Search}
 	if b.mode == ra.ModeDHCPv6Stateful {
 		bridge := b.bridge
-		dhCfg.Lookup = func(from dhcp6server.Origin) (netip.Addr, bool) { return s.lookup(bridge, from) }
+		dhCfg.Lookup = func(from dhcp6server.Origin) ([]dhcp6server.Lease, bool) {
+			a, ok := s.lookup(bridge, from)
+			return []dhcp6server.Lease{{Addr: a}}, ok
+		}
 	}
 	b.raCfg = raCfg
 	if b.ra != nil {
