@@ -157,6 +157,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var delegated allocator.PDSource // the RAs and DHCPv6 follow its lifetimes
 	if pdCfg.Interface != "" {
 		pd, err := pdnet.Start(ctx, pdCfg, fst, *nodeName, alloc, log)
 		if err != nil {
@@ -164,8 +165,12 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		srv.PD, srv.PDRelease = pd.State, pd.Release
 		srv.Metrics.SetPD(pd.Metrics)
+		delegated = pd
 	}
 	svc := bridgesvc.New(ctx, fst, *nodeName, log)
+	if delegated != nil {
+		svc.SetLifetimes(bridgesvc.PDLifetimes(delegated))
+	}
 	srv.Services = svc
 	srv.Metrics.SetServices(svc.Metrics)
 	defer svc.Stop()
