@@ -16,13 +16,6 @@ import (
 	"github.com/v6cni/v6cni/pkg/link"
 )
 
-// deprecateGateway and restoreGateway are DeprecateGateway and
-// RestoreGateway, replaced by recorders in tests that run no netns.
-var (
-	deprecateGateway = DeprecateGateway
-	restoreGateway   = RestoreGateway
-)
-
 // afterBlocksReleased, if set (tests), runs when ReleaseEmptyBlocks has
 // released the blocks: where an ADD can re-claim one of them.
 var afterBlocksReleased func()
@@ -44,6 +37,13 @@ func ReleaseEmptyBlocks(ctx context.Context, alloc *allocator.Allocator, grace t
 	return blocks
 }
 
+// gatewayLifetimes sets the lifetimes of a block's gateway address:
+// DeprecateGateway and RestoreGateway, recorders in tests without a netns.
+type gatewayLifetimes struct {
+	deprecate func(block netip.Prefix, validUntil time.Time) error
+	restore   func(block netip.Prefix) error
+}
+
 // followGateways (s.mu held) puts the gateway address of each delegated
 // block of b that became deprecated to preferred 0 with its remaining
 // valid lifetime (the kernel removes it at the end even if ipamd is
@@ -57,11 +57,11 @@ func (s *Services) followGateways(b *bridgeService, served map[netip.Prefix]serv
 		case !cur.delegated || cur.ended:
 			continue
 		case cur.deprecated && (!was.deprecated || was.lt != cur.lt):
-			if err = deprecateGateway(blk, cur.lt.validUntil); err == nil {
+			if err = s.gateways.deprecate(blk, cur.lt.validUntil); err == nil {
 				s.log.Info("gateway of a deprecated delegated block: preferred 0", "bridge", b.bridge, "block", blk, "validUntil", cur.lt.validUntil)
 			}
 		case !cur.deprecated && was.deprecated:
-			err = restoreGateway(blk)
+			err = s.gateways.restore(blk)
 		}
 		if err != nil {
 			s.log.Warn("gateway lifetimes", "bridge", b.bridge, "block", blk, "error", err)

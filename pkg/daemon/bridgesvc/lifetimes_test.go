@@ -51,21 +51,21 @@ type gatewayCalls struct {
 	calls []string
 }
 
-func (g *gatewayCalls) record(t *testing.T) {
-	t.Helper()
-	deprecateGateway = func(b netip.Prefix, until time.Time) error {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		g.calls = append(g.calls, fmt.Sprintf("deprecate %s %s", b, until.Format(time.TimeOnly)))
-		return nil
+func (g *gatewayCalls) setters() gatewayLifetimes {
+	return gatewayLifetimes{
+		deprecate: func(b netip.Prefix, until time.Time) error {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.calls = append(g.calls, fmt.Sprintf("deprecate %s %s", b, until.Format(time.TimeOnly)))
+			return nil
+		},
+		restore: func(b netip.Prefix) error {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.calls = append(g.calls, "restore "+b.String())
+			return nil
+		},
 	}
-	restoreGateway = func(b netip.Prefix) error {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		g.calls = append(g.calls, "restore "+b.String())
-		return nil
-	}
-	t.Cleanup(func() { deprecateGateway, restoreGateway = DeprecateGateway, RestoreGateway })
 }
 
 func (g *gatewayCalls) get() []string {
@@ -84,9 +84,9 @@ func (g *gatewayCalls) get() []string {
 // couple of seconds without any Sync.
 func TestDelegatedLifetimes(t *testing.T) {
 	var gw gatewayCalls
-	gw.record(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := New(ctx, nil, "n1", slog.New(slog.DiscardHandler))
+	s.gateways = gw.setters()
 	t.Cleanup(func() { cancel(); s.Stop() })
 
 	now := time.Now().Round(0)

@@ -45,6 +45,7 @@ type Services struct {
 	// nil: every block is advertised with the defaults.
 	lifetimes LifetimeFunc
 	watching  bool
+	gateways  gatewayLifetimes
 }
 
 // bridgeService is what runs on one bridge.
@@ -80,7 +81,8 @@ type memberAddr struct {
 // them from the handles in st. Servers run until root ends or Stop.
 func New(root context.Context, st *store.Store, node string, log *slog.Logger) *Services {
 	return &Services{root: root, st: st, node: node, log: log,
-		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}, badMAC: map[store.AttachmentID]string{}}
+		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}, badMAC: map[store.AttachmentID]string{},
+		gateways: gatewayLifetimes{deprecate: DeprecateGateway, restore: RestoreGateway}}
 }
 
 // Attached records a new (or repeated) self-configuring attachment.
