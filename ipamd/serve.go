@@ -157,6 +157,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var delegated allocator.PDSource // the RAs and DHCPv6 follow its lifetimes
 	switch {
 	case pdCfg.Mode == pdnet.ModeCluster:
 		pd, err := pdnet.StartCluster(ctx, pdCfg, db.cli, fst, *nodeName, alloc, log)
@@ -175,6 +176,7 @@ func serve(args []string, stderr io.Writer) error {
 		}()
 		srv.PD, srv.PDRelease = pd.State, pd.Release
 		srv.Metrics.SetPDStats(pd.PDStats)
+		delegated = pd
 	case pdCfg.Interface != "":
 		pd, err := pdnet.Start(ctx, pdCfg.ClientConfig(), fst, *nodeName, alloc, log)
 		if err != nil {
@@ -182,8 +184,12 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		srv.PD, srv.PDRelease = pd.State, pd.Release
 		srv.Metrics.SetPDStats(pd.PDStats)
+		delegated = pd
 	}
 	svc := bridgesvc.New(ctx, fst, *nodeName, log)
+	if delegated != nil {
+		svc.SetLifetimes(bridgesvc.PDLifetimes(delegated))
+	}
 	srv.Services = svc
 	srv.Metrics.SetServices(svc.Metrics)
 	defer svc.Stop()

@@ -51,7 +51,7 @@ func TestSLAACMode(t *testing.T) {
 	// so the RA server has its link-local address.
 	linktest.Bridge(t, e.host, e.bridge)
 	srv, err := ra.New(ra.Config{
-		Interface: e.bridge, Mode: ra.ModeSLAAC, Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:db8:cafe:3::/64")},
+		Interface: e.bridge, Mode: ra.ModeSLAAC, Prefixes: ra.Prefixes(netip.MustParsePrefix("2001:db8:cafe:3::/64")),
 		DNS: []netip.Addr{netip.MustParseAddr("2001:db8:cafe:a::e")}, Search: []string{"example.com"},
 	}, nil)
 	if err != nil {

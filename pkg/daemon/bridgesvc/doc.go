@@ -14,4 +14,9 @@
 // bridge-v6 adds the gateway address (pkg/link.AddGatewayAddrs) at ADD;
 // ReleaseEmptyBlocks removes it (pkg/link.RemoveGateway) when the block
 // goes back to the pool.
+//
+// Blocks of a delegated prefix (SetLifetimes) are advertised and handed
+// out with the prefix's remaining lifetimes; during a renumbering the old
+// block is deprecated (preferred 0) in the RA, in DHCPv6 and on the
+// bridge's gateway address until its valid end.
 package bridgesvc

@@ -41,6 +41,11 @@ type Services struct {
 	// badMAC holds the bridge of each stateful attachment whose stored
 	// MAC does not parse: DHCPv6 cannot serve it (metric and log).
 	badMAC map[store.AttachmentID]string
+	// lifetimes tells the lifetimes of delegated blocks (SetLifetimes);
+	// nil: every block is advertised with the defaults.
+	lifetimes LifetimeFunc
+	watching  bool
+	gateways  gatewayLifetimes
 }
 
 // bridgeService is what runs on one bridge.
@@ -49,16 +54,25 @@ type bridgeService struct {
 	network      string
 	members      map[store.AttachmentID]svcMember
 	raCfg        ra.Config
-	ra           *ra.Server
-	startErr     error // the servers could not be created (configuration)
-	dhcp         *dhcp6server.Server
-	cancel       context.CancelFunc
-	done         sync.WaitGroup
+	// served is the state of each of its blocks at the last configure:
+	// what the lifetime watcher compares against.
+	served   map[netip.Prefix]servedBlock
+	ra       *ra.Server
+	startErr error // the servers could not be created (configuration)
+	dhcp     *dhcp6server.Server
+	cancel   context.CancelFunc
+	done     sync.WaitGroup
 }
 
 // svcMember is one self-configuring attachment.
 type svcMember struct {
-	mac   net.HardwareAddr
+	mac net.HardwareAddr
+	// addrs are its IPv6 addresses: one, two while a renumbering
+	// overlaps (the old block's and the new one's).
+	addrs []memberAddr
+}
+
+type memberAddr struct {
 	addr  netip.Addr
 	block netip.Prefix
 }
@@ -67,7 +81,8 @@ type svcMember struct {
 // them from the handles in st. Servers run until root ends or Stop.
 func New(root context.Context, st *store.Store, node string, log *slog.Logger) *Services {
 	return &Services{root: root, st: st, node: node, log: log,
-		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}, badMAC: map[store.AttachmentID]string{}}
+		bridges: map[string]*bridgeService{}, nets: map[string]store.NetService{}, badMAC: map[store.AttachmentID]string{},
+		gateways: gatewayLifetimes{deprecate: DeprecateGateway, restore: RestoreGateway}}
 }
 
 // Attached records a new (or repeated) self-configuring attachment.
@@ -85,11 +100,10 @@ func (s *Services) Attached(ctx context.Context, req allocator.Request, config [
 	for _, ip := range res.IPs {
 		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok && a.Unmap().Is6() {
 			ones, _ := ip.Address.Mask.Size()
-			m.addr = a.Unmap()
-			m.block = netip.PrefixFrom(m.addr, ones).Masked()
+			m.addrs = append(m.addrs, memberAddr{addr: a.Unmap(), block: netip.PrefixFrom(a.Unmap(), ones).Masked()})
 		}
 	}
-	if !m.addr.IsValid() {
+	if len(m.addrs) == 0 {
 		return nil
 	}
 	s.mu.Lock()
@@ -135,11 +149,15 @@ func (s *Services) Sync(ctx context.Context) error {
 			s.log.Error("stateful DHCPv6 disabled for an attachment: stored MAC unparsable", "attachment", h.AttachmentID.String(), "mac", h.MAC, "error", err)
 			s.badMAC[h.AttachmentID] = h.Bridge
 		}
+		m := svcMember{mac: mac}
 		for _, ip := range h.IPs {
 			if ip.Address.Addr().Is6() {
-				want[h.AttachmentID] = true
-				s.add(h.Bridge, h.Mode, h.AttachmentID, svcMember{mac: mac, addr: ip.Address.Addr(), block: ip.Block})
+				m.addrs = append(m.addrs, memberAddr{addr: ip.Address.Addr(), block: ip.Block})
 			}
+		}
+		if len(m.addrs) > 0 {
+			want[h.AttachmentID] = true
+			s.add(h.Bridge, h.Mode, h.AttachmentID, m)
 		}
 	}
 	for _, b := range s.bridges {
@@ -254,16 +272,39 @@ func (s *Services) remove(bridge string, id store.AttachmentID) {
 }
 
 // configure (s.mu held) starts the bridge's servers or updates them to the
-// members' prefixes and the network's DNS and MTU.
+// members' prefixes (with the lifetimes of delegated ones) and the
+// network's DNS and MTU.
 func (s *Services) configure(b *bridgeService) {
 	ns := s.nets[b.network]
-	var prefixes []netip.Prefix
+	now := time.Now()
+	var blocks []netip.Prefix
 	for _, m := range b.members {
-		if !slices.Contains(prefixes, m.block) {
-			prefixes = append(prefixes, m.block)
+		for _, a := range m.addrs {
+			if !slices.Contains(blocks, a.block) {
+				blocks = append(blocks, a.block)
+			}
 		}
 	}
-	slices.SortFunc(prefixes, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	slices.SortFunc(blocks, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	prefixes := make([]ra.Prefix, 0, len(blocks))
+	served := map[netip.Prefix]servedBlock{}
+	for _, blk := range blocks {
+		sb := s.served(blk, now)
+		served[blk] = sb
+		p := ra.Prefix{Prefix: blk}
+		if sb.delegated {
+			if sb.ended {
+				continue // gone: advertised no more (hosts keep what they were told)
+			}
+			// The deadlines cap the defaults to the time left at each
+			// RA; a block past its preferred end is the old one of a
+			// renumbering (or a prefix the server stopped extending).
+			p.PreferredUntil, p.ValidUntil, p.Deprecated = sb.lt.preferredUntil, sb.lt.validUntil, sb.deprecated
+		}
+		prefixes = append(prefixes, p)
+	}
+	s.followGateways(b, served)
+	b.served = served
 	var dns []netip.Addr
 	for _, d := range ns.DNS {
 		if a, err := netip.ParseAddr(d); err == nil {
@@ -274,7 +315,7 @@ func (s *Services) configure(b *bridgeService) {
 	dhCfg := dhcp6server.Config{Interface: b.bridge, DNS: dns, Search: ns.Search}
 	if b.mode == ra.ModeDHCPv6Stateful {
 		bridge := b.bridge
-		dhCfg.Lookup = func(from dhcp6server.Origin) (netip.Addr, bool) { return s.lookup(bridge, from) }
+		dhCfg.Lookup = func(from dhcp6server.Origin) ([]dhcp6server.Lease, bool) { return s.lookup(bridge, from) }
 	}
 	b.raCfg = raCfg
 	if b.ra != nil {
@@ -320,27 +361,42 @@ func (s *Services) configure(b *bridgeService) {
 			}()
 		}
 	}
-	s.log.Info("serving router advertisements", "bridge", b.bridge, "mode", b.mode, "prefixes", prefixes)
+	s.log.Info("serving router advertisements", "bridge", b.bridge, "mode", b.mode, "prefixes", blocks)
 }
 
-// lookup is the DHCPv6 server's question: which address did IPAM record
+// lookup is the DHCPv6 server's question: which addresses did IPAM record
 // for the attachment behind this bridge port? The port is the attachment's
 // host veth (link.HostVethName of its container ID and interface), which
 // the container cannot choose; the frame's source must also be the MAC
-// IPAM recorded. Only what IPAM recorded is ever handed out.
-func (s *Services) lookup(bridge string, from dhcp6server.Origin) (netip.Addr, bool) {
+// IPAM recorded. Only what IPAM recorded is ever handed out. An address of
+// a delegated block goes with min(default, time left) lifetimes, preferred
+// 0 once the block is deprecated (the old address of a renumbering).
+func (s *Services) lookup(bridge string, from dhcp6server.Origin) ([]dhcp6server.Lease, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.bridges[bridge]
 	if b == nil {
-		return netip.Addr{}, false
+		return nil, false
 	}
+	now := time.Now()
 	for id, m := range b.members {
-		if link.HostVethName(id.ContainerID, id.IfName) == from.Port && m.mac != nil && m.mac.String() == from.MAC.String() {
-			return m.addr, true
+		if link.HostVethName(id.ContainerID, id.IfName) != from.Port || m.mac == nil || m.mac.String() != from.MAC.String() {
+			continue
 		}
+		var leases []dhcp6server.Lease
+		for _, a := range m.addrs {
+			l := dhcp6server.Lease{Addr: a.addr}
+			if lt, ok := s.lifetimeOf(a.block, now); ok {
+				if lt.expired(now) {
+					continue
+				}
+				l.Preferred, l.Valid, l.Deprecated = lt.left(now, dhcp6server.DefaultPreferred, dhcp6server.DefaultValid)
+			}
+			leases = append(leases, l)
+		}
+		return leases, len(leases) > 0
 	}
-	return netip.Addr{}, false
+	return nil, false
 }
 
 // Stop ends every server at ipamd's stop, bounded. No final RA with

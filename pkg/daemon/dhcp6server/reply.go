@@ -5,9 +5,10 @@
 //   - Information-Request (stateless, RA O=1): the DNS servers and the
 //     domain search list.
 //   - Solicit, Request, Renew, Rebind, Release, Decline, Confirm (stateful,
-//     RA M=1): the one address Config.Lookup returns for the client's
-//     link-layer address, with the configured lifetimes; rapid commit when
-//     enabled and asked for. A client Lookup does not know gets
+//     RA M=1): the addresses Config.Lookup returns for the client's
+//     link-layer address (one; two while a renumbering overlaps, the old
+//     one deprecated), each with its lifetimes, in one IA_NA; rapid commit
+//     when enabled and asked for. A client Lookup does not know gets
 //     NoAddrsAvail.
 //
 // A client is identified by what the kernel says about the frame that
@@ -39,6 +40,26 @@ const (
 	DefaultValid     = 2 * time.Hour
 )
 
+// MaxLimitedT1 caps T1 (and T2 at 1.6 × it, the ratio of 0.5 and 0.8) of
+// an IA holding a lease with its own valid lifetime: an address of a
+// delegated prefix, which can be renumbered. The client asks again within
+// it and so learns the successor address soon after a renumbering.
+const MaxLimitedT1 = 30 * time.Second
+
+// Lease is one address Lookup hands to a client, and its lifetimes.
+type Lease struct {
+	Addr netip.Addr
+	// Preferred and Valid lifetimes: 0 means Config.Preferred and
+	// Config.Valid (a Preferred left 0 is also capped to Valid). A Valid
+	// of its own marks a lease whose lifetime runs out (a delegated
+	// prefix's): the IA's T1 is then at most MaxLimitedT1.
+	Preferred, Valid time.Duration
+	// Deprecated hands the address out with preferred lifetime 0 (0 in
+	// Preferred means the default): the old address of a renumbering,
+	// kept valid while the client moves to the new one.
+	Deprecated bool
+}
+
 // Config is what one interface serves.
 type Config struct {
 	// Interface is the name of the interface (the bridge) to serve.
@@ -47,17 +68,20 @@ type Config struct {
 	DNS []netip.Addr
 	// Search is the domain search list (OPTION_DOMAIN_LIST).
 	Search []string
-	// Preferred and Valid lifetimes of the address; 0 means
-	// DefaultPreferred, DefaultValid. T1 and T2 are 0.5 and 0.8 of
-	// Preferred.
+	// Preferred and Valid lifetimes of the addresses whose Lease leaves
+	// them 0; 0 means DefaultPreferred, DefaultValid. T1 and T2 are 0.5
+	// and 0.8 of the shortest preferred lifetime of the IA's
+	// non-deprecated leases (see MaxLimitedT1).
 	Preferred, Valid time.Duration
 	// RapidCommit answers a Solicit that asks for it with a Reply at once.
 	RapidCommit bool
-	// Lookup returns the address IPAM recorded for the attachment behind
-	// the port and link-layer source of from; nil serves
-	// Information-Requests only (every address request gets
-	// NoAddrsAvail). Called concurrently.
-	Lookup func(from Origin) (netip.Addr, bool)
+	// Lookup returns the addresses IPAM recorded for the attachment
+	// behind the port and link-layer source of from (during a
+	// renumbering: the old one deprecated and the new one); false or no
+	// usable lease means unknown. nil serves Information-Requests only
+	// (every address request gets NoAddrsAvail). Called concurrently, for
+	// each message: lifetimes are those left at that time.
+	Lookup func(from Origin) ([]Lease, bool)
 }
 
 // Origin is where a message came from, as the kernel saw it: nothing in it
@@ -139,12 +163,13 @@ func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, from Origin) (
 		return nil, fmt.Errorf("%w: message type %s", ErrDrop, msg.Type())
 	}
 
-	var addr netip.Addr
-	known := false
+	var leases []offer
 	if len(from.MAC) == 6 && from.Port != "" && c.Lookup != nil {
-		addr, known = c.Lookup(from)
-		known = known && addr.Is6() && !addr.Is4In6()
+		if got, ok := c.Lookup(from); ok {
+			leases = offers(c, got)
+		}
 	}
+	known := len(leases) > 0
 
 	replyType := dhcpv6.MessageTypeReply
 	if msg.Type() == dhcpv6.MessageTypeSolicit {
@@ -168,7 +193,7 @@ func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, from Origin) (
 			reply.MessageType = dhcpv6.MessageTypeReply
 			dhcpv6.WithRapidCommit(reply)
 		}
-		addIAs(reply, c, msg, addr)
+		addIAs(reply, msg, leases)
 	case dhcpv6.MessageTypeRequest:
 		if !known {
 			for _, ia := range msg.Options.IANA() {
@@ -177,7 +202,7 @@ func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, from Origin) (
 			reply.AddOption(status(iana.StatusNoAddrsAvail, "no address for this client"))
 			return reply, nil
 		}
-		addIAs(reply, c, msg, addr)
+		addIAs(reply, msg, leases)
 	case dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRebind:
 		if !known {
 			// No binding: addresses the client holds are not ours to
@@ -195,7 +220,7 @@ func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, from Origin) (
 			}
 			return reply, nil
 		}
-		addIAs(reply, c, msg, addr)
+		addIAs(reply, msg, leases)
 	case dhcpv6.MessageTypeRelease:
 		// The address stays IPAM's: nothing to free here.
 		reply.AddOption(status(iana.StatusSuccess, "released"))
@@ -211,7 +236,7 @@ func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, from Origin) (
 		for _, ia := range msg.Options.IANA() {
 			for _, a := range ia.Options.Addresses() {
 				held++
-				if got, ok := netip.AddrFromSlice(a.IPv6Addr); !ok || got.Unmap() != addr {
+				if got, ok := netip.AddrFromSlice(a.IPv6Addr); !ok || !holds(leases, got.Unmap()) {
 					reply.AddOption(status(iana.StatusNotOnLink, fmt.Sprintf("%s is not this client's address", a.IPv6Addr)))
 					return reply, nil
 				}
@@ -227,12 +252,79 @@ func respond(c Config, serverID dhcpv6.DUID, msg *dhcpv6.Message, from Origin) (
 	return reply, nil
 }
 
-// addIAs answers every IA_NA of msg: the first gets addr, with lifetimes
-// (any other address it names comes back with lifetimes 0, RFC 8415
-// section 18.3.4); further IA_NAs get NoAddrsAvail (one address per
+// offer is one address as it goes out.
+type offer struct {
+	addr             netip.Addr
+	preferred, valid time.Duration // whole seconds
+	deprecated       bool
+	// limited: the lease has a valid lifetime of its own (MaxLimitedT1).
+	limited bool
+}
+
+// offers is what Lookup returned with the defaults of c filled in: only
+// IPv6 addresses with a valid lifetime left, each once (the first counts).
+func offers(c Config, leases []Lease) []offer {
+	var out []offer
+	for _, l := range leases {
+		o := offer{addr: l.Addr.WithZone(""), preferred: l.Preferred, valid: l.Valid, deprecated: l.Deprecated, limited: l.Valid > 0}
+		if !o.addr.Is6() || o.addr.Is4In6() || o.valid < 0 || o.preferred < 0 || holds(out, o.addr) {
+			continue
+		}
+		if o.valid == 0 {
+			o.valid = c.Valid
+		}
+		if o.preferred == 0 {
+			o.preferred = c.Preferred
+		}
+		o.valid = o.valid.Truncate(time.Second)
+		o.preferred = min(o.preferred.Truncate(time.Second), o.valid)
+		if o.deprecated {
+			o.preferred = 0
+		}
+		if o.valid == 0 {
+			continue // its lifetime is over: not the client's any more
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+func holds(offers []offer, a netip.Addr) bool {
+	return slices.ContainsFunc(offers, func(o offer) bool { return o.addr == a })
+}
+
+// timers are T1 and T2 of an IA holding offers: 0.5 and 0.8 of the
+// shortest preferred lifetime among the non-deprecated ones (of the
+// shortest valid one when all are deprecated), at most MaxLimitedT1 and
+// 1.6 × it when an offer's lease has its own valid lifetime.
+func timers(offers []offer) (t1, t2 time.Duration) {
+	base := time.Duration(-1)
+	limited := false
+	for _, o := range offers {
+		limited = limited || o.limited
+		if !o.deprecated && (base < 0 || o.preferred < base) {
+			base = o.preferred
+		}
+	}
+	if base < 0 {
+		for _, o := range offers {
+			if base < 0 || o.valid < base {
+				base = o.valid
+			}
+		}
+	}
+	t1, t2 = base/2, base*4/5
+	if limited {
+		t1, t2 = min(t1, MaxLimitedT1), min(t2, MaxLimitedT1*8/5)
+	}
+	return t1.Truncate(time.Second), t2.Truncate(time.Second)
+}
+
+// addIAs answers every IA_NA of msg: the first gets the leases, each with
+// its lifetimes (any other address it names comes back with lifetimes 0,
+// RFC 8415 section 18.3.4); further IA_NAs get NoAddrsAvail (one IA per
 // client). IA_TA and IA_PD are not served.
-func addIAs(reply *dhcpv6.Message, c Config, msg *dhcpv6.Message, addr netip.Addr) {
-	t1, t2 := c.Preferred/2, c.Preferred*4/5
+func addIAs(reply *dhcpv6.Message, msg *dhcpv6.Message, leases []offer) {
 	for i, ia := range msg.Options.IANA() {
 		out := &dhcpv6.OptIANA{IaId: ia.IaId}
 		if i > 0 {
@@ -240,10 +332,12 @@ func addIAs(reply *dhcpv6.Message, c Config, msg *dhcpv6.Message, addr netip.Add
 			reply.AddOption(out)
 			continue
 		}
-		out.T1, out.T2 = t1, t2
-		out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(addr.AsSlice()), PreferredLifetime: c.Preferred, ValidLifetime: c.Valid})
+		out.T1, out.T2 = timers(leases)
+		for _, o := range leases {
+			out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(o.addr.AsSlice()), PreferredLifetime: o.preferred, ValidLifetime: o.valid})
+		}
 		for _, a := range ia.Options.Addresses() {
-			if got, ok := netip.AddrFromSlice(a.IPv6Addr); ok && got.Unmap() != addr {
+			if got, ok := netip.AddrFromSlice(a.IPv6Addr); ok && !holds(leases, got.Unmap()) {
 				out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: a.IPv6Addr})
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -37,11 +38,11 @@ func testConfig() Config {
 		Interface: "v6br0",
 		DNS:       []netip.Addr{netip.MustParseAddr("2001:db8:cafe:a::e"), netip.MustParseAddr("10.0.0.53")},
 		Search:    []string{"example.com"},
-		Lookup: func(from Origin) (netip.Addr, bool) {
+		Lookup: func(from Origin) ([]Lease, bool) {
 			if from.MAC.String() == knownMAC.String() && from.Port == knownPort {
-				return knownAddr, true
+				return []Lease{{Addr: knownAddr}}, true
 			}
-			return netip.Addr{}, false
+			return nil, false
 		},
 	}
 }
@@ -312,4 +313,114 @@ func offered(r *dhcpv6.Message) netip.Addr {
 		}
 	}
 	return netip.Addr{}
+}
+
+var renumberedAddr = netip.MustParseAddr("2001:db8:beef:3:11:22ff:fe33:4455")
+
+// renumberingConfig is testConfig during a renumbering: knownAddr is the
+// old address (preferred 0, 90 s left), renumberedAddr the new one, both
+// of a delegated prefix (lifetimes of their own).
+func renumberingConfig() Config {
+	cfg := testConfig()
+	cfg.Lookup = func(from Origin) ([]Lease, bool) {
+		if from.MAC.String() == knownMAC.String() && from.Port == knownPort {
+			return []Lease{
+				{Addr: knownAddr, Deprecated: true, Valid: 90*time.Second + 500*time.Millisecond},
+				{Addr: renumberedAddr, Preferred: 50 * time.Minute, Valid: 100 * time.Minute},
+			}, true
+		}
+		return nil, false
+	}
+	return cfg
+}
+
+// TestRenumberingLeases: during a renumbering every reply holding
+// addresses carries the old one deprecated with the valid time it has left
+// and the new one, T1 and T2 capped so the client comes back soon; a
+// Confirm of either is on-link; any other address comes back with
+// lifetimes 0.
+func TestRenumberingLeases(t *testing.T) {
+	cfg := renumberingConfig()
+	duid := &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: knownMAC}
+	stale := netip.MustParseAddr("2001:db8:cafe:3::99")
+	type addr struct {
+		a           netip.Addr
+		pref, valid time.Duration
+	}
+	want := []addr{{knownAddr, 0, 90 * time.Second}, {renumberedAddr, 50 * time.Minute, 100 * time.Minute}}
+	for _, tc := range []struct {
+		name string
+		m    *dhcpv6.Message
+		want []addr
+	}{
+		{"solicit", newMsg(t, dhcpv6.MessageTypeSolicit, duid, iana1()), want},
+		{"request", newMsg(t, dhcpv6.MessageTypeRequest, duid, dhcpv6.OptServerID(serverDUID), iana1()), want},
+		{"renew with the old address", newMsg(t, dhcpv6.MessageTypeRenew, duid, dhcpv6.OptServerID(serverDUID), iana1(knownAddr)), want},
+		{"rebind with a stale one", newMsg(t, dhcpv6.MessageTypeRebind, duid, iana1(knownAddr, stale)), append(want, addr{stale, 0, 0})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := respondOK(t, cfg, tc.m, noSrc)
+			ia := r.Options.OneIANA()
+			if ia == nil {
+				t.Fatalf("no IA_NA: %s", r.Summary())
+			}
+			var got []addr
+			for _, a := range ia.Options.Addresses() {
+				ip, _ := netip.AddrFromSlice(a.IPv6Addr)
+				got = append(got, addr{ip, a.PreferredLifetime, a.ValidLifetime})
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("addresses %+v, want %+v", got, tc.want)
+			}
+			if ia.T1 != MaxLimitedT1 || ia.T2 != 48*time.Second {
+				t.Errorf("T1 %s T2 %s, want %s, 48s", ia.T1, ia.T2, MaxLimitedT1)
+			}
+		})
+	}
+	for _, a := range []netip.Addr{knownAddr, renumberedAddr} {
+		r := respondOK(t, cfg, newMsg(t, dhcpv6.MessageTypeConfirm, duid, iana1(a)), noSrc)
+		if st := r.Options.Status(); st == nil || st.StatusCode != iana.StatusSuccess {
+			t.Fatalf("confirm of %s: %s", a, r.Summary())
+		}
+	}
+}
+
+func TestOffersAndTimers(t *testing.T) {
+	cfg, err := testConfig().withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr("2001:db8::a")
+	b := netip.MustParseAddr("2001:db8::b")
+	for _, tc := range []struct {
+		name   string
+		leases []Lease
+		want   []offer
+		t1, t2 time.Duration
+	}{
+		{"default", []Lease{{Addr: a}}, []offer{{a, time.Hour, 2 * time.Hour, false, false}}, 30 * time.Minute, 48 * time.Minute},
+		{"own preferred, default valid: not limited", []Lease{{Addr: a, Preferred: 20 * time.Minute}},
+			[]offer{{a, 20 * time.Minute, 2 * time.Hour, false, false}}, 10 * time.Minute, 16 * time.Minute},
+		{"own valid: T1 capped", []Lease{{Addr: a, Valid: 3 * time.Hour}}, []offer{{a, time.Hour, 3 * time.Hour, false, true}}, 30 * time.Second, 48 * time.Second},
+		{"short own lifetimes under the cap", []Lease{{Addr: a, Preferred: 20 * time.Second, Valid: 40 * time.Second}},
+			[]offer{{a, 20 * time.Second, 40 * time.Second, false, true}}, 10 * time.Second, 16 * time.Second},
+		{"valid shorter than the default preferred", []Lease{{Addr: a, Valid: 100 * time.Second}},
+			[]offer{{a, 100 * time.Second, 100 * time.Second, false, true}}, 30 * time.Second, 48 * time.Second},
+		{"only deprecated: from the valid lifetime", []Lease{{Addr: a, Deprecated: true, Valid: 40 * time.Second}},
+			[]offer{{a, 0, 40 * time.Second, true, true}}, 20 * time.Second, 32 * time.Second},
+		{"expired, IPv4, duplicate, negative dropped", []Lease{
+			{Addr: a, Valid: 500 * time.Millisecond}, {Addr: netip.MustParseAddr("10.0.0.1")}, {Addr: netip.MustParseAddr("::ffff:10.0.0.1")},
+			{Addr: b, Valid: -time.Second}, {Addr: b}, {Addr: b, Valid: time.Minute}},
+			[]offer{{b, time.Hour, 2 * time.Hour, false, false}}, 30 * time.Minute, 48 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := offers(cfg, tc.leases)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("offers %+v, want %+v", got, tc.want)
+			}
+			if t1, t2 := timers(got); t1 != tc.t1 || t2 != tc.t2 {
+				t.Fatalf("T1 %s T2 %s, want %s %s", t1, t2, tc.t1, tc.t2)
+			}
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -179,7 +180,7 @@ func (s *Server) handle(conn net.PacketConn, zone string, msg *dhcpv6.Message, f
 	}
 }
 
-// summary is the status or the address of a reply, for logs.
+// summary is the status or the addresses of a reply, for logs.
 func summary(m *dhcpv6.Message) string {
 	if st := m.Options.Status(); st != nil {
 		return st.StatusCode.String()
@@ -188,8 +189,12 @@ func summary(m *dhcpv6.Message) string {
 		if st := ia.Options.Status(); st != nil {
 			return st.StatusCode.String()
 		}
-		if a := ia.Options.OneAddress(); a != nil {
-			return a.IPv6Addr.String()
+		var addrs []string
+		for _, a := range ia.Options.Addresses() {
+			addrs = append(addrs, fmt.Sprintf("%s (preferred %s, valid %s)", a.IPv6Addr, a.PreferredLifetime, a.ValidLifetime))
+		}
+		if len(addrs) > 0 {
+			return strings.Join(addrs, ", ")
 		}
 	}
 	return "ok"

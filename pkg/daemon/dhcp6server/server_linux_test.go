@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 )
 
 const dhclientScript = `#!/bin/sh
-{ echo "reason=$reason addr=$new_ip6_address dns=$new_dhcp6_name_servers search=$new_dhcp6_domain_search"; } >> "$(dirname "$0")/events"
+{ echo "reason=$reason addr=$new_ip6_address preferred=$new_preferred_life valid=$new_max_life dns=$new_dhcp6_name_servers search=$new_dhcp6_domain_search"; } >> "$(dirname "$0")/events"
 `
 
 // lab is a bridge in a router namespace with this package's server on it,
@@ -95,12 +96,12 @@ func TestStatefulWithDhclient(t *testing.T) {
 	asked := make(chan string, 100)
 	l := startLab(t, Config{
 		DNS: []netip.Addr{netip.MustParseAddr("2001:db8:cafe:a::e")},
-		Lookup: func(from Origin) (netip.Addr, bool) {
+		Lookup: func(from Origin) ([]Lease, bool) {
 			select {
 			case asked <- from.MAC.String():
 			default:
 			}
-			return want, from.MAC.String() == mac.String()
+			return []Lease{{Addr: want}}, from.MAC.String() == mac.String()
 		},
 	}, mac)
 	line := l.waitEvent(t, "address bound", "reason=BOUND6")
@@ -113,9 +114,9 @@ func TestUnknownClientWithDhclient(t *testing.T) {
 	mac := net.HardwareAddr{2, 0, 0, 0x10, 0x20, 0x32}
 	asked := make(chan string, 100)
 	l := startLab(t, Config{
-		Lookup: func(from Origin) (netip.Addr, bool) {
+		Lookup: func(from Origin) ([]Lease, bool) {
 			asked <- from.MAC.String()
-			return netip.Addr{}, false
+			return nil, false
 		},
 	}, mac)
 	// Two Solicits answered NoAddrsAvail (the client retransmits), and
@@ -132,5 +133,43 @@ func TestUnknownClientWithDhclient(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(l.events); strings.Contains(string(b), "BOUND6") {
 		t.Fatalf("unknown client got an address: %s", b)
+	}
+}
+
+// TestRenumberingWithDhclient: a stateful client bound to an address of a
+// delegated prefix (lifetimes of its own, so a short T1) learns at its
+// next Renew, after the lookup changed to a renumbering, the new address
+// and the old one with preferred lifetime 0.
+func TestRenumberingWithDhclient(t *testing.T) {
+	mac := net.HardwareAddr{2, 0, 0, 0x10, 0x20, 0x33}
+	oldAddr := netip.MustParseAddr("2001:db8:1::33")
+	newAddr := netip.MustParseAddr("2001:db8:2::33")
+	var renumbered atomic.Bool
+	var changed atomic.Int64 // unix nanoseconds of the switch
+	l := startLab(t, Config{
+		Lookup: func(from Origin) ([]Lease, bool) {
+			if from.MAC.String() != mac.String() {
+				return nil, false
+			}
+			// Preferred 4 s: T1 2 s, so the test is short; a real
+			// delegated address has T1 MaxLimitedT1.
+			if !renumbered.Load() {
+				return []Lease{{Addr: oldAddr, Preferred: 4 * time.Second, Valid: time.Minute}}, true
+			}
+			left := time.Minute - time.Since(time.Unix(0, changed.Load()))
+			return []Lease{{Addr: oldAddr, Deprecated: true, Valid: left}, {Addr: newAddr, Preferred: 4 * time.Second, Valid: time.Minute}}, true
+		},
+	}, mac)
+	l.waitEvent(t, "old address bound", "reason=BOUND6 addr="+oldAddr.String()+" ")
+	changed.Store(time.Now().UnixNano())
+	renumbered.Store(true)
+	line := l.waitEvent(t, "new address at the next Renew", "addr="+newAddr.String()+" ")
+	t.Logf("client took the new address %s after the switch: %q", time.Since(time.Unix(0, changed.Load())).Round(time.Millisecond), line)
+	if !strings.Contains(line, "preferred=4 ") {
+		t.Errorf("new address: %q, want preferred 4", line)
+	}
+	old := l.waitEvent(t, "old address deprecated", "addr="+oldAddr.String()+" preferred=0 ")
+	if !strings.Contains(old, "reason=RENEW6") && !strings.Contains(old, "reason=REBIND6") {
+		t.Errorf("old address deprecated by %q, want a Renew", old)
 	}
 }

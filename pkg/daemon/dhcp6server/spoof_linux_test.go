@@ -71,9 +71,9 @@ func TestSpoofedDUIDInNetns(t *testing.T) {
 		mac  string
 		addr netip.Addr
 	}{portA: {macA.String(), addrA}, portB: {macB.String(), addrB}}
-	cfg := Config{Interface: linktest.Name("dsbr"), Lookup: func(from Origin) (netip.Addr, bool) {
+	cfg := Config{Interface: linktest.Name("dsbr"), Lookup: func(from Origin) ([]Lease, bool) {
 		b, ok := bound[from.Port]
-		return b.addr, ok && b.mac == from.MAC.String()
+		return []Lease{{Addr: b.addr}}, ok && b.mac == from.MAC.String()
 	}}
 	linktest.Bridge(t, router, cfg.Interface)
 	s, err := New(cfg, nil)

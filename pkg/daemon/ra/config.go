@@ -58,10 +58,11 @@ type Config struct {
 	// Mode is ModeSLAAC, ModeDHCPv6Stateless or ModeDHCPv6Stateful.
 	Mode string
 	// Prefixes are advertised in Prefix Information options, on-link
-	// (L=1), autonomous (A=1) except in ModeDHCPv6Stateful. They must be
-	// IPv6 and, in the SLAAC modes, /64 (what SLAAC on Ethernet forms
-	// addresses in). Host bits are ignored.
-	Prefixes []netip.Prefix
+	// (L=1), autonomous (A=1) except in ModeDHCPv6Stateful, each with its
+	// own lifetimes. They must be IPv6 and, in the SLAAC modes, /64 (what
+	// SLAAC on Ethernet forms addresses in). Host bits are ignored; of two
+	// entries for one prefix the first counts.
+	Prefixes []Prefix
 	// MTU, when > 0, is advertised in an MTU option (1280..65535).
 	MTU int
 	// DNS servers, advertised in an RDNSS option; IPv4 entries are
@@ -76,13 +77,60 @@ type Config struct {
 	// else MinMaxInterval..MaxMaxInterval. The minimum is derived as
 	// RFC 4861 does (0.33 × max, or 0.75 × max below 9 s).
 	MaxInterval time.Duration
-	// ValidLifetime and PreferredLifetime of the prefixes: 0 means the
-	// RFC 4861 defaults (30 days, 7 days).
+	// ValidLifetime and PreferredLifetime of the prefixes whose Prefix
+	// entry leaves them 0: 0 here means the RFC 4861 defaults (30 days,
+	// 7 days).
 	ValidLifetime, PreferredLifetime time.Duration
 	// NoFinalRA: stopping sends no final RA with router lifetime 0. For a
 	// planned restart: the hosts keep their default route until the next
 	// server's first RA instead of losing it in between.
 	NoFinalRA bool
+}
+
+// Prefix is one advertised prefix and its lifetimes.
+type Prefix struct {
+	Prefix netip.Prefix
+	// Preferred and Valid lifetimes: 0 means Config.PreferredLifetime and
+	// Config.ValidLifetime (a Preferred left 0 is also capped to Valid).
+	// Because 0 means "the default", a preferred lifetime of 0 is said
+	// with Deprecated.
+	Preferred, Valid time.Duration
+	// Deprecated advertises preferred lifetime 0, whatever Preferred
+	// says: hosts keep their addresses in the prefix (until the valid
+	// lifetime ends) but pick them for no new connection. The old prefix
+	// of a renumbering is advertised so during the overlap.
+	Deprecated bool
+	// PreferredUntil and ValidUntil, when not zero, cap what each RA
+	// advertises to the time left until then (0 once past): the lifetimes
+	// of a delegated prefix run out, and an RA repeating a fixed lifetime
+	// would extend a host's address beyond them at every RA.
+	PreferredUntil, ValidUntil time.Time
+}
+
+// Prefixes is ps with the Config's lifetimes, for Config.Prefixes.
+func Prefixes(ps ...netip.Prefix) []Prefix {
+	out := make([]Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = Prefix{Prefix: p}
+	}
+	return out
+}
+
+// lifetimes are the preferred and valid lifetimes p advertises at now
+// (p defaulted by withDefaults), whole seconds as on the wire.
+func (p Prefix) lifetimes(now time.Time) (preferred, valid time.Duration) {
+	preferred, valid = p.Preferred, p.Valid
+	if !p.ValidUntil.IsZero() {
+		valid = min(valid, max(p.ValidUntil.Sub(now), 0))
+	}
+	if !p.PreferredUntil.IsZero() {
+		preferred = min(preferred, max(p.PreferredUntil.Sub(now), 0))
+	}
+	if p.Deprecated {
+		preferred = 0
+	}
+	valid = valid.Truncate(time.Second)
+	return min(preferred.Truncate(time.Second), valid), valid
 }
 
 // withDefaults returns c with zero values replaced by their defaults and
@@ -96,20 +144,6 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("ra: mode %q: want %s, %s or %s", c.Mode, ModeSLAAC, ModeDHCPv6Stateless, ModeDHCPv6Stateful)
 	}
-	prefixes := make([]netip.Prefix, 0, len(c.Prefixes))
-	for _, p := range c.Prefixes {
-		if !p.IsValid() || !p.Addr().Is6() || p.Addr().Is4In6() {
-			return c, fmt.Errorf("ra: prefix %s is not an IPv6 prefix", p)
-		}
-		if c.Mode != ModeDHCPv6Stateful && p.Bits() != 64 {
-			return c, fmt.Errorf("ra: prefix %s: mode %s needs /64 prefixes (SLAAC forms 64-bit interface IDs)", p, c.Mode)
-		}
-		p = p.Masked()
-		if !slices.Contains(prefixes, p) {
-			prefixes = append(prefixes, p)
-		}
-	}
-	c.Prefixes = prefixes
 	if c.MTU != 0 && (c.MTU < 1280 || c.MTU > 65535) {
 		return c, fmt.Errorf("ra: mtu %d out of range (0 for none, or 1280..65535)", c.MTU)
 	}
@@ -147,6 +181,29 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ValidLifetime < 0 || c.PreferredLifetime < 0 || c.PreferredLifetime > c.ValidLifetime {
 		return c, fmt.Errorf("ra: lifetimes preferred %s, valid %s: want 0 <= preferred <= valid", c.PreferredLifetime, c.ValidLifetime)
 	}
+	prefixes := make([]Prefix, 0, len(c.Prefixes))
+	for _, p := range c.Prefixes {
+		if !p.Prefix.IsValid() || !p.Prefix.Addr().Is6() || p.Prefix.Addr().Is4In6() {
+			return c, fmt.Errorf("ra: prefix %s is not an IPv6 prefix", p.Prefix)
+		}
+		if c.Mode != ModeDHCPv6Stateful && p.Prefix.Bits() != 64 {
+			return c, fmt.Errorf("ra: prefix %s: mode %s needs /64 prefixes (SLAAC forms 64-bit interface IDs)", p.Prefix, c.Mode)
+		}
+		p.Prefix = p.Prefix.Masked()
+		if p.Valid == 0 {
+			p.Valid = c.ValidLifetime
+		}
+		if p.Preferred == 0 {
+			p.Preferred = min(c.PreferredLifetime, p.Valid)
+		}
+		if p.Valid < 0 || p.Preferred < 0 || p.Preferred > p.Valid {
+			return c, fmt.Errorf("ra: prefix %s: lifetimes preferred %s, valid %s: want 0 <= preferred <= valid", p.Prefix, p.Preferred, p.Valid)
+		}
+		if !slices.ContainsFunc(prefixes, func(q Prefix) bool { return q.Prefix == p.Prefix }) {
+			prefixes = append(prefixes, p)
+		}
+	}
+	c.Prefixes = prefixes
 	return c, nil
 }
 

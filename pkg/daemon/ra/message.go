@@ -20,14 +20,14 @@ func Advertisement(cfg Config, src net.HardwareAddr) (*ndp.RouterAdvertisement, 
 	if err != nil {
 		return nil, err
 	}
-	return build(c, src, nil, false), nil
+	return build(c, src, nil, false, time.Now()), nil
 }
 
 // build makes the RA of a validated, defaulted config. Withdrawn prefixes
 // (removed by an Update) are advertised with lifetimes 0 so hosts deprecate
 // their addresses at once; final advertises router lifetime 0 (the server is
-// stopping).
-func build(c Config, src net.HardwareAddr, withdrawn []netip.Prefix, final bool) *ndp.RouterAdvertisement {
+// stopping). Each prefix carries its lifetimes as of now (Prefix.lifetimes).
+func build(c Config, src net.HardwareAddr, withdrawn []netip.Prefix, final bool, now time.Time) *ndp.RouterAdvertisement {
 	ra := &ndp.RouterAdvertisement{
 		CurrentHopLimit:      curHopLimit,
 		ManagedConfiguration: c.Mode == ModeDHCPv6Stateful,
@@ -39,13 +39,14 @@ func build(c Config, src net.HardwareAddr, withdrawn []netip.Prefix, final bool)
 	}
 	autonomous := c.Mode != ModeDHCPv6Stateful
 	for _, p := range c.Prefixes {
+		preferred, valid := p.lifetimes(now)
 		ra.Options = append(ra.Options, &ndp.PrefixInformation{
-			PrefixLength:                   uint8(p.Bits()),
+			PrefixLength:                   uint8(p.Prefix.Bits()),
 			OnLink:                         true,
 			AutonomousAddressConfiguration: autonomous,
-			ValidLifetime:                  c.ValidLifetime,
-			PreferredLifetime:              c.PreferredLifetime,
-			Prefix:                         p.Addr(),
+			ValidLifetime:                  valid,
+			PreferredLifetime:              preferred,
+			Prefix:                         p.Prefix.Addr(),
 		})
 	}
 	for _, p := range withdrawn {

@@ -66,7 +66,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	// Marshal once so that a bad search domain fails here, not in Run.
-	if _, err := ndp.MarshalMessage(build(c, nil, nil, false)); err != nil {
+	if _, err := ndp.MarshalMessage(build(c, nil, nil, false, time.Now())); err != nil {
 		return nil, fmt.Errorf("ra: %s: %w", c.Interface, err)
 	}
 	if logger == nil {
@@ -80,23 +80,31 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}, nil
 }
 
-// Update replaces what the server advertises (prefixes, DNS, mode, MTU,
-// lifetimes) without a restart; the interface cannot change. A running
-// server sends an RA with the new content at once (within the 3 s minimum
-// between multicast RAs); prefixes no longer in cfg are advertised with
-// lifetimes 0 in the next few RAs, so hosts deprecate their addresses.
+// Update replaces what the server advertises (prefixes and their
+// lifetimes, DNS, mode, MTU) without a restart; the interface cannot
+// change. When the content changed, a running server sends an RA with it
+// at once: right away if the last multicast RA is at least
+// MIN_DELAY_BETWEEN_RAS (3 s) old, else when it is (RFC 4861 section
+// 6.2.6 allows no more); then, as after a start, the next few RAs come at
+// most 16 s apart (section 6.2.4 treats a change like an initialisation),
+// so a host that missed one learns it soon. Prefixes no longer in cfg are
+// advertised with lifetimes 0 in the next few RAs, so hosts deprecate
+// their addresses. An Update that changes nothing sends nothing.
 func (s *Server) Update(cfg Config) error {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return err
 	}
-	if _, err := ndp.MarshalMessage(build(c, nil, nil, false)); err != nil {
+	if _, err := ndp.MarshalMessage(build(c, nil, nil, false, time.Now())); err != nil {
 		return fmt.Errorf("ra: %s: %w", c.Interface, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c.Interface != s.cfg.Interface {
 		return fmt.Errorf("ra: update names interface %s, the server serves %s", c.Interface, s.cfg.Interface)
+	}
+	if sameConfig(c, s.cfg) {
+		return nil
 	}
 	s.cfg = c
 	select {
@@ -206,6 +214,7 @@ func (s *Server) serve(ctx context.Context, conn *ndp.Conn, ifi *net.Interface) 
 	cfg := s.config()
 	var (
 		sent         int          // multicast RAs sent on this socket
+		sinceChange  int          // of them since the start or the last Update
 		lastMcast    time.Time    // when the last one went out
 		withdrawn    []withdrawal // prefixes removed by Update
 		tokens       = float64(unicastBurst)
@@ -220,18 +229,19 @@ func (s *Server) serve(ctx context.Context, conn *ndp.Conn, ifi *net.Interface) 
 		for _, x := range withdrawn {
 			w = append(w, x.prefix)
 		}
-		return build(cfg, ifi.HardwareAddr, w, final)
+		return build(cfg, ifi.HardwareAddr, w, final, time.Now())
 	}
 	multicast := func() error {
 		err := conn.WriteTo(advertisement(false), nil, allNodes)
 		sent++
+		sinceChange++
 		lastMcast = time.Now()
 		pendingMcast = false
 		for i := range withdrawn {
 			withdrawn[i].left--
 		}
 		withdrawn = slices.DeleteFunc(withdrawn, func(x withdrawal) bool { return x.left <= 0 })
-		resetTimer(timer, nextInterval(cfg.MaxInterval, sent))
+		resetTimer(timer, nextInterval(cfg.MaxInterval, sinceChange))
 		if err != nil {
 			return fmt.Errorf("send router advertisement on %s: %w", ifi.Name, err)
 		}
@@ -240,11 +250,7 @@ func (s *Server) serve(ctx context.Context, conn *ndp.Conn, ifi *net.Interface) 
 	}
 	// asap schedules a multicast RA as soon as the minimum delay allows.
 	asap := func(delay time.Duration) {
-		at := max(time.Until(lastMcast.Add(minDelayBetweenRAs)), delay)
-		if sent == 0 {
-			at = delay
-		}
-		resetTimer(timer, at)
+		resetTimer(timer, mcastDelay(time.Now(), lastMcast, sent, delay))
 		pendingMcast = true
 	}
 
@@ -267,13 +273,9 @@ func (s *Server) serve(ctx context.Context, conn *ndp.Conn, ifi *net.Interface) 
 			}
 		case <-s.updated:
 			next := s.config()
-			for _, p := range cfg.Prefixes {
-				if !slices.Contains(next.Prefixes, p) {
-					withdrawn = append(withdrawn, withdrawal{prefix: p, left: withdrawnAdvertisements})
-				}
-			}
-			withdrawn = slices.DeleteFunc(withdrawn, func(x withdrawal) bool { return slices.Contains(next.Prefixes, x.prefix) })
+			withdrawn = withdraw(withdrawn, cfg.Prefixes, next.Prefixes)
 			cfg = next
+			sinceChange = 0
 			asap(0)
 		case rs := <-solicits:
 			if !rs.src.IsUnspecified() {
@@ -301,6 +303,46 @@ func (s *Server) serve(ctx context.Context, conn *ndp.Conn, ifi *net.Interface) 
 type withdrawal struct {
 	prefix netip.Prefix
 	left   int
+}
+
+// withdraw adds to withdrawn the prefixes of prev missing from next (each
+// for withdrawnAdvertisements RAs) and drops those next advertises again.
+func withdraw(withdrawn []withdrawal, prev, next []Prefix) []withdrawal {
+	in := func(ps []Prefix, p netip.Prefix) bool {
+		return slices.ContainsFunc(ps, func(q Prefix) bool { return q.Prefix == p })
+	}
+	for _, p := range prev {
+		if !in(next, p.Prefix) {
+			withdrawn = append(withdrawn, withdrawal{prefix: p.Prefix, left: withdrawnAdvertisements})
+		}
+	}
+	return slices.DeleteFunc(withdrawn, func(x withdrawal) bool { return in(next, x.prefix) })
+}
+
+// mcastDelay is how long to wait, at now, before a multicast RA wanted
+// after delay (0 for a configuration change, random up to 500 ms for a
+// solicitation), when the last one went out at last and sent have gone
+// out on this socket: consecutive multicast RAs are at least
+// MIN_DELAY_BETWEEN_RAS apart (RFC 4861 section 6.2.6); the first one is
+// not held back.
+func mcastDelay(now, last time.Time, sent int, delay time.Duration) time.Duration {
+	if sent == 0 {
+		return delay
+	}
+	return max(last.Add(minDelayBetweenRAs).Sub(now), delay)
+}
+
+// sameConfig reports whether a and b (both defaulted) advertise the same.
+func sameConfig(a, b Config) bool {
+	return a.Interface == b.Interface && a.Mode == b.Mode && a.MTU == b.MTU &&
+		a.RouterLifetime == b.RouterLifetime && a.MaxInterval == b.MaxInterval &&
+		a.ValidLifetime == b.ValidLifetime && a.PreferredLifetime == b.PreferredLifetime &&
+		a.NoFinalRA == b.NoFinalRA &&
+		slices.Equal(a.DNS, b.DNS) && slices.Equal(a.Search, b.Search) &&
+		slices.EqualFunc(a.Prefixes, b.Prefixes, func(x, y Prefix) bool {
+			return x.Prefix == y.Prefix && x.Preferred == y.Preferred && x.Valid == y.Valid &&
+				x.Deprecated == y.Deprecated && x.PreferredUntil.Equal(y.PreferredUntil) && x.ValidUntil.Equal(y.ValidUntil)
+		})
 }
 
 // readSolicitations feeds valid solicitations to out until the socket

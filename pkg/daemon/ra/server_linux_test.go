@@ -35,7 +35,7 @@ func TestSLAACWithKernelAndRdisc6(t *testing.T) {
 
 	prefix := netip.MustParsePrefix("2001:db8:1:2::/64")
 	cfg := Config{
-		Interface: bridge, Mode: ModeSLAAC, Prefixes: []netip.Prefix{prefix}, MTU: 1400,
+		Interface: bridge, Mode: ModeSLAAC, Prefixes: Prefixes(prefix), MTU: 1400,
 		DNS: []netip.Addr{netip.MustParseAddr("2001:db8:cafe:a::e")}, Search: []string{"example.com", "svc.example.com"},
 		RouterLifetime: 600 * time.Second,
 	}
@@ -93,7 +93,7 @@ func TestSLAACWithKernelAndRdisc6(t *testing.T) {
 	// A new prefix: the host forms the address in it; the old one is
 	// advertised with lifetimes 0, so the host deprecates its address.
 	next := netip.MustParsePrefix("2001:db8:1:3::/64")
-	cfg.Prefixes = []netip.Prefix{next}
+	cfg.Prefixes = Prefixes(next)
 	if err := s.Update(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestModesWithRdisc6(t *testing.T) {
 			router, cont := linktest.NewNS(t), linktest.NewNS(t)
 			bridge := linktest.Name("rabr")
 			linktest.Bridge(t, router, bridge)
-			s, err := New(Config{Interface: bridge, Mode: tc.mode, Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:db8:5::/64")}}, nil)
+			s, err := New(Config{Interface: bridge, Mode: tc.mode, Prefixes: Prefixes(netip.MustParsePrefix("2001:db8:5::/64"))}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
