@@ -310,6 +310,16 @@ func pdCmd(args []string, stdout, stderr io.Writer) error {
 				_, err := fmt.Fprintln(w, "prefix delegation is not configured (ipamd serve --pd-interface IFACE)")
 				return err
 			}
+			if st.Mode == "cluster" {
+				leader := "none"
+				if st.Leader != "" {
+					leader = st.Leader
+					if !st.LeaderSince.IsZero() {
+						leader += " (since " + st.LeaderSince.Local().Format(time.TimeOnly) + ")"
+					}
+				}
+				fmt.Fprintf(w, "mode:      cluster  segment %s  leader %s  this node: %s\n", st.Segment, leader, orDash(st.Role))
+			}
 			fmt.Fprintf(w, "interface: %s\nserver:    %s %s\nclient:    DUID %s IAID %08x\nrenew in:  %s\nrebind in: %s\n",
 				st.Interface, orDash(st.Server), st.ServerDUID, st.ClientDUID, st.IAID, orDash(st.RenewIn), orDash(st.RebindIn))
 			if len(st.Prefixes) == 0 {

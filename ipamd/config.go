@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/v6cni/v6cni/pkg/daemon/bgpspeaker"
-	"github.com/v6cni/v6cni/pkg/daemon/dhcp6pd"
+	"github.com/v6cni/v6cni/pkg/daemon/pdnet"
 )
 
 // fileConfig is ipamd's YAML config file (--config). Every flag of serve
@@ -141,19 +141,21 @@ func checkInlineSecrets(path string, bgp json.RawMessage) error {
 	return nil
 }
 
-// pdConfig merges the config file's pd section with the flags (which win).
-func pdConfig(section json.RawMessage, iface string, prefixLen int) (dhcp6pd.Config, error) {
-	var cfg dhcp6pd.Config
-	if len(section) > 0 && string(section) != "null" {
-		if err := json.Unmarshal(section, &cfg); err != nil {
-			return cfg, fmt.Errorf("--config: pd: %w", err)
-		}
+// pdConfig merges the config file's pd section (pdnet.ParseConfig) with
+// the flags (which win).
+func pdConfig(section json.RawMessage, iface string, prefixLen int) (pdnet.Config, error) {
+	cfg, err := pdnet.ParseConfig(section)
+	if err != nil {
+		return cfg, fmt.Errorf("--config: %w", err)
 	}
 	if iface != "" {
 		cfg.Interface = iface
 	}
 	if prefixLen != 0 {
 		cfg.PrefixLength = prefixLen
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("--config: %w", err)
 	}
 	return cfg, nil
 }

@@ -100,3 +100,38 @@ func TestInlinePasswordNeedsPrivateConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestPDConfig: the pd section goes through pdnet.ParseConfig (unknown
+// keys refused), flags win over it, and the result is validated after
+// the flags are applied.
+func TestPDConfig(t *testing.T) {
+	for _, tc := range []struct {
+		section, iface string
+		plen           int
+		wantErr        string
+		wantIface      string
+		wantLen        int
+	}{
+		{section: `{"interface": "eth1", "prefixLength": 56}`, wantIface: "eth1", wantLen: 56},
+		{section: `{"interface": "eth1", "prefixLength": 56}`, iface: "eth2", plen: 60, wantIface: "eth2", wantLen: 60},
+		{section: ``, iface: "eth3", wantIface: "eth3"},
+		{section: `{"interfaces": "eth1"}`, wantErr: `unknown key "interfaces"`},
+		{section: `{"mode": "cluster", "cluster": {"segment": "r1"}}`, wantErr: "pd.interface: required"},
+		{section: `{"mode": "cluster", "cluster": {"segment": "r1"}}`, iface: "eth1", wantIface: "eth1"},
+	} {
+		cfg, err := pdConfig([]byte(tc.section), tc.iface, tc.plen)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: error %v, want %q", tc.section, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.section, err)
+			continue
+		}
+		if cfg.Interface != tc.wantIface || cfg.PrefixLength != tc.wantLen {
+			t.Errorf("%s (flags %q %d): got %+v", tc.section, tc.iface, tc.plen, cfg)
+		}
+	}
+}

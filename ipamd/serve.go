@@ -157,13 +157,31 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if pdCfg.Interface != "" {
-		pd, err := pdnet.Start(ctx, pdCfg, fst, *nodeName, alloc, log)
+	switch {
+	case pdCfg.Mode == pdnet.ModeCluster:
+		pd, err := pdnet.StartCluster(ctx, pdCfg, db.cli, fst, *nodeName, alloc, log)
+		if err != nil {
+			return err
+		}
+		// Before etcd's client closes: a leader resigns on the way out,
+		// so that the next candidate need not wait for the lease TTL.
+		defer func() {
+			stop() // also when serve fails: the cluster side ends with ctx
+			select {
+			case <-pd.Done():
+			case <-time.After(5 * time.Second):
+				log.Warn("pd: cluster side did not stop within 5 s")
+			}
+		}()
+		srv.PD, srv.PDRelease = pd.State, pd.Release
+		srv.Metrics.SetPDStats(pd.PDStats)
+	case pdCfg.Interface != "":
+		pd, err := pdnet.Start(ctx, pdCfg.ClientConfig(), fst, *nodeName, alloc, log)
 		if err != nil {
 			return err
 		}
 		srv.PD, srv.PDRelease = pd.State, pd.Release
-		srv.Metrics.SetPD(pd.Metrics)
+		srv.Metrics.SetPDStats(pd.PDStats)
 	}
 	svc := bridgesvc.New(ctx, fst, *nodeName, log)
 	srv.Services = svc

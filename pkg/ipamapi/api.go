@@ -17,6 +17,7 @@ package ipamapi
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // Paths of the verbs, version 1.
@@ -263,12 +264,23 @@ const (
 // PDState is the node's DHCPv6-PD binding (for `ipamd pd`).
 type PDState struct {
 	// Enabled is false when ipamd runs no PD client.
-	Enabled    bool   `json:"enabled"`
-	Interface  string `json:"interface,omitempty"`
-	Server     string `json:"server,omitempty"`
-	ServerDUID string `json:"serverDUID,omitempty"`
-	ClientDUID string `json:"clientDUID,omitempty"`
-	IAID       uint32 `json:"iaid,omitempty"`
+	Enabled bool `json:"enabled"`
+	// Mode is "node" (one client per node) or "cluster" (one client per
+	// uplink segment, on its elected leader); empty from an older ipamd.
+	Mode string `json:"mode,omitempty"`
+	// Segment, Leader and LeaderSince (cluster mode): the uplink segment,
+	// the node whose ipamd runs its client and since when (as this node saw
+	// it take office). Role is this node's part: leader, standby,
+	// "not ready: <why>" or consumer.
+	Segment     string    `json:"segment,omitempty"`
+	Leader      string    `json:"leader,omitempty"`
+	LeaderSince time.Time `json:"leaderSince,omitzero"`
+	Role        string    `json:"role,omitempty"`
+	Interface   string    `json:"interface,omitempty"`
+	Server      string    `json:"server,omitempty"`
+	ServerDUID  string    `json:"serverDUID,omitempty"`
+	ClientDUID  string    `json:"clientDUID,omitempty"`
+	IAID        uint32    `json:"iaid,omitempty"`
 	// RenewIn and RebindIn are the time left to T1 and T2 ("" when none).
 	RenewIn  string     `json:"renewIn,omitempty"`
 	RebindIn string     `json:"rebindIn,omitempty"`

@@ -110,10 +110,12 @@ func (b Binding) Clone() Binding {
 
 // Persister stores the binding so that a restarted client (or a standby in
 // another process) renews the same prefixes instead of soliciting new ones.
-// Save is called after every change of the binding, with no prefixes after a
-// Release or expiry (DUID and IAID are kept). Load returns a zero Binding and
-// no error when nothing is stored. Errors from Save are logged and counted;
-// the client keeps running on what it holds.
+// Save is called after every change of the binding, before the packets the
+// same event produced are sent, with no prefixes after a Release or expiry
+// (DUID and IAID are kept). Load returns a zero Binding and no error when
+// nothing is stored. Errors from Save are logged and counted; the client
+// keeps running on what it holds, except after an error wrapping
+// ErrNotOwner: Run then returns it without sending anything more.
 type Persister interface {
 	Load(ctx context.Context) (Binding, error)
 	Save(ctx context.Context, b Binding) error

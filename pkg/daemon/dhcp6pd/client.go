@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
 )
 
 // Config configures a Client. The JSON keys let a daemon's config file embed
@@ -29,6 +31,15 @@ type Config struct {
 	// IAID of the IA_PD. 0: the one of the persisted binding, else derived
 	// from the interface name (IAIDFromName).
 	IAID uint32 `json:"iaid,omitempty"`
+	// TakeOver is set by a caller that starts this client on a binding
+	// another node held until now (cluster delegation: the new leader of a
+	// segment). The first Renew of the restored binding (Rebind when past
+	// T2 or without a known server) then goes out at once with the take-over
+	// timers, IRT 1 s, MRT 4 s, MRD 10 s, instead of 10 s/600 s; after 10 s
+	// without a Reply the client Renews/Rebinds on the normal schedule. And
+	// the client never Solicits while it holds a valid prefix: where it
+	// would, it Rebinds after the usual back-off. Set in code only.
+	TakeOver bool `json:"-"`
 
 	// Persister stores the binding (nil: none; a restart then solicits).
 	Persister Persister `json:"-"`
@@ -197,7 +208,10 @@ func (c *Client) Release(ctx context.Context) error {
 // the Persister fails to load, the interface is missing or has no usable
 // link-local address within a bounded wait, or port 546 is taken
 // (ErrPortInUse); and later only when the socket fails and cannot be bound
-// again. Run again after an error: with a Persister the binding is renewed.
+// again, or at once when Persister.Save fails with an error wrapping
+// ErrNotOwner (nothing more is sent, not even the packets of the event that
+// changed the binding). Run again after an error: with a Persister the
+// binding is renewed.
 func (c *Client) Run(ctx context.Context) error {
 	c.mu.Lock()
 	if c.running {
@@ -242,12 +256,34 @@ func (c *Client) Run(ctx context.Context) error {
 	defer func() { tr.Close() }()
 
 	m := newMachine(c.cfg.Interface, duid, iaid, c.cfg.PrefixLength, c.rnd, c.log)
+	m.takeOver = c.cfg.TakeOver
 	m.start(c.clock.Now(), saved)
-	c.log.Info("DHCPv6-PD client started", "duid", duid, "iaid", iaid, "state", m.st)
+	c.log.Info("DHCPv6-PD client started", "duid", duid, "iaid", iaid, "state", m.st, "takeOver", c.cfg.TakeOver)
 
 	var releaseDone chan error
 	for {
 		out, changed := m.takeOutput()
+		// Save before sending what the same event produced: a client that
+		// is no longer the owner learns it here and sends nothing more.
+		var b Binding
+		if changed {
+			b = m.b.Clone()
+			if err := c.save(ctx, m, b); err != nil {
+				for _, pkt := range out { // counted when queued, never sent
+					typ := msgName(dhcpv6.MessageType(pkt[0]))
+					if m.stats.Sent[typ]--; m.stats.Sent[typ] == 0 {
+						delete(m.stats.Sent, typ)
+					}
+				}
+				c.mu.Lock()
+				c.stats = m.stats.clone()
+				c.mu.Unlock()
+				if releaseDone != nil {
+					releaseDone <- err
+				}
+				return err
+			}
+		}
 		reopen := false
 		for _, pkt := range out {
 			if err := tr.Send(pkt); err != nil {
@@ -266,8 +302,8 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			c.log.Info("socket reopened after the interface changed")
 		}
-		if changed {
-			c.publish(ctx, m)
+		if changed && c.cfg.OnChange != nil {
+			c.cfg.OnChange(b.Clone())
 		}
 		c.mu.Lock()
 		c.stats = m.stats.clone()
@@ -299,22 +335,27 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// publish hands a changed binding to the snapshot, the Persister and
-// OnChange.
-func (c *Client) publish(ctx context.Context, m *machine) {
-	b := m.b.Clone()
+// save hands a changed binding to the snapshot and the Persister. It
+// returns only an error wrapping ErrNotOwner; other Save errors are logged
+// and counted, and the client goes on with what it holds.
+func (c *Client) save(ctx context.Context, m *machine, b Binding) error {
 	c.mu.Lock()
-	c.binding = b
+	c.binding = b.Clone()
 	c.mu.Unlock()
-	if c.cfg.Persister != nil {
-		if err := c.cfg.Persister.Save(ctx, b.Clone()); err != nil {
-			m.stats.SaveErrors++
-			c.log.Error("save PD binding", "err", err)
-		}
+	if c.cfg.Persister == nil {
+		return nil
 	}
-	if c.cfg.OnChange != nil {
-		c.cfg.OnChange(b.Clone())
+	err := c.cfg.Persister.Save(ctx, b.Clone())
+	if err == nil {
+		return nil
 	}
+	m.stats.SaveErrors++
+	if errors.Is(err, ErrNotOwner) {
+		c.log.Warn("PD binding owned elsewhere now; stopping without another packet", "err", err)
+		return fmt.Errorf("dhcp6pd: save binding for %s: %w", c.cfg.Interface, err)
+	}
+	c.log.Error("save PD binding", "err", err)
+	return nil
 }
 
 // clientDUID picks the DUID: configured, persisted, DUID-LL of the

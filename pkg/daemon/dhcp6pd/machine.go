@@ -55,6 +55,13 @@ type machine struct {
 	backoff      time.Duration // after a Reply with no prefix
 	lastUsable   []netip.Prefix
 
+	// takeOver is Config.TakeOver: take-over timers for the first
+	// Renew/Rebind of a restored binding, and no Solicit while a prefix is
+	// held (takeover.go).
+	takeOver bool
+	// fastUntil ends the take-over timers (zero: not in use).
+	fastUntil time.Time
+
 	// Outputs, taken by the driver after each event.
 	out     [][]byte
 	changed bool
@@ -71,6 +78,7 @@ func newMachine(iface string, clientID DUID, iaid uint32, hintLen int, rnd func(
 
 // start begins at now, from a saved binding if it is ours and still valid:
 // then the client Renews it at once (Rebinds after T2) instead of Soliciting.
+// A take-over client does so with the take-over timers for takeoverMaxRD.
 func (m *machine) start(now time.Time, saved Binding) {
 	m.b = Binding{Interface: m.iface, ClientDUID: m.clientID, IAID: m.iaid}
 	if saved.ClientDUID.Equal(m.clientID) && saved.IAID == m.iaid && len(saved.Prefixes) > 0 {
@@ -80,7 +88,10 @@ func (m *machine) start(now time.Time, saved Binding) {
 		if len(b.Prefixes) > 0 {
 			m.b = b
 			m.changed = true
-			m.log.Info("restored PD binding", "prefixes", prefixList(b.Prefixes), "server", b.ServerDUID)
+			m.log.Info("restored PD binding", "prefixes", prefixList(b.Prefixes), "server", b.ServerDUID, "takeOver", m.takeOver)
+			if m.takeOver {
+				m.fastUntil = now.Add(takeoverMaxRD)
+			}
 			if len(b.ServerDUID) > 0 && now.Before(b.RebindAt()) {
 				m.beginRenew(now)
 			} else {
@@ -134,7 +145,11 @@ func (m *machine) timer(now time.Time) {
 	switch m.st {
 	case stInitDelay:
 		if !now.Before(m.startAt) {
-			m.beginSolicit(now)
+			if m.holding() {
+				m.beginRebind(now)
+			} else {
+				m.beginSolicit(now)
+			}
 		}
 	case stSoliciting:
 		if len(m.advs) > 0 && !now.Before(m.collectUntil) {
@@ -147,7 +162,7 @@ func (m *machine) timer(now time.Time) {
 			if m.ex.count >= m.ex.mrc {
 				m.count(m.ex.typ, "timeout")
 				m.log.Warn("no Reply to Request; soliciting again")
-				m.beginSolicit(now)
+				m.solicitAgain(now)
 			} else {
 				m.transmit(now)
 			}
@@ -163,11 +178,19 @@ func (m *machine) timer(now time.Time) {
 			m.count(dhcpv6.MessageTypeRenew, "timeout")
 			m.log.Warn("no Reply to Renew before T2; rebinding", "server", m.b.ServerDUID)
 			m.beginRebind(now)
+		} else if m.fastEnded(now) {
+			m.count(dhcpv6.MessageTypeRenew, "timeout")
+			m.log.Warn("no Reply to the take-over Renew; renewing on the normal schedule", "server", m.b.ServerDUID)
+			m.beginRenew(now)
 		} else if !now.Before(m.ex.next) {
 			m.transmit(now)
 		}
 	case stRebinding:
-		if !now.Before(m.ex.next) {
+		if m.fastEnded(now) {
+			m.count(dhcpv6.MessageTypeRebind, "timeout")
+			m.log.Warn("no Reply to the take-over Rebind; rebinding on the normal schedule")
+			m.beginRebind(now)
+		} else if !now.Before(m.ex.next) {
 			m.transmit(now)
 		}
 	case stReleasing:
@@ -336,7 +359,7 @@ func (m *machine) reply(now time.Time, msg *inMsg, from netip.Addr) {
 	case StatusNotOnLink:
 		m.count(typ, msg.status.String())
 		if typ == dhcpv6.MessageTypeRequest {
-			m.beginSolicit(now)
+			m.solicitAgain(now)
 		}
 		return
 	}
@@ -404,6 +427,7 @@ func (m *machine) reply(now time.Time, msg *inMsg, from netip.Addr) {
 	}
 	m.changed = true
 	m.ex = nil
+	m.fastUntil = time.Time{}
 	if len(m.b.Prefixes) == 0 {
 		m.retryLater(now)
 		return
@@ -425,7 +449,21 @@ func (m *machine) retryLater(now time.Time) {
 	m.advs = nil
 	m.st = stInitDelay
 	m.startAt = now.Add(m.backoff + time.Duration(m.rnd()*0.1*float64(m.backoff)))
+	if m.holding() {
+		m.log.Info("no prefix delegated; rebinding the held ones later", "in", m.startAt.Sub(now))
+		return
+	}
 	m.log.Info("no prefix delegated; soliciting again later", "in", m.startAt.Sub(now))
+}
+
+// solicitAgain starts over where the exchange failed: a Solicit, or for a
+// take-over client that still holds a prefix, a Rebind after a back-off.
+func (m *machine) solicitAgain(now time.Time) {
+	if m.holding() {
+		m.retryLater(now)
+		return
+	}
+	m.beginSolicit(now)
 }
 
 func heldPrefixes(ps []Prefix) []netip.Prefix {
@@ -444,6 +482,9 @@ func (m *machine) hints() []netip.Prefix {
 }
 
 func (m *machine) newExchange(now time.Time, typ dhcpv6.MessageType, irt, mrt time.Duration, mrc int, end time.Time, serverID DUID, hints []netip.Prefix) {
+	if typ != dhcpv6.MessageTypeRenew && typ != dhcpv6.MessageTypeRebind {
+		m.fastUntil = time.Time{} // the take-over Renew/Rebind is over
+	}
 	ex := &exchange{typ: typ, start: now, irt: irt, mrt: mrt, mrc: mrc, end: end, serverID: serverID, hints: hints}
 	if _, err := rand.Read(ex.xid[:]); err != nil {
 		panic(err) // crypto/rand does not fail on Linux
@@ -466,12 +507,14 @@ func (m *machine) beginRequest(now time.Time, serverID DUID, hints []netip.Prefi
 
 func (m *machine) beginRenew(now time.Time) {
 	m.st = stRenewing
-	m.newExchange(now, dhcpv6.MessageTypeRenew, renTimeout, renMaxRT, 0, m.b.RebindAt(), m.b.ServerDUID, m.hints())
+	irt, mrt, end := m.exchangeTimers(now, renTimeout, renMaxRT, m.b.RebindAt())
+	m.newExchange(now, dhcpv6.MessageTypeRenew, irt, mrt, 0, end, m.b.ServerDUID, m.hints())
 }
 
 func (m *machine) beginRebind(now time.Time) {
 	m.st = stRebinding
-	m.newExchange(now, dhcpv6.MessageTypeRebind, rebTimeout, rebMaxRT, 0, m.b.Expiry(), nil, m.hints())
+	irt, mrt, end := m.exchangeTimers(now, rebTimeout, rebMaxRT, m.b.Expiry())
+	m.newExchange(now, dhcpv6.MessageTypeRebind, irt, mrt, 0, end, nil, m.hints())
 }
 
 // release gives the prefixes back (RFC 8415 §18.2.7). They are unusable

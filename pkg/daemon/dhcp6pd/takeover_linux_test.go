@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -26,7 +27,10 @@ import (
 // Success with the same prefix (Kea: fresh lifetimes), and the server's lease
 // file holds exactly one live binding, for D/I. B is an ordinary Client whose Persister holds A's binding: a
 // persisted binding makes the client Renew at once (Rebind without a Server
-// ID), with the persisted DUID and IAID.
+// ID), with the persisted DUID and IAID. Last, B runs the client as a new
+// cluster leader does (Config.TakeOver) on A's binding: one Renew answered,
+// the same prefix, no Solicit or Request; the time from Run's start to the
+// saved renewed binding is logged.
 func TestTakeoverRenewFromOtherLink(t *testing.T) {
 	t.Run("kea", func(t *testing.T) {
 		t.Parallel()
@@ -182,7 +186,72 @@ func takeover(t *testing.T, name string, s *server, r, a, b *topo, bindings func
 		}
 		checkOne("after B's " + what)
 	}
+
+	// The client as a new leader runs it (Config.TakeOver): Renew at once
+	// with the take-over timers, answered, same prefix, no Solicit/Request.
+	saved := bindA.Clone()
+	saved.T1, saved.T2 = time.Hour, 2*time.Hour
+	store := &timedPersister{}
+	store.MemoryPersister.Save(context.Background(), saved)
+	cb, _ := newTestClient(t, Config{Persister: store, TakeOver: true})
+	store.start = time.Now()
+	stopB := b.runClient(t, cb)
+	waitFor(t, 8*time.Second, "the take-over Renew answered", func() bool { return store.renewedAfter() > 0 })
+	st, bb := cb.Stats(), cb.Binding()
+	if err := stopB(); err != nil {
+		t.Fatalf("B (take-over): Run: %v", err)
+	}
+	if cb.exchanges("renew", "success") != 1 || st.Sent["solicit"] != 0 || st.Sent["request"] != 0 || st.Sent["rebind"] != 0 {
+		t.Fatalf("%s: take-over from B: exchanges %v sent %v, want one successful Renew and nothing else\nserver log:\n%s",
+			name, st.Exchanges, st.Sent, tail(s.logText(), 40))
+	}
+	for ex := range st.Exchanges {
+		if ex.Message != "renew" {
+			t.Fatalf("%s: take-over from B: exchange %v", name, ex)
+		}
+	}
+	if len(bb.Prefixes) != 1 || bb.Prefixes[0].Prefix != p.Prefix {
+		t.Fatalf("%s: take-over from B: binding %+v, want only %s", name, bb, p.Prefix)
+	}
+	restored, renewed := store.times()
+	t.Logf("%s: take-over from B (TakeOver): Run start → restored binding saved %v, → renewed binding saved %v (Renews sent %d), same prefix %s",
+		name, restored, renewed, st.Sent["renew"], bb.Prefixes[0].Prefix)
+	checkOne("after B's take-over Renew")
 	t.Logf("%s: S0 took %v", name, time.Since(start))
+}
+
+// timedPersister records when the client saved: the restored binding (its
+// first Save) and the first binding of a Reply after start.
+type timedPersister struct {
+	MemoryPersister
+	start time.Time
+
+	mu                sync.Mutex
+	restored, renewed time.Duration
+}
+
+func (p *timedPersister) Save(ctx context.Context, b Binding) error {
+	p.mu.Lock()
+	d := time.Since(p.start)
+	if p.restored == 0 {
+		p.restored = d
+	} else if p.renewed == 0 && b.ReplyTime.After(p.start) {
+		p.renewed = d
+	}
+	p.mu.Unlock()
+	return p.MemoryPersister.Save(ctx, b)
+}
+
+func (p *timedPersister) renewedAfter() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.renewed
+}
+
+func (p *timedPersister) times() (restored, renewed time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.restored, p.renewed
 }
 
 func tail(s string, n int) string {

@@ -118,33 +118,97 @@ func (g *bgpGauges) Collect(ch chan<- prometheus.Metric) {
 // lifetime left per prefix (seconds, -1 for infinite) and the exchanges by
 // (message, result).
 func (m *Metrics) SetPD(src func() (map[string]float64, map[[2]string]uint64)) {
+	m.SetPDStats(func() PDStats {
+		left, ex := src()
+		return PDStats{ValidLeft: left, Exchanges: ex}
+	})
+}
+
+// PDStats are the figures of ipamd's prefix delegation at one scrape.
+type PDStats struct {
+	// ValidLeft and PreferredLeft are the lifetimes left per prefix
+	// (seconds, -1 for infinite); PreferredLeft may be nil.
+	ValidLeft, PreferredLeft map[string]float64
+	// Exchanges counts the client's exchanges by (message, result).
+	Exchanges map[[2]string]uint64
+	// Cluster is set in cluster mode.
+	Cluster *PDClusterStats
+}
+
+// PDClusterStats are the figures of cluster-mode delegation.
+type PDClusterStats struct {
+	Segment string
+	// Leader is true while this node runs the segment's client.
+	Leader bool
+	// Takeovers counts this node's terms by the exchange that renewed the
+	// binding first (renew, rebind, solicit).
+	Takeovers map[string]uint64
+	// TakeoverSeconds is the last take-over's time from Campaign won to
+	// the first saved Reply; negative: none yet.
+	TakeoverSeconds float64
+	// Fenced counts binding writes the leader guard refused.
+	Fenced uint64
+}
+
+// SetPDStats makes the metrics report prefix delegation from src.
+func (m *Metrics) SetPDStats(src func() PDStats) {
 	m.reg.MustRegister(&pdGauges{src: src})
 }
 
 var (
 	pdLeftDesc = prometheus.NewDesc(namespace+"_pd_valid_lifetime_seconds",
 		"Valid lifetime left of each delegated prefix (-1: infinite).", []string{"prefix"}, nil)
+	pdPrefDesc = prometheus.NewDesc(namespace+"_pd_preferred_lifetime_seconds",
+		"Preferred lifetime left of each delegated prefix (0: deprecated, -1: infinite).", []string{"prefix"}, nil)
 	pdExDesc = prometheus.NewDesc(namespace+"_pd_exchanges_total",
 		"DHCPv6-PD exchanges by message and result (success, advertise, timeout, NoBinding, NoPrefixAvail, ...).", []string{"message", "result"}, nil)
+	pdLeaderDesc = prometheus.NewDesc(namespace+"_pd_leader",
+		"1 while this node leads its segment's delegation (runs the segment's DHCPv6-PD client).", []string{"segment"}, nil)
+	pdTakeoverDesc = prometheus.NewDesc(namespace+"_pd_takeovers_total",
+		"Terms this node began as the segment's leader, by the exchange that renewed the binding first (renew, rebind, solicit).", []string{"segment", "exchange"}, nil)
+	pdTakeoverSecDesc = prometheus.NewDesc(namespace+"_pd_takeover_seconds",
+		"Last take-over by this node: election won to the first Reply saved.", []string{"segment"}, nil)
+	pdFencedDesc = prometheus.NewDesc(namespace+"_pd_leader_fenced_total",
+		"Binding writes by this node refused by the leader guard (it was no longer the segment's leader).", []string{"segment"}, nil)
 )
 
 type pdGauges struct {
-	src func() (map[string]float64, map[[2]string]uint64)
+	src func() PDStats
 }
 
 func (g *pdGauges) Describe(ch chan<- *prometheus.Desc) {
-	ch <- pdLeftDesc
-	ch <- pdExDesc
+	for _, d := range []*prometheus.Desc{pdLeftDesc, pdPrefDesc, pdExDesc, pdLeaderDesc, pdTakeoverDesc, pdTakeoverSecDesc, pdFencedDesc} {
+		ch <- d
+	}
 }
 
 func (g *pdGauges) Collect(ch chan<- prometheus.Metric) {
-	left, ex := g.src()
-	for p, v := range left {
+	st := g.src()
+	for p, v := range st.ValidLeft {
 		ch <- prometheus.MustNewConstMetric(pdLeftDesc, prometheus.GaugeValue, v, p)
 	}
-	for k, n := range ex {
+	for p, v := range st.PreferredLeft {
+		ch <- prometheus.MustNewConstMetric(pdPrefDesc, prometheus.GaugeValue, v, p)
+	}
+	for k, n := range st.Exchanges {
 		ch <- prometheus.MustNewConstMetric(pdExDesc, prometheus.CounterValue, float64(n), k[0], k[1])
 	}
+	c := st.Cluster
+	if c == nil {
+		return
+	}
+	leader := 0.0
+	if c.Leader {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(pdLeaderDesc, prometheus.GaugeValue, leader, c.Segment)
+	for _, ex := range []string{"renew", "rebind", "solicit"} {
+		ch <- prometheus.MustNewConstMetric(pdTakeoverDesc, prometheus.CounterValue, float64(c.Takeovers[ex]), c.Segment, ex)
+	}
+	if c.TakeoverSeconds >= 0 {
+		ch <- prometheus.MustNewConstMetric(pdTakeoverSecDesc, prometheus.GaugeValue, c.TakeoverSeconds, c.Segment)
+	}
+	ch <- prometheus.MustNewConstMetric(pdFencedDesc, prometheus.CounterValue, float64(c.Fenced), c.Segment)
 }
 
 // Handler serves the metrics in the Prometheus text format.

@@ -244,7 +244,7 @@ func (d *Delegation) State(context.Context) (ipamapi.PDState, error) {
 	b := d.client.Binding()
 	now := time.Now()
 	st := ipamapi.PDState{
-		Enabled: true, Interface: d.iface, ClientDUID: b.ClientDUID.String(), IAID: b.IAID,
+		Enabled: true, Mode: ModeNode, Interface: d.iface, ClientDUID: b.ClientDUID.String(), IAID: b.IAID,
 		Prefixes: []ipamapi.PDPrefix{},
 	}
 	if b.Server.IsValid() {
