@@ -22,12 +22,12 @@ const (
 	Bridge      = "cni0"
 )
 
-// PDNetworkName is the pd-ipam network of AddPDPod, PDBridge its bridge
-// on every node: addresses from the delegated prefix (Options.PD).
-const (
-	PDNetworkName = "netlab-pd"
-	PDBridge      = "cnipd0"
-)
+// PDNetwork is the pd-ipam network of AddPDPod with subnetId subnetID,
+// and its bridge on every node: addresses from the delegated prefix
+// (Options.PD). One network per subnetId, as pd-ipam networks are.
+func PDNetwork(subnetID int) (name, bridge string) {
+	return "netlab-pd" + strconv.Itoa(subnetID), "cnipd" + strconv.Itoa(subnetID)
+}
 
 // Pod is a container on a node: a netns whose "eth0" bridge-v6 attached
 // to the node's bridge, with the addresses ipamd gave it.
@@ -104,11 +104,12 @@ func (n *Node) cni(ctx context.Context, command string, p *Pod) ([]byte, error) 
 // pdNetConf is the bridge-v6 configuration of the pd-ipam network:
 // subnetId subnetID of the delegated prefix, served by the node's ipamd.
 func (n *Node) pdNetConf(subnetID int, prevResult json.RawMessage) []byte {
+	name, bridge := PDNetwork(subnetID)
 	conf := map[string]any{
 		"cniVersion":       "1.1.0",
-		"name":             PDNetworkName,
+		"name":             name,
 		"type":             "bridge-v6",
-		"bridge":           PDBridge,
+		"bridge":           bridge,
 		"isGateway":        true,
 		"isDefaultGateway": true,
 		"ipMasq":           false,
@@ -127,8 +128,8 @@ func (n *Node) AddPod(ctx context.Context) (*Pod, error) {
 	return n.addPod(ctx, false, 0)
 }
 
-// AddPDPod is AddPod on the pd-ipam network (PDNetworkName), subnetId
-// subnetID of the delegated prefix. While the node's ipamd holds no
+// AddPDPod is AddPod on the pd-ipam network of subnetId subnetID
+// (PDNetwork). While the node's ipamd holds no
 // prefix ADD fails with code 11 (try again later).
 func (n *Node) AddPDPod(ctx context.Context, subnetID int) (*Pod, error) {
 	return n.addPod(ctx, true, subnetID)
