@@ -474,3 +474,34 @@ func stats(ds []time.Duration) (median, worst time.Duration) {
 	}
 	return median, s[len(s)-1]
 }
+
+// metric sums the samples of metric name on node n whose labels contain
+// every one of labels (`key="value"`), from its ipamd's /metrics; found is
+// false when no sample matched.
+func metric(t *testing.T, ctx context.Context, n *netlab.Node, name string, labels ...string) (sum float64, found bool) {
+	t.Helper()
+	out, err := n.Exec(ctx, "curl", "-sf", "http://[::1]:9655/metrics")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", n.Name, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(line, l)
+		}
+		f := strings.Fields(line)
+		if !ok || len(f) < 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metrics of %s: %q: %v", n.Name, line, err)
+		}
+		sum += v
+		found = true
+	}
+	return sum, found
+}

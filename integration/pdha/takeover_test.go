@@ -19,6 +19,9 @@ type kill struct {
 	// takeover: the old leader's election key deleted → the binding saved
 	// by the new leader (renewed); total: kill → renewed.
 	takeover, total time.Duration
+	// ipamd: the new leader's pd_takeover_seconds (election won → first
+	// Reply saved, its own clock).
+	ipamd time.Duration
 	// Echoes to pods on the surviving nodes, and to the killed node's
 	// pods (those depend on BGP graceful restart, not on PD).
 	sentSurvivors, lostSurvivors, sentKilled, lostKilled int
@@ -82,6 +85,24 @@ func takeOver(t *testing.T, ctx context.Context, lab *netlab.Lab, pods []*netlab
 		t.Errorf("take-over by %s: no Renew or Rebind reached the server (messages before %v, after %v)", to.newLeader, msgs, after)
 	}
 	requireOneLease(t, ctx, lab, p, lease.Owner())
+	// The new leader's own account: it began its term with a Renew (or
+	// Rebind), never Solicited; pd_takeover_seconds is election won →
+	// first Reply saved.
+	nl := nodeByName(lab, to.newLeader)
+	if nl == nil {
+		t.Fatalf("new leader %q is not a node of the lab", to.newLeader)
+	}
+	if n, _ := metric(t, ctx, nl, "v6cni_ipamd_pd_exchanges_total", `message="solicit"`); n != 0 {
+		t.Errorf("new leader %s: pd_exchanges_total{message=\"solicit\"} = %v, want 0", nl.Name, n)
+	}
+	if n, _ := metric(t, ctx, nl, "v6cni_ipamd_pd_takeovers_total", `exchange="solicit"`); n != 0 {
+		t.Errorf("new leader %s: pd_takeovers_total{exchange=\"solicit\"} = %v, want 0", nl.Name, n)
+	}
+	if sec, ok := metric(t, ctx, nl, "v6cni_ipamd_pd_takeover_seconds"); ok {
+		k.ipamd = time.Duration(sec * float64(time.Second))
+	} else {
+		t.Errorf("new leader %s: no pd_takeover_seconds", nl.Name)
+	}
 
 	for _, pg := range pingers {
 		s, l := pg.result(t)
@@ -96,8 +117,8 @@ func takeOver(t *testing.T, ctx context.Context, lab *netlab.Lab, pods []*netlab
 	if k.lostSurvivors > 0 {
 		t.Errorf("take-over %s → %s: %d of %d echoes to pods on surviving nodes lost", leader.node, to.newLeader, k.lostSurvivors, k.sentSurvivors)
 	}
-	t.Logf("take-over %s → %s: key deleted → renewed %v, kill → renewed %v; echoes lost: survivors %d/%d, %s's pods %d/%d; messages %v",
-		leader.node, to.newLeader, k.takeover.Round(time.Millisecond), k.total.Round(time.Millisecond),
+	t.Logf("take-over %s → %s: key deleted → renewed %v (ipamd's pd_takeover_seconds %v), kill → renewed %v; echoes lost: survivors %d/%d, %s's pods %d/%d; messages %v",
+		leader.node, to.newLeader, k.takeover.Round(time.Millisecond), k.ipamd.Round(time.Millisecond), k.total.Round(time.Millisecond),
 		k.lostSurvivors, k.sentSurvivors, victim.Name, k.lostKilled, k.sentKilled, after)
 
 	if how == kill9 {
@@ -136,11 +157,12 @@ func takeOvers(t *testing.T, kind netlab.DHCPKind, nodes, kills int) {
 // logFigures logs the greppable summary line of a series of take-overs.
 func logFigures(t *testing.T, config string, ks []kill) {
 	t.Helper()
-	var to, total []time.Duration
+	var to, total, ipamd []time.Duration
 	var sent, lost, sentK, lostK, worstLost int
 	for _, k := range ks {
 		to = append(to, k.takeover)
 		total = append(total, k.total)
+		ipamd = append(ipamd, k.ipamd)
 		sent += k.sentSurvivors
 		lost += k.lostSurvivors
 		sentK += k.sentKilled
@@ -149,10 +171,12 @@ func logFigures(t *testing.T, config string, ks []kill) {
 	}
 	tm, tw := stats(to)
 	km, kw := stats(total)
+	im, iw := stats(ipamd)
 	t.Logf("PDHA-FIGURES %s takeovers=%d keydel_to_renewed_median=%v keydel_to_renewed_worst=%v kill_to_renewed_median=%v kill_to_renewed_worst=%v "+
+		"ipamd_takeover_seconds_median=%v ipamd_takeover_seconds_worst=%v "+
 		"lost_pings_survivors=%d/%d lost_pings_killed_node=%d/%d lost_pings_killed_node_worst=%d solicits=0",
 		config, len(ks), tm.Round(time.Millisecond), tw.Round(time.Millisecond), km.Round(time.Millisecond), kw.Round(time.Millisecond),
-		lost, sent, lostK, sentK, worstLost)
+		im.Round(time.Millisecond), iw.Round(time.Millisecond), lost, sent, lostK, sentK, worstLost)
 }
 
 // TestTakeoverKill9Figures: Kea, 3 nodes, 10 kill -9s of the leader's
