@@ -54,6 +54,9 @@ func takeOver(t *testing.T, ctx context.Context, lab *netlab.Lab, pods []*netlab
 	var pingers, killedPingers []*pinger
 	for _, pod := range pods {
 		if pod.Node == victim {
+			if how == powerOff {
+				continue // its pods go with it
+			}
 			killedPingers = append(killedPingers, startPinger(t, lab, pod.Addr(6), pingWindow))
 		} else {
 			survivors = append(survivors, pod)
