@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,86 +24,131 @@ func TestDHCPNodeMode(t *testing.T) {
 	for _, kind := range []DHCPKind{Kea, Dhcpd} {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
-			l := New(t, Options{Nodes: 2, DHCP: kind, PD: NodePD(56)})
-			t.Logf("lab %s up: %s", l.ID, l.Timings)
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			var pods []*Pod
-			for _, n := range l.Nodes {
-				pods = append(pods, addPDPod(t, ctx, n, 1))
+			var pid int
+			var ns string
+			t.Run("lab", func(t *testing.T) {
+				l := New(t, Options{Nodes: 2, DHCP: kind, PD: NodePD(56)})
+				pid, ns = l.DHCP.p.cmd.Process.Pid, l.DHCP.NS
+				dhcpNodeMode(t, l, kind)
+			})
+			// The server and its netns went with the lab.
+			if pid == 0 {
+				t.Fatal("the lab did not start")
 			}
-			leases, err := l.DHCP.Leases(ctx)
-			if err != nil {
-				t.Fatal(err)
+			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+				t.Errorf("%s (pid %d) still exists after the lab (kill 0: %v)", kind, pid, err)
 			}
-			t.Logf("%s leases: %+v", kind, leases)
-			if len(leases) != 2 || leases[0].Owner() == leases[1].Owner() || leases[0].Prefix == leases[1].Prefix {
-				t.Fatalf("leases %+v, want two, of two clients", leases)
-			}
-			for _, p := range pods {
-				in := 0
-				for _, ls := range leases {
-					if ls.Prefix.Bits() != 56 || !l.DHCP.Options().Pool.Contains(ls.Prefix.Addr()) {
-						t.Errorf("lease %s not a /56 of the pool %s", ls.Prefix, l.DHCP.Options().Pool)
-					}
-					if ls.Prefix.Contains(p.Addr(6)) {
-						in++
-					}
-				}
-				if in != 1 {
-					t.Errorf("pod %s on %s: address %s in %d leased prefixes, want 1", p.ID, p.Node.Name, p.Addr(6), in)
-				}
-			}
-			if _, _, err := l.Router.WaitRoutes(time.Minute, func(m map[netip.Prefix]netip.Addr) bool {
-				for _, p := range pods {
-					if nh, ok := m[netip.PrefixFrom(p.Addr(6), 64).Masked()]; !ok || nh != p.Node.Addr6 {
-						return false
-					}
-				}
-				return true
-			}); err != nil {
-				t.Fatal(err)
-			}
-			for _, d := range [][2]*Pod{{pods[0], pods[1]}, {pods[1], pods[0]}} {
-				ttl, err := d[0].Ping(ctx, d[1].Addr(6))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if ttl != 61 {
-					t.Errorf("%s → %s: ttl %d, want 61 (node, router, node)", d[0].Addr(6), d[1].Addr(6), ttl)
-				}
-			}
-			for _, p := range pods {
-				if err := p.Check(ctx); err != nil {
-					t.Error(err)
-				}
-			}
-			msgs, err := l.DHCP.Messages()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("%s: client messages received: %v", kind, msgs)
-			if msgs["solicit"] < 2 {
-				t.Errorf("%d Solicits counted, want ≥ 2 (one per node)", msgs["solicit"])
-			}
-			// A restart with another pool keeps the lease file; Kea keeps
-			// the old leases, dhcpd drops those outside its new ranges.
-			if err := l.DHCP.Restart(DHCPOptions{Pool: netip.MustParsePrefix("2001:db8:b00::/48")}); err != nil {
-				t.Fatal(err)
-			}
-			if got := l.DHCP.Options(); got.Pool.String() != "2001:db8:b00::/48" || got.Valid != 120*time.Second {
-				t.Errorf("options after restart %+v", got)
-			}
-			want := map[DHCPKind]int{Kea: 2, Dhcpd: 0}[kind]
-			if after, err := l.DHCP.Leases(ctx); err != nil || len(after) != want {
-				t.Errorf("leases after restart with a new pool: %+v %v, want %d", after, err, want)
-			}
-			for _, n := range l.Nodes {
-				if out, err := n.Ipamd(ctx, "check"); err != nil {
-					t.Errorf("ipamd check on %s: %v\n%s", n.Name, err, out)
-				}
+			if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), ns) {
+				t.Errorf("netns %s left behind", ns)
 			}
 		})
+	}
+}
+
+// dhcpNodeMode is TestDHCPNodeMode on a running lab.
+func dhcpNodeMode(t *testing.T, l *Lab, kind DHCPKind) {
+	t.Logf("lab %s up: %s", l.ID, l.Timings)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var pods []*Pod
+	for _, n := range l.Nodes {
+		pods = append(pods, addPDPod(t, ctx, n, 1))
+	}
+	leases, err := l.DHCP.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s leases: %+v", kind, leases)
+	if kind == Kea {
+		// Both ways of reading Kea agree: lease6-get-all (when the
+		// lease_cmds hook is there) and the memfile.
+		t.Logf("kea lease_cmds hook: %q", l.DHCP.hook)
+		f, err := os.Open(l.DHCP.LeasePath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem, err := parseKeaCSV(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		owners := map[netip.Prefix]string{}
+		for _, ls := range leases {
+			owners[ls.Prefix] = ls.Owner()
+		}
+		same := len(mem) == len(leases)
+		for _, m := range mem {
+			same = same && owners[m.Prefix] == m.Owner()
+		}
+		if !same {
+			t.Errorf("memfile %+v, lease6-get-all %+v", mem, leases)
+		}
+	}
+	if len(leases) != 2 || leases[0].Owner() == leases[1].Owner() || leases[0].Prefix == leases[1].Prefix {
+		t.Fatalf("leases %+v, want two, of two clients", leases)
+	}
+	for _, p := range pods {
+		in := 0
+		for _, ls := range leases {
+			if ls.Prefix.Bits() != 56 || !l.DHCP.Options().Pool.Contains(ls.Prefix.Addr()) {
+				t.Errorf("lease %s not a /56 of the pool %s", ls.Prefix, l.DHCP.Options().Pool)
+			}
+			if ls.Prefix.Contains(p.Addr(6)) {
+				in++
+			}
+		}
+		if in != 1 {
+			t.Errorf("pod %s on %s: address %s in %d leased prefixes, want 1", p.ID, p.Node.Name, p.Addr(6), in)
+		}
+	}
+	if _, _, err := l.Router.WaitRoutes(time.Minute, func(m map[netip.Prefix]netip.Addr) bool {
+		for _, p := range pods {
+			if nh, ok := m[netip.PrefixFrom(p.Addr(6), 64).Masked()]; !ok || nh != p.Node.Addr6 {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range [][2]*Pod{{pods[0], pods[1]}, {pods[1], pods[0]}} {
+		ttl, err := d[0].Ping(ctx, d[1].Addr(6))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl != 61 {
+			t.Errorf("%s → %s: ttl %d, want 61 (node, router, node)", d[0].Addr(6), d[1].Addr(6), ttl)
+		}
+	}
+	for _, p := range pods {
+		if err := p.Check(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+	msgs, err := l.DHCP.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: client messages received: %v", kind, msgs)
+	if msgs["solicit"] < 2 {
+		t.Errorf("%d Solicits counted, want ≥ 2 (one per node)", msgs["solicit"])
+	}
+	// A restart with another pool keeps the lease file; Kea keeps
+	// the old leases, dhcpd drops those outside its new ranges.
+	if err := l.DHCP.Restart(DHCPOptions{Pool: netip.MustParsePrefix("2001:db8:b00::/48")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.DHCP.Options(); got.Pool.String() != "2001:db8:b00::/48" || got.Valid != 120*time.Second {
+		t.Errorf("options after restart %+v", got)
+	}
+	want := map[DHCPKind]int{Kea: 2, Dhcpd: 0}[kind]
+	if after, err := l.DHCP.Leases(ctx); err != nil || len(after) != want {
+		t.Errorf("leases after restart with a new pool: %+v %v, want %d", after, err, want)
+	}
+	for _, n := range l.Nodes {
+		if out, err := n.Ipamd(ctx, "check"); err != nil {
+			t.Errorf("ipamd check on %s: %v\n%s", n.Name, err, out)
+		}
 	}
 }
 
