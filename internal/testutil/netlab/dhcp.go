@@ -432,7 +432,31 @@ func (s *DHCPServer) Restart(o DHCPOptions) error {
 	defer s.mu.Unlock()
 	s.p.stop(syscall.SIGTERM)
 	s.p = nil
-	cur := s.opts
+	s.opts = mergeOptions(s.opts, o)
+	return s.startLocked()
+}
+
+// Reconfigure changes the running server's options as Restart does, but
+// Kea keeps running: it gets the new config file by config-reload on its
+// control socket (leases and counters kept, no gap in service). dhcpd has
+// no reload: it is restarted.
+func (s *DHCPServer) Reconfigure(ctx context.Context, o DHCPOptions) error {
+	if s.Kind != Kea {
+		return s.Restart(o)
+	}
+	s.mu.Lock()
+	s.opts = mergeOptions(s.opts, o)
+	conf := s.config(s.opts)
+	s.mu.Unlock()
+	if err := os.WriteFile(s.confPath(), []byte(conf), 0o600); err != nil {
+		return err
+	}
+	_, err := s.Command(ctx, "config-reload", nil)
+	return err
+}
+
+// mergeOptions is cur with the non-zero fields of o.
+func mergeOptions(cur, o DHCPOptions) DHCPOptions {
 	if o.Pool.IsValid() {
 		cur.Pool = o.Pool
 	}
@@ -444,8 +468,7 @@ func (s *DHCPServer) Restart(o DHCPOptions) error {
 			*f.dst = *f.src
 		}
 	}
-	s.opts = cur
-	return s.startLocked()
+	return cur
 }
 
 // LogTail is the end of the server's log.

@@ -307,3 +307,46 @@ func FuzzParseLeases(f *testing.F) {
 		}
 	})
 }
+
+// TestKeaReconfigure: Kea takes a new pool by config-reload while running;
+// the node's next Renew (T1 3 s) is answered with a prefix of the new
+// pool, with no Solicit. Kea 2.2 answers the old prefix with lifetimes 0
+// in that Reply (the node drops it at once): a pool change alone is
+// renumbering without overlap.
+func TestKeaReconfigure(t *testing.T) {
+	t.Parallel()
+	l := New(t, Options{Nodes: 1, DHCP: Kea, PD: NodePD(56), DHCPServer: DHCPOptions{T1: 3 * time.Second, T2: 5 * time.Second}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	addPDPod(t, ctx, l.Nodes[0], 1)
+	before, err := l.DHCP.Leases(ctx)
+	if err != nil || len(before) != 1 {
+		t.Fatalf("leases %+v %v, want one", before, err)
+	}
+	p2 := netip.MustParsePrefix("2001:db8:b00::/48")
+	if err := l.DHCP.Reconfigure(ctx, DHCPOptions{Pool: p2}); err != nil {
+		t.Fatal(err)
+	}
+	var after []Lease6
+	if !Poll(30*time.Second, 100*time.Millisecond, func() bool {
+		after, err = l.DHCP.Leases(ctx)
+		return err == nil && len(after) == 1 && p2.Contains(after[0].Prefix.Addr())
+	}) {
+		t.Fatalf("no lease of %s after the reload: %+v %v", p2, after, err)
+	}
+	var pd []byte
+	if !Poll(10*time.Second, 100*time.Millisecond, func() bool {
+		pd, _ = l.Nodes[0].Ipamd(ctx, "pd")
+		return strings.Contains(string(pd), after[0].Prefix.String())
+	}) {
+		t.Fatalf("ipamd pd does not show %s:\n%s", after[0].Prefix, pd)
+	}
+	msgs, err := l.DHCP.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs["solicit"] != 1 || msgs["renew"] == 0 {
+		t.Errorf("messages %v, want the first Solicit only and a Renew", msgs)
+	}
+	t.Logf("kea reload: %s → %s by Renew (messages %v); ipamd pd:\n%s", before[0].Prefix, after[0].Prefix, msgs, pd)
+}
