@@ -310,9 +310,10 @@ func FuzzParseLeases(f *testing.F) {
 
 // TestKeaReconfigure: Kea takes a new pool by config-reload while running;
 // the node's next Renew (T1 3 s) is answered with a prefix of the new
-// pool, with no Solicit. Kea 2.2 answers the old prefix with lifetimes 0
-// in that Reply (the node drops it at once): a pool change alone is
-// renumbering without overlap.
+// pool, with no Solicit. Seen with Kea 2.2: the old prefix leaves the
+// node's binding at that same Reply (ipamd logs it expired and drops its
+// blocks), as Kea does for a lease no longer in a pool (lifetimes 0): a
+// pool change alone renumbers without overlap.
 func TestKeaReconfigure(t *testing.T) {
 	t.Parallel()
 	l := New(t, Options{Nodes: 1, DHCP: Kea, PD: NodePD(56), DHCPServer: DHCPOptions{T1: 3 * time.Second, T2: 5 * time.Second}})
