@@ -424,9 +424,10 @@ func (s *DHCPServer) Running() bool {
 
 // Restart stops the server and starts it again with o (zero fields keep
 // the current options), the lease file kept: a changed Pool renumbers.
-// Kea keeps leases outside its new pool (a Renew of one is answered per
-// its rules); dhcpd drops them at start ("No pool found for prefix"), so
-// a Renew of an old prefix gets NoBinding.
+// Kea keeps leases outside its new pool in its database, but answers
+// their Renew with a prefix of the new pool and drops the old one at
+// that Reply (TestKeaReconfigure); dhcpd drops them at start ("No pool
+// found for prefix"), so a Renew of an old prefix gets NoBinding.
 func (s *DHCPServer) Restart(o DHCPOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
