@@ -9,6 +9,12 @@
 //	kernel routes                  bridge-v6 pods
 //	to the blocks
 //
+// With Options.DHCP one more netns "dhcp" on the link runs Kea or dhcpd
+// delegating prefixes from a PD pool (Lab.DHCP), and Options.PD gives
+// the nodes' ipamds a pd section on lan0 (node or cluster mode);
+// AddPDPod attaches a pod to the pd-ipam network. The router learns the
+// delegated blocks by BGP as any other.
+//
 // Every host has one interface "lan0" on the link with an IPv6 address of
 // LinkPrefix6 (and, with Options.IPv4, one of LinkPrefix4). Nodes forward,
 // route by default via the router and accept no redirects, so a packet
@@ -84,6 +90,14 @@ type Options struct {
 	BlockSize6, BlockSize4 int
 	// IpamdArgs are extra flags of every `ipamd serve`.
 	IpamdArgs []string
+	// DHCP is the delegating DHCPv6 server on the link (default none);
+	// DHCPServer shapes its pool and lifetimes (Lab.DHCP).
+	DHCP       DHCPKind
+	DHCPServer DHCPOptions
+	// PD is every node's pd section (nil: none); NodePD, when set,
+	// gives node i's instead (nil: none for that node).
+	PD     *PD
+	NodePD func(i int) *PD
 }
 
 func (o *Options) setDefaults() {
@@ -129,7 +143,9 @@ type Lab struct {
 	Pool6, Pool4 netip.Prefix
 	Router       *Router
 	Etcd         *Etcd
-	Nodes        []*Node
+	// DHCP is the delegating server (Options.DHCP; nil without).
+	DHCP  *DHCPServer
+	Nodes []*Node
 	// Timings is how long each step of New took.
 	Timings Timings
 
@@ -185,12 +201,21 @@ func New(t testing.TB, o Options) *Lab {
 
 	l.Switch = l.newNetns("sw")
 	l.mustRun("ip", "-n", l.Switch, "link", "add", "br0", "type", "bridge")
+	if o.DHCP != NoDHCP {
+		// Clients Solicit/Renew/Rebind to ff02::1:2: no snooping, so that
+		// the bridge floods them to the server whatever MLD it saw.
+		l.mustRun("ip", "-n", l.Switch, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+	}
 	l.mustRun("ip", "-n", l.Switch, "link", "set", "br0", "up")
 	l.Timings.Link = time.Since(step)
 
 	step = time.Now()
 	l.Etcd = l.startEtcd()
 	l.Timings.Etcd = time.Since(step)
+
+	if o.DHCP != NoDHCP {
+		l.DHCP = l.startDHCP()
+	}
 
 	step = time.Now()
 	for i := range o.Nodes {
@@ -323,6 +348,12 @@ func (l *Lab) cleanup() {
 		l.Router.stop()
 		if failed {
 			l.t.Logf("router (%s) log (tail):\n%s", l.Router.Kind, l.Router.logTail())
+		}
+	}
+	if l.DHCP != nil {
+		l.DHCP.Stop()
+		if failed {
+			l.t.Logf("DHCP server (%s) log (tail):\n%s", l.DHCP.Kind, l.DHCP.LogTail(4000))
 		}
 	}
 	if l.Etcd != nil {

@@ -78,7 +78,20 @@ func (n *Node) config() string {
 		sb.WriteString("  families: [ipv6-unicast]\n")
 	}
 	fmt.Fprintf(&sb, "  gracefulRestart: { enabled: %t, restartTime: %d }\n", !o.NoGracefulRestart, o.RestartTime)
+	if pd := n.PD(); pd != nil {
+		sb.WriteString(pd.yaml())
+	}
 	return sb.String()
+}
+
+// PD is the node's pd section (Options.NodePD, else Options.PD; nil:
+// none).
+func (n *Node) PD() *PD {
+	o := n.lab.Opts
+	if o.NodePD != nil {
+		return o.NodePD(n.Index)
+	}
+	return o.PD
 }
 
 // boot creates the node's netns and plugs it into the link: forwarding on,

@@ -22,6 +22,13 @@ const (
 	Bridge      = "cni0"
 )
 
+// PDNetwork is the pd-ipam network of AddPDPod with subnetId subnetID,
+// and its bridge on every node: addresses from the delegated prefix
+// (Options.PD). One network per subnetId, as pd-ipam networks are.
+func PDNetwork(subnetID int) (name, bridge string) {
+	return "netlab-pd" + strconv.Itoa(subnetID), "cnipd" + strconv.Itoa(subnetID)
+}
+
 // Pod is a container on a node: a netns whose "eth0" bridge-v6 attached
 // to the node's bridge, with the addresses ipamd gave it.
 type Pod struct {
@@ -32,12 +39,18 @@ type Pod struct {
 	Addrs []netip.Addr
 	// result is ADD's result, CHECK's prevResult.
 	result json.RawMessage
+	// pd: the pod is on the pd-ipam network, subnetID its subnetId.
+	pd       bool
+	subnetID int
 }
 
 // netConf is the bridge-v6 configuration every node uses: the same pools
 // everywhere (one cluster), served by the node's own ipamd; prevResult
 // when given.
-func (n *Node) netConf(prevResult json.RawMessage) []byte {
+func (n *Node) netConf(p *Pod, prevResult json.RawMessage) []byte {
+	if p.pd {
+		return n.pdNetConf(p.subnetID, prevResult)
+	}
 	l := n.lab
 	ranges := []any{[]any{map[string]any{"subnet": l.Pool6.String(), "blockSize": l.Opts.BlockSize6}}}
 	if l.Opts.IPv4 {
@@ -78,7 +91,7 @@ func (n *Node) cni(ctx context.Context, command string, p *Pod) ([]byte, error) 
 	if command == "CHECK" {
 		prev = p.result
 	}
-	cmd.Stdin = bytes.NewReader(n.netConf(prev))
+	cmd.Stdin = bytes.NewReader(n.netConf(p, prev))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -88,12 +101,44 @@ func (n *Node) cni(ctx context.Context, command string, p *Pod) ([]byte, error) 
 	return stdout.Bytes(), nil
 }
 
+// pdNetConf is the bridge-v6 configuration of the pd-ipam network:
+// subnetId subnetID of the delegated prefix, served by the node's ipamd.
+func (n *Node) pdNetConf(subnetID int, prevResult json.RawMessage) []byte {
+	name, bridge := PDNetwork(subnetID)
+	conf := map[string]any{
+		"cniVersion":       "1.1.0",
+		"name":             name,
+		"type":             "bridge-v6",
+		"bridge":           bridge,
+		"isGateway":        true,
+		"isDefaultGateway": true,
+		"ipMasq":           false,
+		"ipam":             map[string]any{"type": "pd-ipam", "socket": n.Socket, "subnetId": subnetID},
+	}
+	if prevResult != nil {
+		conf["prevResult"] = prevResult
+	}
+	b, _ := json.Marshal(conf)
+	return b
+}
+
 // AddPod creates a pod netns and runs ADD for it. The pod's netns is
 // removed when the lab ends; a failed ADD removes it at once.
 func (n *Node) AddPod(ctx context.Context) (*Pod, error) {
+	return n.addPod(ctx, false, 0)
+}
+
+// AddPDPod is AddPod on the pd-ipam network of subnetId subnetID
+// (PDNetwork). While the node's ipamd holds no
+// prefix ADD fails with code 11 (try again later).
+func (n *Node) AddPDPod(ctx context.Context, subnetID int) (*Pod, error) {
+	return n.addPod(ctx, true, subnetID)
+}
+
+func (n *Node) addPod(ctx context.Context, pd bool, subnetID int) (*Pod, error) {
 	l := n.lab
 	k := l.podSeq.Add(1)
-	p := &Pod{ID: fmt.Sprintf("nl-%s-%d", l.ID, k), NS: l.netnsName("p" + strconv.FormatInt(k, 10)), Node: n}
+	p := &Pod{ID: fmt.Sprintf("nl-%s-%d", l.ID, k), NS: l.netnsName("p" + strconv.FormatInt(k, 10)), Node: n, pd: pd, subnetID: subnetID}
 	l.track(p.NS)
 	if err := createNetns(p.NS); err != nil {
 		return nil, err

@@ -25,6 +25,11 @@ type proc struct {
 // output appended to logPath. The process gets SIGKILL if the test binary
 // dies.
 func startIn(ns, logPath, dir string, args ...string) (*proc, error) {
+	return startInEnv(ns, logPath, dir, nil, args...)
+}
+
+// startInEnv is startIn with env added to the test's environment.
+func startInEnv(ns, logPath, dir string, env []string, args ...string) (*proc, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -33,6 +38,9 @@ func startIn(ns, logPath, dir string, args ...string) (*proc, error) {
 	fmt.Fprintf(f, "---- started at %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 	cmd.Stdout, cmd.Stderr, cmd.Dir = f, f, dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s in netns %s: %w", args[0], ns, err)
@@ -77,7 +85,7 @@ var (
 	buildErr  error
 )
 
-// Binaries builds bridge-v6, ipam-v6 and ipamd once per test binary run
+// Binaries builds bridge-v6, ipam-v6, pd-ipam and ipamd once per test binary run
 // (CGO_ENABLED=0, as `make build` does) and returns their directory. A
 // TestMain removes it with RemoveBinaries.
 func Binaries(t testing.TB) string {
@@ -87,10 +95,10 @@ func Binaries(t testing.TB) string {
 			return
 		}
 		_, self, _, _ := runtime.Caller(0)
-		// One go build: it links the three in parallel; without debug info (as
+		// One go build: it links the four in parallel; without debug info (as
 		// `make build`), which links faster.
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", buildDir+"/",
-			"./plugins/bridge-v6", "./plugins/ipam-v6", "./ipamd")
+			"./plugins/bridge-v6", "./plugins/ipam-v6", "./plugins/pd-ipam", "./ipamd")
 		cmd.Dir = filepath.Join(filepath.Dir(self), "..", "..", "..")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
