@@ -158,6 +158,10 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	var delegated allocator.PDSource // the RAs and DHCPv6 follow its lifetimes
+	var renumbering interface {      // and running containers its renumberings
+		SetRenumberer(pdnet.Renumberer)
+		Renumberings() map[string]uint64
+	}
 	switch {
 	case pdCfg.Mode == pdnet.ModeCluster:
 		pd, err := pdnet.StartCluster(ctx, pdCfg, db.cli, fst, *nodeName, alloc, log)
@@ -176,7 +180,7 @@ func serve(args []string, stderr io.Writer) error {
 		}()
 		srv.PD, srv.PDRelease = pd.State, pd.Release
 		srv.Metrics.SetPDStats(pd.PDStats)
-		delegated = pd
+		delegated, renumbering = pd, pd
 	case pdCfg.Interface != "":
 		pd, err := pdnet.Start(ctx, pdCfg.ClientConfig(), fst, *nodeName, alloc, log)
 		if err != nil {
@@ -184,11 +188,19 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		srv.PD, srv.PDRelease = pd.State, pd.Release
 		srv.Metrics.SetPDStats(pd.PDStats)
-		delegated = pd
+		delegated, renumbering = pd, pd
 	}
 	svc := bridgesvc.New(ctx, fst, *nodeName, log)
 	if delegated != nil {
 		svc.SetLifetimes(bridgesvc.PDLifetimes(delegated))
+		// Running containers follow a new delegated prefix (renumbering,
+		// make-before-break); without this their addresses would be lost
+		// at the old prefix's end.
+		rn := newRenumberer(svc.Sync, log)
+		defer rn.Close()
+		rn.kinds = renumbering.Renumberings
+		renumbering.SetRenumberer(rn)
+		srv.Metrics.SetRenumber(rn.Stats)
 	}
 	srv.Services = svc
 	srv.Metrics.SetServices(svc.Metrics)

@@ -34,14 +34,9 @@ const (
 	delegatedLen = 56
 	subnetLen    = 60
 	// sharedNetwork: one pd-ipam network (subnetId 0) on every node, each
-	// node claiming its /64s in the network's /60. That needs the
-	// allocator's cluster-mode ranges (plan §2.4, branch i14-alloc),
-	// which this branch does not have: without them a network is one /64,
-	// owned by the first node that takes it. Until then each node's pods
-	// are on their own network, subnetId = node index (a /60 each with
-	// the cluster ranges, a /64 each without). Set true once i14-alloc is
-	// merged.
-	sharedNetwork = false
+	// node claiming its /64s in the network's /60 (plan §2.4). False gives
+	// each node's pods their own network, subnetId = node index.
+	sharedNetwork = true
 )
 
 // podSubnet is the subnetId of node n's pods.

@@ -71,12 +71,24 @@ func (s *Services) watchLifetimes() {
 
 // PDLifetimes is the LifetimeFunc of the node's delegated prefixes as the
 // allocator sees them (its PDSource: the DHCPv6-PD client): a block's
-// lifetimes are those of the delegated prefix that contains it.
+// lifetimes are those of the delegated prefix that contains it. A prefix
+// that is no longer the current one (another server's Rebind brought a
+// new prefix and left the old one unmentioned) is deprecated at once,
+// whatever preferred lifetime it still has: its addresses are being
+// renumbered away, so new connections must not pick them. Its preferred
+// end is the arrival of the current prefix, a fixed time, so the
+// once-a-second lifetime watcher sees no change on every tick.
 func PDLifetimes(src allocator.PDSource) LifetimeFunc {
 	return func(block netip.Prefix) (time.Time, time.Time, bool) {
-		for _, d := range src.Delegated() {
+		held := src.Delegated()
+		cur, haveCur := allocator.Current(held, time.Now())
+		for _, d := range held {
 			if d.Prefix.Bits() <= block.Bits() && d.Prefix.Contains(block.Addr()) {
-				return d.Preferred, d.Valid, true
+				preferred := d.Preferred
+				if haveCur && cur.Prefix != d.Prefix && !cur.Updated.IsZero() && (preferred.IsZero() || preferred.After(cur.Updated)) {
+					preferred = cur.Updated
+				}
+				return preferred, d.Valid, true
 			}
 		}
 		return time.Time{}, time.Time{}, false

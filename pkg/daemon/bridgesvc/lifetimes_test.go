@@ -196,6 +196,30 @@ func TestPDLifetimes(t *testing.T) {
 	}
 }
 
+// TestPDLifetimesNotCurrent: after a Rebind brought P2 and left P1
+// unmentioned, P1 still has preferred time left in the binding, but its
+// blocks are advertised deprecated from P2's arrival on.
+func TestPDLifetimesNotCurrent(t *testing.T) {
+	now := time.Now()
+	arrived := now.Add(-5 * time.Second)
+	f := PDLifetimes(fakeSource{
+		{Prefix: netip.MustParsePrefix("2001:db8:100::/56"), Preferred: now.Add(time.Minute), Valid: now.Add(time.Hour), Updated: now.Add(-time.Minute)},
+		{Prefix: netip.MustParsePrefix("2001:db8:200::/56"), Preferred: now.Add(2 * time.Minute), Valid: now.Add(2 * time.Hour), Updated: arrived},
+	})
+	for _, tc := range []struct {
+		block       string
+		pref, valid time.Time
+	}{
+		{"2001:db8:100:1::/64", arrived, now.Add(time.Hour)},
+		{"2001:db8:200:1::/64", now.Add(2 * time.Minute), now.Add(2 * time.Hour)},
+	} {
+		p, v, ok := f(netip.MustParsePrefix(tc.block))
+		if !ok || !p.Equal(tc.pref) || !v.Equal(tc.valid) {
+			t.Errorf("%s: %v %v %v, want %v %v true", tc.block, p, v, ok, tc.pref, tc.valid)
+		}
+	}
+}
+
 type fakeSource []allocator.Delegated
 
 func (fakeSource) Interface() string                  { return "uplink0" }

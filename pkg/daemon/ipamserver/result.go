@@ -61,16 +61,9 @@ func checkResult(h *store.Handle, now time.Time) *ipamapi.CheckResult {
 	return r
 }
 
-// checkIP is one address of a handle for CHECK.
-//
-// TODO(i14 merge): store.IP gains Deprecated, ValidUntil and Replaces
-// (helper "alloc", design §3.2); they are not on this branch yet. Once
-// merged, copy them here:
-//
-//	Deprecated: ip.Deprecated, ValidUntil: ip.ValidUntil, Replaces: ip.Replaces,
-//
-// Until then every address of the record counts as current, which is
-// today's behaviour (no renumbering writes two addresses).
+// checkIP is one address of a handle for CHECK, with its renumbering
+// state: a deprecated address is expected in the container until
+// ValidUntil, its successor (Replaces) beside it.
 func checkIP(ip store.IP) ipamapi.CheckIP {
-	return ipamapi.CheckIP{Address: ip.Address, Gateway: ip.Gateway}
+	return ipamapi.CheckIP{Address: ip.Address, Gateway: ip.Gateway, Deprecated: ip.Deprecated, ValidUntil: ip.ValidUntil, Replaces: ip.Replaces}
 }

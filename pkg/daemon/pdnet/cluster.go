@@ -754,6 +754,13 @@ func (c *Cluster) Delegated() []allocator.Delegated {
 	return delegatedOf(b)
 }
 
+// SetRenumberer turns renumbering on for this node's attachments
+// (Delegation.SetRenumberer): every node renumbers its own.
+func (c *Cluster) SetRenumberer(r Renumberer) { c.d.SetRenumberer(r) }
+
+// Renumberings counts this node's renumberings by kind.
+func (c *Cluster) Renumberings() map[string]uint64 { return c.d.Renumberings() }
+
 // PDLayout is the segment's slicing of its prefix (allocator's optional
 // PDLayout interface), from the identity.
 func (c *Cluster) PDLayout() (subnetLength, blockSize int) {
@@ -776,7 +783,7 @@ func (c *Cluster) Err() error {
 func delegatedOf(b dhcp6pd.Binding) []allocator.Delegated {
 	out := make([]allocator.Delegated, 0, len(b.Prefixes))
 	for _, p := range b.Prefixes {
-		out = append(out, allocator.Delegated{Prefix: p.Prefix, Preferred: p.PreferredUntil(), Valid: p.ValidUntil()})
+		out = append(out, allocator.Delegated{Prefix: p.Prefix, Preferred: p.PreferredUntil(), Valid: p.ValidUntil(), Updated: p.Updated})
 	}
 	return out
 }
