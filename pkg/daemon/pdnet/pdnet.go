@@ -257,26 +257,8 @@ func (d *Delegation) retryDrops() {
 
 // State is `ipamd pd`'s view (ipamserver.Server.PD).
 func (d *Delegation) State(context.Context) (ipamapi.PDState, error) {
-	b := d.client.Binding()
-	now := time.Now()
-	st := ipamapi.PDState{
-		Enabled: true, Mode: ModeNode, Interface: d.iface, ClientDUID: b.ClientDUID.String(), IAID: b.IAID,
-		Prefixes: []ipamapi.PDPrefix{},
-	}
-	if b.Server.IsValid() {
-		st.Server = b.Server.String()
-	}
-	if len(b.ServerDUID) > 0 {
-		st.ServerDUID = b.ServerDUID.String()
-	}
-	if len(b.Prefixes) > 0 {
-		st.RenewIn, st.RebindIn = left(b.RenewAt(), now), left(b.RebindAt(), now)
-	}
-	for _, p := range b.Prefixes {
-		st.Prefixes = append(st.Prefixes, ipamapi.PDPrefix{
-			Prefix: p.Prefix.String(), PreferredLeft: left(p.PreferredUntil(), now), ValidLeft: left(p.ValidUntil(), now),
-		})
-	}
+	st := ipamapi.PDState{Mode: ModeNode}
+	fillState(&st, d.client.Binding(), d.iface, time.Now())
 	return st, nil
 }
 
