@@ -328,9 +328,9 @@ func pdCmd(args []string, stdout, stderr io.Writer) error {
 			}
 			var rows [][]string
 			for _, p := range st.Prefixes {
-				rows = append(rows, []string{p.Prefix, p.PreferredLeft, p.ValidLeft})
+				rows = append(rows, []string{p.Prefix, orDash(p.State), p.PreferredLeft, p.ValidLeft})
 			}
-			return table(w, "PREFIX\tPREFERRED LEFT\tVALID LEFT", rows)
+			return table(w, "PREFIX\tSTATE\tPREFERRED LEFT\tVALID LEFT", rows)
 		},
 	}.run(args, stdout, stderr)
 }

@@ -320,6 +320,10 @@ type PDPrefix struct {
 	// PreferredLeft and ValidLeft are durations, or "infinite".
 	PreferredLeft string `json:"preferredLeft"`
 	ValidLeft     string `json:"validLeft"`
+	// State is "current" (new addresses come from it), "deprecated"
+	// (being renumbered away from: its addresses go at its valid end) or
+	// "expired".
+	State string `json:"state,omitempty"`
 }
 
 // ShortID is a container ID as logs and tables show it: the 64-hex IDs

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/v6cni/v6cni/pkg/daemon/allocator"
 	"github.com/v6cni/v6cni/pkg/daemon/dhcp6pd"
 	"github.com/v6cni/v6cni/pkg/daemon/ipammetrics"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
@@ -22,9 +23,18 @@ func fillState(st *ipamapi.PDState, b dhcp6pd.Binding, iface string, now time.Ti
 	if len(b.Prefixes) > 0 {
 		st.RenewIn, st.RebindIn = left(b.RenewAt(), now), left(b.RebindAt(), now)
 	}
+	cur, haveCur := allocator.Current(delegatedOf(b), now)
 	for _, p := range b.Prefixes {
+		state := "deprecated"
+		switch {
+		case haveCur && p.Prefix == cur.Prefix:
+			state = "current"
+		case !p.ValidUntil().After(now):
+			state = "expired"
+		}
 		st.Prefixes = append(st.Prefixes, ipamapi.PDPrefix{
 			Prefix: p.Prefix.String(), PreferredLeft: left(p.PreferredUntil(), now), ValidLeft: left(p.ValidUntil(), now),
+			State: state,
 		})
 	}
 }
