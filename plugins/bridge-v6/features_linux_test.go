@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -73,6 +74,30 @@ func (e *testEnv) containerAddrs(t *testing.T) []netlink.Addr {
 	return addrs
 }
 
+// settledAddrs is containerAddrs once the link-local address is no longer
+// tentative, or after 500 ms. The kernel creates it when the veth's carrier
+// comes up, tentative even with accept_dad=0, and its DAD worker clears the
+// flag at once; a link-local address that really ran DAD would stay
+// tentative for at least a retransmit interval (1 s), which noTentative
+// then reports. Global addresses are returned as they are.
+func (e *testEnv) settledAddrs(t *testing.T) []netlink.Addr {
+	t.Helper()
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for {
+		addrs := e.containerAddrs(t)
+		settled := true
+		for _, a := range addrs {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE != 0 {
+				settled = false
+			}
+		}
+		if settled || time.Now().After(deadline) {
+			return addrs
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func noTentative(t *testing.T, addrs []netlink.Addr) {
 	t.Helper()
 	for _, a := range addrs {
@@ -96,22 +121,15 @@ func TestFirstPingAndAnnouncement(t *testing.T) {
 	updates := make(chan netlink.NeighUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
+	e.staleEntry(t, ctr6)
 	if err := e.inHost(t, func() error {
-		br, err := link.EnsureBridge(e.bridge, 0)
-		if err != nil {
-			return err
-		}
-		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: br.Index, Family: netlink.FAMILY_V6, State: netlink.NUD_STALE,
-			IP: net.ParseIP(ctr6), HardwareAddr: net.HardwareAddr{2, 0xde, 0xad, 0, 0, 1}}); err != nil {
-			return err
-		}
 		return netlink.NeighSubscribeWithOptions(updates, done, netlink.NeighSubscribeOptions{})
 	}); err != nil {
 		t.Fatal(err)
 	}
 
 	e.mustAdd(t, e.args(containerID, e.conf("1.1.0", "")))
-	noTentative(t, e.containerAddrs(t))
+	noTentative(t, e.settledAddrs(t))
 
 	if err := e.cont.Do(func(ns.NetNS) error {
 		out, err := exec.Command("ping", "-6", "-c", "1", "-W", "5", gw6).CombinedOutput()
@@ -145,18 +163,7 @@ func TestUnsolicitedNAWithoutTraffic(t *testing.T) {
 	e := setup(t)
 	const containerID = "na0n1y"
 	mac := macaddr.Derive("v6net", containerID, "eth0")
-	var brIndex int
-	if err := e.inHost(t, func() error {
-		br, err := link.EnsureBridge(e.bridge, 0)
-		if err != nil {
-			return err
-		}
-		brIndex = br.Index
-		return netlink.NeighSet(&netlink.Neigh{LinkIndex: br.Index, Family: netlink.FAMILY_V6, State: netlink.NUD_STALE,
-			IP: net.ParseIP(ctr6), HardwareAddr: net.HardwareAddr{2, 0xde, 0xad, 0, 0, 1}})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	brIndex := e.staleEntry(t, ctr6)
 	updates := make(chan netlink.NeighUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
@@ -449,4 +456,42 @@ func TestCheckCatches(t *testing.T) {
 			}
 		})
 	}
+}
+
+// staleEntry makes the test's bridge and gives the host a stale neighbour
+// entry for addr with another MAC (a previous container had the address),
+// and returns the bridge's index. A new bridge has no port, so the kernel
+// turns its carrier off; linkwatch handles that later (non-urgent events
+// run at most once a second, more under load), and the handling flushes
+// the bridge's neighbour entries (neigh_carrier_down). An entry planted
+// before that is gone when the container's announcement arrives, and an
+// announcement for an address without an entry is ignored: the wait for
+// the operstate linkwatch sets in the same pass keeps the entry alive.
+func (e *testEnv) staleEntry(t *testing.T, addr string) int {
+	t.Helper()
+	var index int
+	if err := e.inHost(t, func() error {
+		br, err := link.EnsureBridge(e.bridge, 0)
+		if err != nil {
+			return err
+		}
+		index = br.Index
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			l, err := netlink.LinkByIndex(index)
+			if err != nil {
+				return err
+			}
+			if l.Attrs().OperState == netlink.OperDown {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("bridge %s: operstate still %s, want down (no port yet)", e.bridge, l.Attrs().OperState)
+			}
+		}
+		return netlink.NeighSet(&netlink.Neigh{LinkIndex: index, Family: netlink.FAMILY_V6, State: netlink.NUD_STALE,
+			IP: net.ParseIP(addr), HardwareAddr: net.HardwareAddr{2, 0xde, 0xad, 0, 0, 1}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return index
 }
