@@ -58,6 +58,12 @@ if [[ $(id -u) -ne 0 ]]; then
 	exit 1
 fi
 
+# One run at a time: two runs at once (make test in two checkouts) would
+# share CRI_DIR/bin.partial, and one's rm -rf empties the other's build.
+mkdir -p /var/lib/v6cni-test
+exec 9>/var/lib/v6cni-test/.install-deps.lock
+flock 9
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
 	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
