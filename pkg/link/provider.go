@@ -213,16 +213,19 @@ func moveToBridge(br *netlink.Bridge, up netlink.Link) error {
 		if r.Protocol == unix.RTPROT_KERNEL || r.Table == unix.RT_TABLE_LOCAL || r.Type != unix.RTN_UNICAST {
 			continue // re-made by the kernel with the addresses
 		}
-		if r.Protocol != unix.RTPROT_RA {
-			nr := r
-			nr.LinkIndex = br.Index
-			nr.ILinkIndex = 0
-			if err := netlink.RouteAdd(&nr); err != nil && !errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("move route %s of uplink %s to provider bridge %s: %w", routeDst(r), name, br.Name, err)
-			}
-		}
+		// Removed first: IPv6 takes a route of the same destination and
+		// metric on another device for the same route (EEXIST).
 		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("remove route %s from provider uplink %s: %w", routeDst(r), name, err)
+		}
+		if r.Protocol == unix.RTPROT_RA {
+			continue
+		}
+		nr := r
+		nr.LinkIndex = br.Index
+		nr.ILinkIndex = 0
+		if err := netlink.RouteAdd(&nr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("move route %s of uplink %s to provider bridge %s: %w", routeDst(r), name, br.Name, err)
 		}
 	}
 	for _, a := range moved {
