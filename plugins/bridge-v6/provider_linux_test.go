@@ -575,3 +575,120 @@ func withPrevResult(t *testing.T, conf, raw []byte) []byte {
 	}
 	return append(append(slices.Clone(conf[:i]), `,"prevResult":`+string(raw)+`}`...), conf[i+1:]...)
 }
+
+// TestProviderFigures measures ADD on a provider network, N=5 per case
+// after a first ADD that set the bridge up, and logs them as
+// "PROVIDER-FIGURES" lines. It asserts nothing about time.
+func TestProviderFigures(t *testing.T) {
+	const n = 5
+	l := newProviderLab(t)
+	l.startRadvd(t, "")
+	warm := "f16000000000000"
+	l.ipamAnswers(t, warm, netip.MustParseAddr("2001:db8:22::2f"))
+	if _, err := l.add(t, l.args(warm, l.gatewayConf("1.1.0"))); err != nil {
+		t.Fatalf("first ADD: %v", err)
+	}
+	slaacConf := bytes.Replace(l.conf("1.1.0", "", `,"ipv6Mode":"slaac"`),
+		[]byte(`"type":"provider-ipam"`), []byte(`"type":"provider-ipam","addressing":"eui64"`), 1)
+	cases := []struct {
+		name string
+		conf []byte
+		eui  bool
+	}{
+		{"static-optimistic-dad", l.gatewayConf("1.1.0"), false},
+		{"static-standard-dad", l.conf("1.1.0", `,"gateway":"`+routerAddr+`","optimisticDad":false`, ""), false},
+		{"static-router-from-ra", l.conf("1.1.0", "", ""), false},
+		{"slaac", slaacConf, true},
+	}
+	for ci, c := range cases {
+		var took []time.Duration
+		for i := range n {
+			id := fmt.Sprintf("f16%02d%02d00000000", ci, i)
+			addr := netip.MustParseAddr(fmt.Sprintf("2001:db8:22::%x", 0x100*(ci+1)+i+0x30))
+			if c.eui {
+				addr = eui64(id)
+			}
+			l.ipamAnswers(t, id, addr)
+			env := *l.testEnv
+			env.cont = linktest.NewNS(t)
+			lab := *l
+			lab.testEnv = &env
+			args := lab.args(id, c.conf)
+			start := time.Now()
+			if _, err := lab.add(t, args); err != nil {
+				t.Fatalf("%s: ADD %d: %v", c.name, i, err)
+			}
+			took = append(took, time.Since(start))
+			if err := lab.inHost(t, func() error { return testutils.CmdDelWithArgs(args, func() error { return cmdDel(args) }) }); err != nil {
+				t.Fatalf("%s: DEL %d: %v", c.name, i, err)
+			}
+		}
+		slices.Sort(took)
+		t.Logf("PROVIDER-FIGURES ADD %s: median %s (min %s – max %s) N=%d", c.name,
+			ms(took[n/2]), ms(took[0]), ms(took[n-1]), n)
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+// TestProviderDeadRouter measures how long a container pinging its
+// configured router takes to notice the router is gone (its neighbour
+// entry FAILED), with the NUD timers the plugin sets, N=5.
+func TestProviderDeadRouter(t *testing.T) {
+	const n = 5
+	pingBin := linktest.RequireCommand(t, "ping", "iputils-ping")
+	l := newProviderLab(t)
+	const id = "dead000000000001"
+	l.ipamAnswers(t, id, netip.MustParseAddr("2001:db8:22::40"))
+	if _, err := l.add(t, l.args(id, l.gatewayConf("1.1.0"))); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	linktest.Start(t, l.cont, pingBin, "-6", "-n", "-q", "-i", "0.05", routerAddr)
+	router := net.ParseIP(routerAddr)
+	neighState := func() (int, bool) {
+		state, found := 0, false
+		linktest.Do(t, l.cont, func() error {
+			lk, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			neighs, err := netlink.NeighList(lk.Attrs().Index, netlink.FAMILY_V6)
+			if err != nil {
+				return err
+			}
+			for _, nb := range neighs {
+				if nb.IP.Equal(router) {
+					state, found = nb.State, true
+				}
+			}
+			return nil
+		})
+		return state, found
+	}
+	var took []time.Duration
+	for range n {
+		linktest.Eventually(t, 10*time.Second, 10*time.Millisecond, "router's neighbour entry REACHABLE", func() (bool, string) {
+			s, ok := neighState()
+			return ok && s == netlink.NUD_REACHABLE, fmt.Sprintf("state %#x found %v", s, ok)
+		})
+		// The router dies: it no longer answers for its address.
+		linktest.Do(t, l.router, func() error {
+			lk, err := netlink.LinkByName(l.seg)
+			if err != nil {
+				return err
+			}
+			a, _ := netlink.ParseAddr(routerAddr + "/64")
+			return netlink.AddrDel(lk, a)
+		})
+		start := time.Now()
+		linktest.Eventually(t, 20*time.Second, 5*time.Millisecond, "router's neighbour entry FAILED", func() (bool, string) {
+			s, ok := neighState()
+			return !ok || s&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) != 0, fmt.Sprintf("state %#x", s)
+		})
+		took = append(took, time.Since(start))
+		linktest.Do(t, l.router, func() error { return addAddr(l.seg, routerAddr+"/64") })
+	}
+	slices.Sort(took)
+	t.Logf("PROVIDER-FIGURES dead-router detection (router stops answering → its neighbour entry FAILED, container pinging it every 50 ms): median %s (min %s – max %s) N=%d",
+		ms(took[n/2]), ms(took[0]), ms(took[n-1]), n)
+}
