@@ -484,6 +484,32 @@ func TestProviderSelfConfiguringModes(t *testing.T) {
 						t.Errorf("container → %s: %v", segHostAddr, err)
 					}
 				}
+				if ver == "0.3.1" {
+					return
+				}
+				args := l.args(id, withPrevResult(t, conf, raw))
+				check := func() error {
+					return l.inHost(t, func() error { return testutils.CmdCheckWithArgs(args, func() error { return cmdCheck(args) }) })
+				}
+				if tt.formed {
+					if err := check(); err != nil {
+						t.Errorf("CHECK: %v", err)
+					}
+					return
+				}
+				// dhcpv6-stateful: CHECK fails until the workload's
+				// DHCPv6 client has the address (none here: it is
+				// added as a client adds it, a /128).
+				if err := check(); err == nil || !strings.Contains(err.Error(), want.String()) {
+					t.Errorf("CHECK before the DHCPv6 client: %v, want an error naming %s", err, want)
+				}
+				linktest.Do(t, l.cont, func() error { return addAddr("eth0", want.String()+"/128") })
+				if err := check(); err != nil {
+					t.Errorf("CHECK once the client has the address: %v", err)
+				}
+				if err := ping6(l.cont, segHostAddr, 10*time.Second); err != nil {
+					t.Errorf("container → %s: %v", segHostAddr, err)
+				}
 				// ipamd serves nothing on a provider bridge: the
 				// plugin's request names no bridge or mode (the fake
 				// IPAM here is exec'd; ipamplugin's test covers it).
