@@ -169,7 +169,9 @@ func moveToBridge(br *netlink.Bridge, up netlink.Link) error {
 		br.HardwareAddr = mac
 	}
 
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return linkAddrs(up.Attrs().Index) })
+	// netlink.AddrList, not linkAddrs: the lifetimes are needed (once
+	// per bridge, the cost does not matter).
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(up, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list addresses of provider uplink %s: %w", name, err)
 	}
