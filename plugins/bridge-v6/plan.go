@@ -88,14 +88,14 @@ func (a *attachment) masqIface() string {
 // plan is what the kernel must be told for one attachment, derived from the
 // IPAM result (ADD) or prevResult (CHECK) and the config.
 type plan struct {
-	addrs        []netip.Prefix   // container addresses the plugin adds, with the block prefix length
-	awaitAddrs   []netip.Addr     // IPv6 addresses the container configures itself (self-configuring ipv6Mode)
+	addrs      []netip.Prefix // container addresses the plugin adds, with the block prefix length
+	awaitAddrs []netip.Addr   // IPv6 addresses the container configures itself (self-configuring ipv6Mode)
 	// viaRouter are IPv6 routes without a gateway on a provider network
 	// whose router is learned from RAs: added via it once it is known.
 	viaRouter []netip.Prefix
 	// learnRouter: the IPv6 default router comes from RAs (a provider
 	// network without provider.gateway): ADD waits for it.
-	learnRouter bool
+	learnRouter  bool
 	allAddrs     []netip.Prefix   // addrs and the awaited ones
 	gatewayAddrs []netip.Prefix   // bridge addresses: gateway with the block prefix length
 	routes       []link.Route     // container routes, gateways resolved
