@@ -72,6 +72,10 @@ type ContainerOptions struct {
 	// port, so that the first DAD probe reaches the segment (sent
 	// before, it is dropped and a duplicate goes unnoticed).
 	PortReady func() error
+	// IgnoreRADefaultRoute (with AcceptRA) keeps the RAs from adding a
+	// default route (accept_ra_defrtr=0): the caller adds its own, to a
+	// configured gateway, which one from an RA would shadow.
+	IgnoreRADefaultRoute bool
 	// SolicitRouter (with AcceptRA) sends a router solicitation once
 	// the port forwards: the kernel's own was sent at link-up, before
 	// it did, and the next one comes 4 s later.

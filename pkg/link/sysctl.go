@@ -248,6 +248,9 @@ func prepareContainerIface(s *sysctls, ifname string, ipv6 bool, opts ContainerO
 	}
 	if opts.AcceptRA {
 		settings = append(settings, [2]string{"autoconf", autoconf}, [2]string{"addr_gen_mode", "0"})
+		if opts.IgnoreRADefaultRoute {
+			settings = append(settings, [2]string{"accept_ra_defrtr", "0"})
+		}
 	}
 	if opts.DAD && opts.OptimisticDAD {
 		settings = append(settings, [2]string{"optimistic_dad", "1"}, [2]string{"use_optimistic", "1"}, [2]string{"dad_transmits", "1"})

@@ -468,6 +468,8 @@ func containerOptions(conf *bridgeconf.NetConf, p *plan) link.ContainerOptions {
 		opts.OptimisticDAD = pr.OptimisticDAD
 		opts.FastNUD = true
 		opts.AcceptRA = conf.SelfConfiguring() || !pr.Gateway.IsValid()
+		// A configured gateway is the default route, not the RAs'.
+		opts.IgnoreRADefaultRoute = pr.Gateway.IsValid()
 		opts.SolicitRouter = opts.AcceptRA
 		opts.Autoconf = conf.Autoconf()
 		if conf.Autoconf() {

@@ -442,19 +442,29 @@ func TestProviderSelfConfiguringModes(t *testing.T) {
 	for _, tt := range []struct {
 		mode, radvd string
 		formed      bool // the container's kernel forms the address (SLAAC)
+		gateway     bool // provider.gateway set: the default route, not the RAs'
 	}{
-		{"slaac", "", true},
-		{"dhcpv6-stateless", "AdvOtherConfigFlag on;", true},
-		{"dhcpv6-stateful", "AdvManagedFlag on; AdvOtherConfigFlag on;", false},
+		{"slaac", "", true, false},
+		{"slaac", "", true, true},
+		{"dhcpv6-stateless", "AdvOtherConfigFlag on;", true, false},
+		{"dhcpv6-stateful", "AdvManagedFlag on; AdvOtherConfigFlag on;", false, false},
 	} {
 		for _, ver := range []string{"0.3.1", "1.1.0"} {
-			t.Run(tt.mode+"/"+ver, func(t *testing.T) {
+			name := tt.mode + "/" + ver
+			if tt.gateway {
+				name = tt.mode + "+gateway/" + ver
+			}
+			t.Run(name, func(t *testing.T) {
 				l := newProviderLab(t)
 				l.startRadvd(t, tt.radvd)
 				id := "5e1fc0f000000001"
 				want := eui64(id)
 				l.ipamAnswers(t, id, want)
-				conf := l.conf(ver, "", `,"ipv6Mode":"`+tt.mode+`"`)
+				gw := ""
+				if tt.gateway {
+					gw = `,"gateway":"` + routerAddr + `"`
+				}
+				conf := l.conf(ver, gw, `,"ipv6Mode":"`+tt.mode+`"`)
 				conf = bytes.Replace(conf, []byte(`"type":"provider-ipam"`), []byte(`"type":"provider-ipam","addressing":"eui64"`), 1)
 				raw, err := l.add(t, l.args(id, conf))
 				if err != nil {
@@ -476,8 +486,8 @@ func TestProviderSelfConfiguringModes(t *testing.T) {
 				if have != tt.formed {
 					t.Errorf("address %s in the container: %v, want %v", want, have, tt.formed)
 				}
-				if !l.raDefaultIn(t, l.cont, "eth0") {
-					t.Error("container has no RA default route after ADD")
+				if got := l.raDefaultIn(t, l.cont, "eth0"); got == tt.gateway {
+					t.Errorf("container has an RA default route: %v, want %v", got, !tt.gateway)
 				}
 				if tt.formed {
 					if err := ping6(l.cont, segHostAddr, 10*time.Second); err != nil {
