@@ -293,6 +293,9 @@ func (c *NetConf) parseProvider(raw *rawConf, data []byte) error {
 	if err := validIfName(p.Master); err != nil {
 		return invalid(fmt.Sprintf("provider.master: %q %v", p.Master, err))
 	}
+	if p.Master == c.Bridge {
+		return invalid(fmt.Sprintf("provider.master: %q is the bridge itself (name the host interface the bridge is to hold)", p.Master))
+	}
 	if rp.VLANID != nil {
 		p.VLANID = *rp.VLANID
 		if p.VLANID < MinVLAN || p.VLANID > MaxVLAN {

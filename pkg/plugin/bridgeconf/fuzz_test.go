@@ -62,7 +62,7 @@ func FuzzParse(f *testing.F) {
 			if conf.IsGateway || conf.IsDefaultGateway || conf.IPMasq || conf.IPMasq6 || conf.VLAN != 0 || conf.HairpinMode || !conf.EnableDAD {
 				t.Fatalf("provider accepted with a key it excludes: %+v", conf)
 			}
-			if validIfName(p.Master) != nil || validIfName(p.Uplink()) != nil {
+			if validIfName(p.Master) != nil || validIfName(p.Uplink()) != nil || p.Master == conf.Bridge {
 				t.Fatalf("provider accepted bad master %q (uplink %q)", p.Master, p.Uplink())
 			}
 			if p.VLANID != 0 && (p.VLANID < MinVLAN || p.VLANID > MaxVLAN) {

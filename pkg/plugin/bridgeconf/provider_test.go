@@ -95,6 +95,8 @@ func TestParseProviderErrors(t *testing.T) {
 		{"master with slash", head + `,"provider":{"master":"a/b"},"ipam":{"type":"x"}}`, types.ErrInvalidNetworkConfig, []string{"provider.master", "a/b"}},
 		{"master a number", head + `,"provider":{"master":1},"ipam":{"type":"x"}}`, types.ErrDecodingFailure, []string{"provider.master", "string"}},
 		{"provider a string", head + `,"provider":"eth1","ipam":{"type":"x"}}`, types.ErrDecodingFailure, []string{"provider", "object"}},
+		{"master is the bridge", head + `,"bridge":"br22","provider":{"master":"br22"},"ipam":{"type":"x"}}`, types.ErrInvalidNetworkConfig, []string{"provider.master", "br22", "bridge"}},
+		{"master is the default bridge", head + `,"provider":{"master":"v6cni0"},"ipam":{"type":"x"}}`, types.ErrInvalidNetworkConfig, []string{"provider.master", "v6cni0"}},
 		{"vlanId 0", head + `,"provider":{"master":"eth1","vlanId":0},"ipam":{"type":"x"}}`, types.ErrInvalidNetworkConfig, []string{"provider.vlanId", "0"}},
 		{"vlanId 4095", head + `,"provider":{"master":"eth1","vlanId":4095},"ipam":{"type":"x"}}`, types.ErrInvalidNetworkConfig, []string{"provider.vlanId", "4095"}},
 		{"gateway IPv4", head + `,"provider":{"master":"eth1","gateway":"192.0.2.1"},"ipam":{"type":"x"}}`, types.ErrInvalidNetworkConfig, []string{"provider.gateway", "192.0.2.1"}},
