@@ -100,6 +100,12 @@ func TestConflistsThroughLibcni(t *testing.T) {
 	}
 	shipped := map[string][]byte{}
 	for _, f := range files {
+		if f == "providernet.conflist" {
+			// Its ADD enslaves the node's uplink (eth1.22): not on this
+			// host. TestExampleConflists parses it; bridge-v6's
+			// TestProvider* run the same keys against a lab uplink.
+			continue
+		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

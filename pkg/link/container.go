@@ -56,6 +56,43 @@ type ContainerOptions struct {
 	// Index is the interface's index when the caller knows it (the
 	// ParentIndex CreateVeth returns): it spares a lookup by name.
 	Index int
+
+	// The options of a provider network, where the container shares a
+	// segment with other hosts and its router is upstream.
+
+	// OptimisticDAD (with DAD) makes the addresses usable while their
+	// DAD runs (RFC 4429: optimistic_dad=1, use_optimistic=1), with one
+	// probe (dad_transmits=1) sent at once.
+	OptimisticDAD bool
+	// FastNUD tunes the interface's neighbour timers so that a dead
+	// router is noticed in about 1.5 s (NUDSysctls).
+	FastNUD bool
+	// PortReady, when set, is called after link-up and the addresses
+	// are added once it returns: it waits for the bridge to forward the
+	// port, so that the first DAD probe reaches the segment (sent
+	// before, it is dropped and a duplicate goes unnoticed).
+	PortReady func() error
+	// IgnoreRADefaultRoute (with AcceptRA) keeps the RAs from adding a
+	// default route (accept_ra_defrtr=0): the caller adds its own, to a
+	// configured gateway, which one from an RA would shadow.
+	IgnoreRADefaultRoute bool
+	// SolicitRouter (with AcceptRA) sends a router solicitation once
+	// the port forwards: the kernel's own was sent at link-up, before
+	// it did, and the next one comes 4 s later.
+	SolicitRouter bool
+}
+
+// NUDSysctls are the neighbour settings (net/ipv6/neigh/<if>/) of
+// ContainerOptions.FastNUD: a reachable entry goes stale after
+// 250–750 ms without confirmation, is probed 1 s after it is next used,
+// 3 times 100 ms apart, then fails; the kernel then prefers another
+// default router. The same retransmission time spaces the DAD probes.
+var NUDSysctls = [][2]string{
+	{"base_reachable_time_ms", "500"},
+	{"delay_first_probe_time", "1"},
+	{"retrans_time_ms", "100"},
+	{"ucast_solicit", "3"},
+	{"mcast_solicit", "3"},
 }
 
 // awaitTimeout bounds the wait for ContainerOptions.Await.
@@ -106,10 +143,21 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 	if opts.DAD {
 		flags = 0
 	}
-	for _, a := range addrs {
-		addr := &netlink.Addr{IPNet: ipNet(a), Flags: flags}
-		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("add address %s to %s: %w", a, ifname, err)
+	addAddrs := func() error {
+		for _, a := range addrs {
+			addr := &netlink.Addr{IPNet: ipNet(a), Flags: flags}
+			if opts.DAD && opts.OptimisticDAD && a.Addr().Is6() {
+				addr.Flags |= unix.IFA_F_OPTIMISTIC
+			}
+			if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("add address %s to %s: %w", a, ifname, err)
+			}
+		}
+		return nil
+	}
+	if opts.PortReady == nil {
+		if err := addAddrs(); err != nil {
+			return nil, err
 		}
 	}
 
@@ -119,6 +167,19 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return nil, fmt.Errorf("set %s up: %w", ifname, err)
+	}
+	if opts.PortReady != nil {
+		if err := opts.PortReady(); err != nil {
+			return nil, err
+		}
+		if err := addAddrs(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.SolicitRouter && opts.AcceptRA {
+		if err := SolicitRouter(l.Attrs().Index, ifname); err != nil {
+			return nil, err
+		}
 	}
 	if err := enableNotify(s, ifname, has6, has4); err != nil {
 		return nil, err
@@ -135,6 +196,16 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 		}
 	}
 
+	if err := AddRoutes(l, routes); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// AddRoutes adds routes via l (an existing one is fine), in the network
+// namespace of the calling thread.
+func AddRoutes(l netlink.Link, routes []Route) error {
+	ifname := l.Attrs().Name
 	for _, r := range routes {
 		route := &netlink.Route{
 			LinkIndex: l.Attrs().Index,
@@ -147,15 +218,15 @@ func ConfigureContainerWith(ifname string, addrs []netip.Prefix, routes []Route,
 			route.Scope = netlink.SCOPE_LINK
 		}
 		if err := netlink.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("add route %s dev %s: %w", r, ifname, err)
+			return fmt.Errorf("add route %s dev %s: %w", r, ifname, err)
 		}
 	}
-	return l, nil
+	return nil
 }
 
-// errDADFailed is wrapped by the error ConfigureContainerWith returns when
+// ErrDADFailed is wrapped by the error ConfigureContainerWith returns when
 // an address of the container is a duplicate on the link.
-var errDADFailed = errors.New("duplicate address detection failed")
+var ErrDADFailed = errors.New("duplicate address detection failed")
 
 // waitDAD returns when no IPv6 address of l is tentative, fails as soon as
 // one is DADFAILED, and gives up after timeout. It reads the addresses
@@ -172,7 +243,7 @@ func waitDAD(l netlink.Link, events <-chan netlink.AddrUpdate, timeout time.Dura
 		var tentative []string
 		for _, a := range have {
 			if a.Flags&unix.IFA_F_DADFAILED != 0 {
-				return fmt.Errorf("%w: %s on %s is already used by another node on the link", errDADFailed, a.IPNet, name)
+				return fmt.Errorf("%w: %s on %s is already used by another node on the link", ErrDADFailed, a.IPNet, name)
 			}
 			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
 				tentative = append(tentative, a.IPNet.String())

@@ -5,7 +5,9 @@
 // sysctls (container.go, sysctl.go), access VLANs (vlan.go), the wait for
 // the host port to forward (port.go), the announcements of the container's
 // addresses (announce.go), masquerading and the MAC spoof check with nft
-// (masq.go, spoofchk.go), the make-before-break renumbering of a running
+// (masq.go, spoofchk.go), a provider network's uplink moved into the
+// bridge and the router solicited or awaited (provider.go), the
+// make-before-break renumbering of a running
 // container (renumber.go), entering a network namespace in place (netns.go)
 // and the names and MACs every ADD, CHECK and DEL recompute (names.go). It
 // knows nothing of CNI results or configs: callers pass plain names, netip

@@ -248,6 +248,12 @@ func prepareContainerIface(s *sysctls, ifname string, ipv6 bool, opts ContainerO
 	}
 	if opts.AcceptRA {
 		settings = append(settings, [2]string{"autoconf", autoconf}, [2]string{"addr_gen_mode", "0"})
+		if opts.IgnoreRADefaultRoute {
+			settings = append(settings, [2]string{"accept_ra_defrtr", "0"})
+		}
+	}
+	if opts.DAD && opts.OptimisticDAD {
+		settings = append(settings, [2]string{"optimistic_dad", "1"}, [2]string{"use_optimistic", "1"}, [2]string{"dad_transmits", "1"})
 	}
 	for _, kv := range settings {
 		// A new interface has the defaults, which differ from these: write
@@ -264,6 +270,13 @@ func prepareContainerIface(s *sysctls, ifname string, ipv6 bool, opts ContainerO
 				continue
 			}
 			return fmt.Errorf("set sysctl %s=%s: %w", key, kv[1], err)
+		}
+	}
+	if opts.FastNUD && ipv6 {
+		for _, kv := range NUDSysctls {
+			if err := s.write("net/ipv6/neigh/"+ifname+"/"+kv[0], kv[1]); err != nil {
+				return fmt.Errorf("set sysctl net/ipv6/neigh/%s/%s=%s: %w", ifname, kv[0], kv[1], err)
+			}
 		}
 	}
 	return nil

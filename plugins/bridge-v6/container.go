@@ -33,6 +33,11 @@ import (
 // The wait ends as soon as the port forwards: only a slow port costs it.
 const portUpTimeout = 3 * time.Second
 
+// routerTimeout bounds the wait, on a provider network without
+// provider.gateway, for a default route from the upstream routers' RAs
+// (the plugin solicits one once the port forwards).
+const routerTimeout = 5 * time.Second
+
 // openNetNS opens ADD's CNI_NETNS. A path that is not a netns is the
 // runtime's environment at fault (code 4), not the plugin (999).
 func openNetNS(path string) (*link.NetNS, error) {
@@ -67,9 +72,35 @@ func configureContainer(netns *link.NetNS, conf *bridgeconf.NetConf, att *attach
 	err := netns.Do(func() error {
 		opts := containerOptions(conf, p)
 		opts.Index = h.veth.ParentIndex
+		if conf.Provider != nil {
+			// The DAD probes must reach the segment: the addresses
+			// are added once the bridge forwards the port.
+			opts.PortReady = func() error {
+				if err := h.portUp.Wait(h.veth.Index, portUpTimeout); err != nil {
+					return fmt.Errorf("host end %s: %w", att.hostVeth, err)
+				}
+				return nil
+			}
+		}
 		containerLink, err := link.ConfigureContainerWith(att.ifName, p.addrs, p.routes, opts)
+		if errors.Is(err, link.ErrDADFailed) && conf.Provider != nil {
+			return fmt.Errorf("configure %s: %w (another host on the provider network of bridge %s, uplink %s, holds it)", att.ifName, err, att.bridge, att.uplink)
+		}
 		if err != nil {
 			return fmt.Errorf("configure %s: %w", att.ifName, err)
+		}
+		if p.learnRouter {
+			router, err := link.AwaitDefaultRouter(containerLink, routerTimeout)
+			if err != nil {
+				return fmt.Errorf("provider network of bridge %s: %w", att.bridge, err)
+			}
+			var routes []link.Route
+			for _, dst := range p.viaRouter {
+				routes = append(routes, link.Route{Dst: dst, GW: router})
+			}
+			if err := link.AddRoutes(containerLink, routes); err != nil {
+				return err
+			}
 		}
 		// Once the bridge forwards the port (the container's first
 		// packets are not dropped, its first neighbour solicitation for

@@ -38,8 +38,14 @@ func setUpHost(conf *bridgeconf.NetConf, att *attachment, netns *link.NetNS, rol
 		}
 		return nil, err
 	}
-	// IPv4 forwarding waits for the addresses: only dual-stack needs it.
-	if err := link.PrepareBridge(conf.Bridge, conf.IsGateway); err != nil {
+	if pr := conf.Provider; pr != nil {
+		// Before any veth joins: the bridge learns the node's RA routes
+		// again when the uplink gives it its carrier.
+		if _, err := link.EnsureProviderUplink(h.bridge, pr.Master, pr.VLANID, att.uplink); err != nil {
+			return nil, err
+		}
+	} else if err := link.PrepareBridge(conf.Bridge, conf.IsGateway); err != nil {
+		// IPv4 forwarding waits for the addresses: only dual-stack needs it.
 		return nil, err
 	}
 	h.gwLink = h.bridge
@@ -181,6 +187,11 @@ func checkHost(conf *bridgeconf.NetConf, att *attachment, want *plan) error {
 			gwLink = vlanIf
 		}
 		if err := link.CheckBridgeGateways(gwLink, want.gatewayAddrs); err != nil {
+			return err
+		}
+	}
+	if att.uplink != "" {
+		if err := link.CheckProviderUplink(br, att.uplink); err != nil {
 			return err
 		}
 	}

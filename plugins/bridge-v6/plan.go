@@ -32,6 +32,9 @@ type attachment struct {
 	// vlanIf is the VLAN interface of the bridge that holds the gateways
 	// (link.VLANIfName), "" when they are on the bridge itself.
 	vlanIf string
+	// uplink is the provider network's uplink on the bridge, "" for a
+	// routed bridge.
+	uplink string
 }
 
 // newAttachment computes the names of the attachment of args.
@@ -46,6 +49,9 @@ func newAttachment(conf *bridgeconf.NetConf, args *skel.CmdArgs) *attachment {
 	}
 	if vlanGateway(conf) {
 		a.vlanIf = link.VLANIfName(conf.Bridge, conf.VLAN)
+	}
+	if conf.Provider != nil {
+		a.uplink = conf.Provider.Uplink()
 	}
 	return a
 }
@@ -82,8 +88,14 @@ func (a *attachment) masqIface() string {
 // plan is what the kernel must be told for one attachment, derived from the
 // IPAM result (ADD) or prevResult (CHECK) and the config.
 type plan struct {
-	addrs        []netip.Prefix   // container addresses the plugin adds, with the block prefix length
-	awaitAddrs   []netip.Addr     // IPv6 addresses the container configures itself (self-configuring ipv6Mode)
+	addrs      []netip.Prefix // container addresses the plugin adds, with the block prefix length
+	awaitAddrs []netip.Addr   // IPv6 addresses the container configures itself (self-configuring ipv6Mode)
+	// viaRouter are IPv6 routes without a gateway on a provider network
+	// whose router is learned from RAs: added via it once it is known.
+	viaRouter []netip.Prefix
+	// learnRouter: the IPv6 default router comes from RAs (a provider
+	// network without provider.gateway): ADD waits for it.
+	learnRouter  bool
 	allAddrs     []netip.Prefix   // addrs and the awaited ones
 	gatewayAddrs []netip.Prefix   // bridge addresses: gateway with the block prefix length
 	routes       []link.Route     // container routes, gateways resolved
@@ -108,6 +120,15 @@ func planAttachment(conf *bridgeconf.NetConf, result *current.Result) (*plan, er
 		if !ok {
 			return nil, fmt.Errorf("IPAM plugin %s returned bad address %q", conf.IPAM.Type, ip.Address.String())
 		}
+		if conf.Provider != nil && addr.Addr().Is6() {
+			// The upstream router is the gateway, whatever IPAM
+			// thinks its block's is: the configured one, or none
+			// (learned from the RAs).
+			ip.Gateway = nil
+			if gw := conf.Provider.Gateway; gw.IsValid() {
+				ip.Gateway = gw.AsSlice()
+			}
+		}
 		gw := link.AddrFromIP(ip.Gateway)
 		if !gw.IsValid() && conf.IsGateway {
 			gw = ipmath.Gateway(addr)
@@ -127,12 +148,28 @@ func planAttachment(conf *bridgeconf.NetConf, result *current.Result) (*plan, er
 	}
 
 	gateways := familyGateways(result.IPs)
+	p.learnRouter = conf.Provider != nil && !conf.Provider.Gateway.IsValid()
 	for _, r := range result.Routes {
 		route, err := gateways.resolve(r)
 		if err != nil {
 			return nil, err
 		}
+		if p.learnRouter && route.Dst.Addr().Is6() && !route.GW.IsValid() {
+			p.viaRouter = append(p.viaRouter, route.Dst)
+			p.resultRoutes = append(p.resultRoutes, &types.Route{Dst: *link.IPNet(route.Dst)})
+			continue
+		}
 		p.addRoute(route)
+	}
+	if conf.Provider != nil {
+		// The default route is the upstream router: configured, or
+		// learned from its RAs.
+		if gw := conf.Provider.Gateway; gw.IsValid() {
+			if dst := netip.PrefixFrom(netip.IPv6Unspecified(), 0); !p.hasRouteTo(dst) {
+				p.addRoute(link.Route{Dst: dst, GW: gw})
+			}
+		}
+		return p, nil
 	}
 	if conf.SelfConfiguring() {
 		// The IPv6 default route comes from the router advertisements
@@ -184,10 +221,14 @@ func expectedState(conf *bridgeconf.NetConf, prev *current.Result, att *attachme
 		}
 	}
 	gateways := familyGateways(prev.IPs)
+	learned := conf.Provider != nil && !conf.Provider.Gateway.IsValid()
 	for _, r := range prev.Routes {
 		route, err := gateways.resolve(r)
 		if err != nil {
 			return nil, fmt.Errorf("prevResult: %w", err)
+		}
+		if learned && route.Dst.Addr().Is6() && !route.GW.IsValid() {
+			continue // via a router learned from RAs, which may change
 		}
 		p.routes = append(p.routes, route)
 	}
@@ -420,6 +461,22 @@ func (p *plan) hasRouteTo(dst netip.Prefix) bool {
 // workload starts after ADD: ADD cannot wait for it (CHECK verifies it).
 func containerOptions(conf *bridgeconf.NetConf, p *plan) link.ContainerOptions {
 	opts := link.ContainerOptions{DAD: conf.EnableDAD}
+	if pr := conf.Provider; pr != nil {
+		// A shared segment: DAD always, optimistic unless told not to,
+		// neighbour timers that notice a dead router fast; RAs
+		// accepted when the router or the address comes from them.
+		opts.OptimisticDAD = pr.OptimisticDAD
+		opts.FastNUD = true
+		opts.AcceptRA = conf.SelfConfiguring() || !pr.Gateway.IsValid()
+		// A configured gateway is the default route, not the RAs'.
+		opts.IgnoreRADefaultRoute = pr.Gateway.IsValid()
+		opts.SolicitRouter = opts.AcceptRA
+		opts.Autoconf = conf.Autoconf()
+		if conf.Autoconf() {
+			opts.Await = p.awaitAddrs
+		}
+		return opts
+	}
 	if !conf.SelfConfiguring() {
 		return opts
 	}

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -92,6 +94,39 @@ type NetConf struct {
 	// VLAN puts the host veth port in this access VLAN (PVID, untagged)
 	// on a VLAN-filtering bridge; 0 is none, else MinVLAN..MaxVLAN.
 	VLAN int
+	// Provider puts the bridge on a provider network (an upstream segment
+	// through a host uplink), nil for v6cni's own routed bridge.
+	Provider *Provider
+}
+
+// Provider is the "provider" object: the bridge holds a host uplink (or a
+// VLAN sub-interface of it) and the containers sit directly on the
+// upstream segment, their default route the upstream router.
+type Provider struct {
+	// Master is the host interface that carries the provider network.
+	Master string
+	// VLANID, when not 0, makes the uplink the VLAN sub-interface
+	// Uplink() of Master (created when missing).
+	VLANID int
+	// Gateway is the containers' IPv6 default gateway; invalid (the
+	// zero Addr) when it is learned from the routers' advertisements.
+	Gateway netip.Addr
+	// OptimisticDAD makes the container addresses usable during their
+	// duplicate address detection (RFC 4429); DAD itself is always on.
+	OptimisticDAD bool
+}
+
+// Uplink is the name of the interface enslaved to the bridge: Master, or
+// "<master>.<vlanId>" cut to 15 bytes (the kernel's limit).
+func (p *Provider) Uplink() string {
+	if p.VLANID == 0 {
+		return p.Master
+	}
+	name := p.Master + "." + strconv.Itoa(p.VLANID)
+	if len(name) > maxIfNameLen {
+		name = name[:maxIfNameLen]
+	}
+	return name
 }
 
 // SelfConfiguring reports whether the container configures its IPv6
@@ -125,6 +160,12 @@ type rawConf struct {
 	MACSpoofChk      *bool   `json:"macspoofchk"`
 	IPv6Mode         *string `json:"ipv6Mode"`
 	VLAN             *int    `json:"vlan"`
+	Provider         *struct {
+		Master        *string `json:"master"`
+		VLANID        *int    `json:"vlanId"`
+		Gateway       *string `json:"gateway"`
+		OptimisticDAD *bool   `json:"optimisticDad"`
+	} `json:"provider"`
 }
 
 // Parse decodes and validates a bridge-v6 configuration (the stdin of a CNI
@@ -173,6 +214,11 @@ func Parse(data []byte) (*NetConf, error) {
 	} {
 		if b.src != nil {
 			*b.dst = *b.src
+		}
+	}
+	if raw.Provider != nil {
+		if err := conf.parseProvider(&raw, data); err != nil {
+			return nil, err
 		}
 	}
 	// A default route needs a gateway, and the only gateway this plugin
@@ -230,6 +276,82 @@ func jsonKind(goKind string) string {
 		return "array"
 	}
 	return goKind
+}
+
+// parseProvider reads the provider object and refuses the keys that
+// contradict it, naming them (code 7). On a provider network the upstream
+// router is the gateway: v6cni puts no address on the bridge and routes
+// nothing, so isGateway defaults to false; DAD is always on (v6cni is not
+// the only allocator on the segment).
+func (c *NetConf) parseProvider(raw *rawConf, data []byte) error {
+	rp := raw.Provider
+	p := &Provider{OptimisticDAD: true}
+	if rp.Master == nil || *rp.Master == "" {
+		return invalid("provider.master: missing (the host interface that carries the provider network)")
+	}
+	p.Master = *rp.Master
+	if err := validIfName(p.Master); err != nil {
+		return invalid(fmt.Sprintf("provider.master: %q %v", p.Master, err))
+	}
+	if p.Master == c.Bridge {
+		return invalid(fmt.Sprintf("provider.master: %q is the bridge itself (name the host interface the bridge is to hold)", p.Master))
+	}
+	if rp.VLANID != nil {
+		p.VLANID = *rp.VLANID
+		if p.VLANID < MinVLAN || p.VLANID > MaxVLAN {
+			return invalid(fmt.Sprintf("provider.vlanId: %d out of range (%d..%d; omit it for an untagged uplink)", p.VLANID, MinVLAN, MaxVLAN))
+		}
+	}
+	if rp.Gateway != nil {
+		gw, err := netip.ParseAddr(*rp.Gateway)
+		if err != nil || !gw.Is6() || gw.Is4In6() || gw.Zone() != "" || gw.IsUnspecified() || gw.IsMulticast() || gw.IsLoopback() {
+			return invalid(fmt.Sprintf("provider.gateway: %q is not an IPv6 unicast address", *rp.Gateway))
+		}
+		p.Gateway = gw
+	}
+	if rp.OptimisticDAD != nil {
+		p.OptimisticDAD = *rp.OptimisticDAD
+	}
+	for _, b := range []struct {
+		key string
+		val *bool
+		why string
+	}{
+		{"isGateway", raw.IsGateway, "the upstream router is the gateway, v6cni puts no address on the bridge"},
+		{"isDefaultGateway", raw.IsDefaultGateway, "the default route is the upstream router (provider.gateway or its router advertisements)"},
+		{"ipMasq", raw.IPMasq, "the node routes nothing for a provider network"},
+		{"ipMasq6", raw.IPMasq6, "the node routes nothing for a provider network"},
+		{"hairpinMode", raw.HairpinMode, "hairpin reflects DAD probes, and DAD is always on for a provider network"},
+	} {
+		if b.val != nil && *b.val {
+			return invalid(fmt.Sprintf("%s: true cannot be combined with provider (%s)", b.key, b.why))
+		}
+	}
+	if raw.EnableDAD != nil && !*raw.EnableDAD {
+		return invalid("enableDad: false cannot be combined with provider (other hosts share the segment: DAD is always on)")
+	}
+	if raw.VLAN != nil && *raw.VLAN != 0 {
+		return invalid(fmt.Sprintf("vlan: %d cannot be combined with provider (use provider.vlanId for the uplink's VLAN)", *raw.VLAN))
+	}
+	if mode := ipamapi.IPv6Mode(c.IPv6Mode); mode.Valid() && mode.Autoconf() {
+		// The IPAM section is the IPAM plugin's to parse; only its
+		// addressing matters here (decoded already once: no error).
+		var ipam struct {
+			IPAM struct {
+				Addressing any `json:"addressing"`
+			} `json:"ipam"`
+		}
+		_ = json.Unmarshal(data, &ipam)
+		if ipam.IPAM.Addressing != ipamconf.EUI64 {
+			got, _ := json.Marshal(ipam.IPAM.Addressing)
+			return invalid(fmt.Sprintf("ipam.addressing: %s: ipv6Mode %q on a provider network needs an IPAM with addressing %q (the container's kernel forms the EUI-64 address of its MAC from the upstream router's prefix, so IPAM must hand out that one)",
+				got, c.IPv6Mode, ipamconf.EUI64))
+		}
+	}
+	c.Provider = p
+	c.IsGateway = false
+	c.EnableDAD = true
+	return nil
 }
 
 func (c *NetConf) validate() error {

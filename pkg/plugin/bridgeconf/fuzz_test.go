@@ -22,6 +22,12 @@ func FuzzParse(f *testing.F) {
 		`{"cniVersion":"9.9.9","name":"n","ipam":{"type":"x"},"prevResult":{}}`,
 		`{"name":"n","mtu":1e400,"ipam":{"type":"x"}}`,
 		`{"name":"n","bridge":"\u0000","ipam":{"type":"x"}}`,
+		`{"cniVersion":"1.1.0","name":"n","provider":{"master":"eth1","vlanId":22,"gateway":"2001:db8:22::1","optimisticDad":true},"ipam":{"type":"x"}}`,
+		`{"cniVersion":"1.1.0","name":"n","ipv6Mode":"slaac","provider":{"master":"eth1"},"ipam":{"type":"x","addressing":"eui64"}}`,
+		`{"cniVersion":"1.1.0","name":"n","ipv6Mode":"dhcpv6-stateless","provider":{"master":"eth1"},"ipam":{"type":"x","addressing":"stable"}}`,
+		`{"cniVersion":"1.1.0","name":"n","isGateway":true,"provider":{"master":"eth1"},"ipam":{"type":"x"}}`,
+		`{"cniVersion":"1.1.0","name":"n","ipMasq6":true,"hairpinMode":true,"vlan":3,"enableDad":false,"provider":{"master":"eth1"},"ipam":{"type":"x"}}`,
+		`{"cniVersion":"1.1.0","name":"n","provider":{"master":"enp0s31f6abcd","vlanId":4094,"gateway":"fe80::1%x"},"ipam":{"type":"x"}}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -51,6 +57,20 @@ func FuzzParse(f *testing.F) {
 		}
 		if conf.IsDefaultGateway && !conf.IsGateway {
 			t.Fatal("isDefaultGateway without isGateway")
+		}
+		if p := conf.Provider; p != nil {
+			if conf.IsGateway || conf.IsDefaultGateway || conf.IPMasq || conf.IPMasq6 || conf.VLAN != 0 || conf.HairpinMode || !conf.EnableDAD {
+				t.Fatalf("provider accepted with a key it excludes: %+v", conf)
+			}
+			if validIfName(p.Master) != nil || validIfName(p.Uplink()) != nil || p.Master == conf.Bridge {
+				t.Fatalf("provider accepted bad master %q (uplink %q)", p.Master, p.Uplink())
+			}
+			if p.VLANID != 0 && (p.VLANID < MinVLAN || p.VLANID > MaxVLAN) {
+				t.Fatalf("provider accepted vlanId %d", p.VLANID)
+			}
+			if p.Gateway.IsValid() && (!p.Gateway.Is6() || p.Gateway.IsMulticast() || p.Gateway.Zone() != "") {
+				t.Fatalf("provider accepted gateway %s", p.Gateway)
+			}
 		}
 	})
 }

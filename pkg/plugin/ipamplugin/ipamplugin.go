@@ -215,18 +215,23 @@ func Attachment(conf *ipamconf.NetConf, args *skel.CmdArgs) (*ipamapi.Attachment
 	}
 	// The common case (another main plugin, or static mode) is decided
 	// without parsing bridge-v6's whole config.
+	provider := false
 	if json.Unmarshal(args.StdinData, &head) == nil && head.Type == "bridge-v6" {
 		if m, ok := head.IPv6Mode.(string); head.IPv6Mode != nil && (!ok || ipamapi.IPv6Mode(m).SelfConfiguring()) {
 			bc, err := bridgeconf.Parse(args.StdinData)
 			if err != nil {
 				return nil, err
 			}
-			if bc.SelfConfiguring() {
+			// On a provider network the upstream routers serve RAs and
+			// DHCPv6: ipamd is told the MAC only, and serves nothing
+			// on the bridge.
+			provider = bc.Provider != nil
+			if bc.SelfConfiguring() && !provider {
 				at.Bridge, at.IPv6Mode = bc.Bridge, ipamapi.IPv6Mode(bc.IPv6Mode)
 			}
 		}
 	}
-	if conf.IPAM.Addressing == ipamconf.EUI64 || at.IPv6Mode != "" {
+	if conf.IPAM.Addressing == ipamconf.EUI64 || at.IPv6Mode != "" || provider {
 		mac, err := macaddr.ForAttachment(args.StdinData, args.Args, conf.Name, args.ContainerID, args.IfName)
 		if err != nil {
 			return nil, err

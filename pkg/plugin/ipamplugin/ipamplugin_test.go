@@ -38,6 +38,13 @@ func TestAttachment(t *testing.T) {
 			&ipamapi.Attachment{Bridge: "br7", IPv6Mode: ipamapi.IPv6ModeDHCPv6Stateful, MAC: "02:00:00:00:00:07"}, 0, nil},
 		{"eui64 with another plugin, CNI_ARGS MAC", `{"cniVersion":"1.1.0","name":"n","type":"ptp",` + eui + `}`, "IgnoreUnknown=1;MAC=0a:bb:cc:dd:ee:ff",
 			&ipamapi.Attachment{MAC: "0a:bb:cc:dd:ee:ff"}, 0, nil},
+		// A provider network's routers serve RAs and DHCPv6: ipamd is
+		// told the MAC only (no bridge, no mode), and serves nothing.
+		{"bridge-v6 provider slaac", `{"cniVersion":"1.1.0","name":"n","type":"bridge-v6","bridge":"br22","ipv6Mode":"slaac","provider":{"master":"eth1"},` + eui + `}`, "",
+			&ipamapi.Attachment{MAC: derived}, 0, nil},
+		{"bridge-v6 provider stateful", `{"cniVersion":"1.1.0","name":"n","type":"bridge-v6","ipv6Mode":"dhcpv6-stateful","provider":{"master":"eth1"},` + ipam + `}`, "",
+			&ipamapi.Attachment{MAC: derived}, 0, nil},
+		{"bridge-v6 provider static", `{"cniVersion":"1.1.0","name":"n","type":"bridge-v6","provider":{"master":"eth1"},` + ipam + `}`, "", nil, 0, nil},
 		{"bridge-v6 unknown mode", `{"cniVersion":"1.1.0","name":"n","type":"bridge-v6","ipv6Mode":"magic",` + ipam + `}`, "", nil, types.ErrInvalidNetworkConfig, []string{"ipv6Mode", "magic"}},
 		{"bridge-v6 mode a number", `{"cniVersion":"1.1.0","name":"n","type":"bridge-v6","ipv6Mode":6,` + ipam + `}`, "", nil, types.ErrDecodingFailure, []string{"ipv6Mode"}},
 		{"bad MAC", `{"cniVersion":"1.1.0","name":"n","type":"bridge-v6","ipv6Mode":"slaac","runtimeConfig":{"mac":"ff:ff:ff:ff:ff:ff"},` + ipam + `}`, "", nil, types.ErrInvalidNetworkConfig, []string{"runtimeConfig.mac"}},

@@ -1,0 +1,208 @@
+package link
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/v6cni/v6cni/internal/testutil/linktest"
+)
+
+// uplinkLab is a host netns with an uplink (a veth whose peer stays in
+// the same netns, up) carrying what a node's eth1 carries: a static
+// address, an address with lifetimes (as SLAAC makes), a static route,
+// an RA route, RA sysctls other than the defaults.
+func uplinkLab(t *testing.T) (host ns.NetNS, uplink string) {
+	t.Helper()
+	host = newNS(t)
+	ProviderLockDir = t.TempDir()
+	uplink = linktest.Name("upl")
+	linktest.Do(t, host, func() error {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: uplink, HardwareAddr: net.HardwareAddr{2, 0, 0x5e, 0, 0, 1}}, PeerName: uplink + "p"}
+		if err := netlink.LinkAdd(v); err != nil {
+			return err
+		}
+		for _, kv := range [][2]string{{"accept_dad", "0"}, {"accept_ra", "2"}, {"router_solicitations", "7"}, {"use_tempaddr", "1"}} {
+			if _, err := sysctl.Sysctl("net/ipv6/conf/"+uplink+"/"+kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		for _, n := range []string{uplink, uplink + "p"} {
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		l, _ := netlink.LinkByName(uplink)
+		static, _ := netlink.ParseAddr("2001:db8:22::100/64")
+		static.Flags = unix.IFA_F_NODAD
+		slaac, _ := netlink.ParseAddr("2001:db8:23::5/64")
+		slaac.Flags, slaac.ValidLft, slaac.PreferedLft = unix.IFA_F_NODAD, 3000, 2000
+		for _, a := range []*netlink.Addr{static, slaac} {
+			if err := netlink.AddrAdd(l, a); err != nil {
+				return err
+			}
+		}
+		_, beyond, _ := net.ParseCIDR("2001:db8:99::/48")
+		_, ra, _ := net.ParseCIDR("2001:db8:98::/48")
+		for _, r := range []*netlink.Route{
+			{LinkIndex: l.Attrs().Index, Dst: beyond, Gw: net.ParseIP("2001:db8:22::1")},
+			{LinkIndex: l.Attrs().Index, Dst: ra, Gw: net.ParseIP("fe80::1"), Protocol: unix.RTPROT_RA},
+		} {
+			if err := netlink.RouteAdd(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return host, uplink
+}
+
+func TestEnsureProviderUplink(t *testing.T) {
+	host, uplink := uplinkLab(t)
+	name := linktest.Name("v6tpb")
+	linktest.Do(t, host, func() error {
+		br, err := EnsureBridge(name, 0)
+		if err != nil {
+			return err
+		}
+		// Twice: the second finds it set up and changes nothing.
+		for range 2 {
+			if _, err := EnsureProviderUplink(br, uplink, 0, uplink); err != nil {
+				return err
+			}
+		}
+		up, _ := netlink.LinkByName(uplink)
+		brl, _ := netlink.LinkByName(name)
+		if up.Attrs().MasterIndex != brl.Attrs().Index {
+			t.Errorf("uplink master %d, want the bridge %d", up.Attrs().MasterIndex, brl.Attrs().Index)
+		}
+		if brl.Attrs().HardwareAddr.String() != up.Attrs().HardwareAddr.String() {
+			t.Errorf("bridge MAC %s, want the uplink's %s", brl.Attrs().HardwareAddr, up.Attrs().HardwareAddr)
+		}
+		addrs, _ := netlink.AddrList(brl, netlink.FAMILY_V6)
+		got := map[string]netlink.Addr{}
+		for _, a := range addrs {
+			got[a.IPNet.String()] = a
+		}
+		if _, ok := got["2001:db8:22::100/64"]; !ok {
+			t.Errorf("static address not moved: %v", addrs)
+		}
+		if a, ok := got["2001:db8:23::5/64"]; !ok || a.ValidLft > 3000 || a.ValidLft < 2900 || a.PreferedLft > 2000 {
+			t.Errorf("address with lifetimes not moved with them: %+v", a)
+		}
+		upAddrs, _ := netlink.AddrList(up, netlink.FAMILY_V6)
+		for _, a := range upAddrs {
+			if !a.IP.IsLinkLocalUnicast() {
+				t.Errorf("uplink keeps %s", a.IPNet)
+			}
+		}
+		routes, _ := netlink.RouteList(brl, netlink.FAMILY_V6)
+		var dsts []string
+		for _, r := range routes {
+			if r.Dst != nil {
+				dsts = append(dsts, r.Dst.String())
+			}
+		}
+		joined := strings.Join(dsts, " ")
+		if !strings.Contains(joined, "2001:db8:99::/48") {
+			t.Errorf("static route not moved: %s", joined)
+		}
+		if strings.Contains(joined, "2001:db8:98::/48") {
+			t.Errorf("RA route moved, want it dropped (relearned): %s", joined)
+		}
+		upRoutes, _ := netlink.RouteList(up, netlink.FAMILY_V6)
+		for _, r := range upRoutes {
+			if r.Protocol != unix.RTPROT_KERNEL {
+				t.Errorf("uplink keeps route %s", r)
+			}
+		}
+		for key, want := range map[string]string{
+			"net/ipv6/conf/" + name + "/accept_ra":              "2",
+			"net/ipv6/conf/" + name + "/router_solicitations":   "7",
+			"net/ipv6/conf/" + name + "/use_tempaddr":           "1",
+			"net/ipv6/conf/" + uplink + "/accept_ra":            "0",
+			"net/ipv6/conf/" + uplink + "/autoconf":             "0",
+			"net/ipv6/conf/" + uplink + "/router_solicitations": "7",
+		} {
+			if v, err := sysctl.Sysctl(key); err != nil || v != want {
+				t.Errorf("%s = %q (%v), want %s", key, v, err, want)
+			}
+		}
+		return CheckProviderUplink(br, uplink)
+	})
+}
+
+func TestEnsureProviderUplinkConcurrent(t *testing.T) {
+	host, uplink := uplinkLab(t)
+	name := linktest.Name("v6tpb")
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			errs[i] = host.Do(func(ns.NetNS) error {
+				br, err := EnsureBridge(name, 0)
+				if err != nil {
+					return err
+				}
+				_, err = EnsureProviderUplink(br, uplink, 0, uplink)
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("ADD %d: %v", i, err)
+		}
+	}
+	linktest.Do(t, host, func() error {
+		// One of them copied the sysctls before the uplink's were
+		// cleared: the bridge has the uplink's, not 0.
+		if v, _ := sysctl.Sysctl("net/ipv6/conf/" + name + "/accept_ra"); v != "2" {
+			t.Errorf("bridge accept_ra = %s, want the uplink's 2", v)
+		}
+		br, err := BridgeByName(name)
+		if err != nil {
+			return err
+		}
+		return CheckProviderUplink(br, uplink)
+	})
+}
+
+func TestEnsureProviderUplinkErrors(t *testing.T) {
+	host, uplink := uplinkLab(t)
+	linktest.Do(t, host, func() error {
+		br, err := EnsureBridge(linktest.Name("v6tpb"), 0)
+		if err != nil {
+			return err
+		}
+		if _, err := EnsureProviderUplink(br, "nosuch0", 0, "nosuch0"); err == nil || !strings.Contains(err.Error(), "nosuch0") {
+			t.Errorf("missing master: %v", err)
+		}
+		other, err := EnsureBridge(linktest.Name("v6tpo"), 0)
+		if err != nil {
+			return err
+		}
+		up, _ := netlink.LinkByName(uplink)
+		if err := netlink.LinkSetMasterByIndex(up, other.Index); err != nil {
+			return err
+		}
+		if _, err := EnsureProviderUplink(br, uplink, 0, uplink); err == nil || !strings.Contains(err.Error(), "already a port") {
+			t.Errorf("uplink of another bridge: %v", err)
+		}
+		if err := CheckProviderUplink(br, uplink); err == nil || !strings.Contains(err.Error(), "not a port of bridge") {
+			t.Errorf("CHECK of an uplink of another bridge: %v", err)
+		}
+		return nil
+	})
+}
