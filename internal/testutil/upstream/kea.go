@@ -32,7 +32,7 @@ func (l *Lab) startKea() (*Kea, error) {
 		opts += fmt.Sprintf(`, {"name": "domain-search", "data": %q}`, l.Config.SearchDomain)
 	}
 	conf := fmt.Sprintf(`{"Dhcp6": {
-  "interfaces-config": {"interfaces": [%q]},
+  "interfaces-config": {"interfaces": [%q], "service-sockets-max-retries": 40, "service-sockets-retry-wait-time": 250},
   "server-id": {"type": "EN", "enterprise-id": 2495, "identifier": "7570737472", "persist": false},
   "data-directory": %q,
   "lease-database": {"type": "memfile", "persist": true, "name": %q, "lfc-interval": 0},

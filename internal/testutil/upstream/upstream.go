@@ -2,18 +2,18 @@
 // provider network: a shared segment with two redundant IPv6 routers on
 // it, a DHCPv6 server and hosts, and a far network behind the routers.
 //
-//	      far host netns (FarHost 2001:db8:ff::100, default route by RA)
-//	                         │
-//	       switch netns: br1 (far link 2001:db8:ff::/64)
-//	             │                           │
-//	       router netns R1             router netns R2
-//	   radvd (+ keepalived VRRPv3)  radvd (+ keepalived VRRPv3)
-//	             │ seg[.vlan]                │ seg[.vlan]
-//	       switch netns: br0 (the provider segment, Config.Prefix)
-//	     │                 │                     │
-//	 segment host netns  AddSegmentAddr hosts   AttachNode: a veth (a trunk
-//	 SegmentHost ::100   (duplicate detection)  with Config.VLAN) into the
-//	 DNS ::53, Kea DHCPv6                       caller's netns (a node)
+//	     far host netns (FarHost 2001:db8:ff::100, default route by RA)
+//	                        │
+//	      switch netns: br1 (far link 2001:db8:ff::/64)
+//	            │                           │
+//	      router netns R1             router netns R2
+//	  radvd (+ keepalived VRRPv3)  radvd (+ keepalived VRRPv3)
+//	            │ seg[.vlan]                │ seg[.vlan]
+//	      switch netns: br0 (the provider segment, Config.Prefix)
+//	    │                 │                     │
+//	segment host netns  AddSegmentAddr hosts   AttachNode: a veth (a trunk
+//	SegmentHost ::100   (duplicate detection)  with Config.VLAN) into the
+//	DNS ::53, Kea DHCPv6                       caller's netns (a node)
 //
 // In Mode VRRP the routers run keepalived (VRRP version 3, IPv6): one
 // instance on the segment leg (virtual addresses fe80::1 and <prefix>::1)

@@ -176,10 +176,10 @@ func checkSegment(t *testing.T, l *Lab, c, ifn string, want ...netip.Addr) {
 	if !vmtest.InGuest() {
 		requireCommand(t, "rdisc6", "ndisc6")
 		ra := out(t, c, "rdisc6", "-1", "-w", "2000", ifn)
-		for _, w := range []string{"Recursive DNS server     : " + l.DNS.String(), "DNS search list          : " + l.Config.SearchDomain,
-			"Prefix                   : " + l.Config.Prefix.String()} {
-			if !strings.Contains(ra, w) {
-				t.Fatalf("rdisc6 %s: no %q in:\n%s", ifn, w, ra)
+		for _, w := range [][2]string{{"Recursive DNS server", l.DNS.String()}, {"DNS search list", l.Config.SearchDomain},
+			{"Prefix", l.Config.Prefix.String()}, {"Autonomous address conf.", "Yes"}} {
+			if !raHas(ra, w[0], w[1]) {
+				t.Fatalf("rdisc6 %s: no %s %s in:\n%s", ifn, w[0], w[1], ra)
 			}
 		}
 		if l.Config.Mode == VRRP && !strings.Contains(ra, "from "+GatewayLL.String()) {
@@ -334,10 +334,8 @@ func TestDHCPv6(t *testing.T) {
 			if tc.mode == DHCPv6Stateful {
 				wantM = "Yes"
 			}
-			for _, w := range []string{"Stateful address conf.    : " + wantM, "Stateful other conf.      : " + wantO} {
-				if !strings.Contains(ra, w) {
-					t.Fatalf("rdisc6: no %q in:\n%s", w, ra)
-				}
+			if !raHas(ra, "Stateful address conf.", wantM) || !raHas(ra, "Stateful other conf.", wantO) {
+				t.Fatalf("rdisc6: want M %s, O %s in:\n%s", wantM, wantO, ra)
 			}
 			p, err := l.start(c, filepath.Join(dir, "dhclient.log"), nil, append(append([]string{"dhclient", "-6", "-d", "-v", "-cf", conf, "-sf", script,
 				"-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid")}, tc.args...), ifn)...)
@@ -347,7 +345,7 @@ func TestDHCPv6(t *testing.T) {
 			defer p.kill()
 			want := "reason=BOUND6"
 			if tc.mode == DHCPv6Stateless {
-				want = "reason=INFORM6"
+				want = "reason=RENEW6" // dhclient -S reports its Reply so
 			}
 			var line string
 			if !Poll(30*time.Second, 50*time.Millisecond, func() bool {
@@ -361,7 +359,8 @@ func TestDHCPv6(t *testing.T) {
 				return false
 			}) {
 				b, _ := os.ReadFile(filepath.Join(dir, "dhclient.log"))
-				t.Fatalf("no %s from dhclient within 30s; its log:\n%s", want, b)
+				ev, _ := os.ReadFile(filepath.Join(dir, "events"))
+				t.Fatalf("no %s from dhclient within 30s; its script's events:\n%s\nits log:\n%s", want, ev, b)
 			}
 			t.Logf("dhclient: %s", line)
 			if !strings.Contains(line, "dns="+l.DNS.String()) || !strings.Contains(line, "search=prov.example") {
@@ -387,6 +386,17 @@ func TestDHCPv6(t *testing.T) {
 			}
 		})
 	}
+}
+
+// raHas reports whether rdisc6's output has the field label with value.
+func raHas(ra, label, value string) bool {
+	for _, ln := range strings.Split(ra, "\n") {
+		k, v, ok := strings.Cut(ln, ":")
+		if ok && strings.TrimSpace(k) == label && strings.TrimSpace(v) == value {
+			return true
+		}
+	}
+	return false
 }
 
 func globalAddrs(t *testing.T, c, ifn string) []string {
