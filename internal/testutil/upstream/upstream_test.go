@@ -247,6 +247,8 @@ func TestTwoRouters(t *testing.T) {
 			c, ifn := newClient(t, l, "c", "eth0", sysctls...)
 			checkSegment(t, l, c, ifn, l.Routers[0].LinkLocal, l.Routers[1].LinkLocal)
 			victim := usedRouter(t, l, c)
+			t.Logf("client's entry of the router it uses (%s) before the kill: %s", victim.Name,
+				strings.TrimSpace(out(t, c, "ip", "-6", "neigh", "show", victim.LinkLocal.String(), "dev", ifn)))
 			s := failover(t, l, c, victim, 20*time.Millisecond, 90*time.Second)
 			nud := "default"
 			if tc.tuned {

@@ -31,12 +31,12 @@ func vlanSupported(t *testing.T) bool {
 // reachable, failover. Where the running kernel lacks 802.1Q it runs in
 // a guest (package vmtest) with ip, radvd and keepalived copied in.
 func TestVLAN(t *testing.T) {
+	t.Parallel()
 	if !vmtest.InGuest() && !vlanSupported(t) {
 		vmtest.Run(t, vmtest.Config{Run: "^TestVLAN$", Modules: []string{"bridge", "8021q", "veth"},
 			Binaries: []string{"ip", "radvd", "keepalived"}})
 		return
 	}
-	t.Parallel()
 	l := Start(t, Config{Mode: VRRP, VLAN: 22, AdvertInterval: 100 * time.Millisecond, SearchDomain: "prov.example"})
 	c, ifn := newClient(t, l, "c", "eth0")
 	if ifn != "eth0.22" {
