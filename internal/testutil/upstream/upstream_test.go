@@ -192,6 +192,7 @@ func checkSegment(t *testing.T, l *Lab, c, ifn string, want ...netip.Addr) {
 }
 
 func TestVRRP(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		advert time.Duration
@@ -224,6 +225,7 @@ func TestVRRP(t *testing.T) {
 }
 
 func TestTwoRouters(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		tuned bool
@@ -270,14 +272,41 @@ func TestTwoRouters(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(300 * time.Millisecond)
+			deleted := time.Now()
 			_ = run("ip", "-n", c, "-6", "neigh", "del", victim.LinkLocal.String(), "dev", ifn)
-			time.Sleep(5 * time.Second)
+			back := Poll(30*time.Second, 50*time.Millisecond, func() bool { return p.LastReply().Sub(deleted) > 2*time.Second })
 			gc := p.Stop()
 			t.Logf("UPSTREAM-FIGURES two-routers nud=%s after-neigh-gc lost=%d outage=%s outages=%d sent=%d recovered=%t",
 				nud, gc.Lost, gc.Outage.Round(time.Millisecond), gc.Outages, gc.Sent, gc.Recovered)
+			t.Logf("after the client's entry of %s was removed: client's neighbours:\n%s\nfar host's neighbours:\n%s\nndisc_cache (all namespaces): %s",
+				victim.Name, out(t, c, "ip", "-6", "neigh", "show", "dev", ifn), out(t, l.FarNS, "ip", "-6", "neigh", "show"),
+				ndiscCacheStats())
+			if !back {
+				t.Fatalf("pings did not come back within 30s of removing the dead router's neighbour entry: %s", gc)
+			}
 			t.Logf("route get after GC: %s", out(t, c, "ip", "-6", "route", "get", FarHost.String()))
 		})
 	}
+}
+
+// ndiscCacheStats is the host-wide ndisc_cache table's entry count and
+// gc_thresh1 (the periodic GC removes FAILED entries only above it).
+func ndiscCacheStats() string {
+	b, err := exec.Command("ip", "-s", "-6", "ntable", "show", "name", "ndisc_cache").Output()
+	if err != nil {
+		return err.Error()
+	}
+	var thresh1, entries string
+	f := strings.Fields(string(b))
+	for i := 0; i+1 < len(f); i++ {
+		switch f[i] {
+		case "thresh1":
+			thresh1 = f[i+1]
+		case "entries":
+			entries = f[i+1]
+		}
+	}
+	return fmt.Sprintf("entries=%s gc_thresh1=%s", entries, thresh1)
 }
 
 // usedRouter is the router the client's route to FarHost goes through.
@@ -306,6 +335,7 @@ exit 0
 `
 
 func TestDHCPv6(t *testing.T) {
+	t.Parallel()
 	requireCommand(t, "dhclient", "isc-dhcp-client")
 	for _, tc := range []struct {
 		mode Addressing
