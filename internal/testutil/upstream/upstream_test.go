@@ -120,15 +120,20 @@ func reach(t *testing.T, c string, dst netip.Addr) {
 	}
 }
 
-// failover pings FarHost from c every interval, kills victim, waits
-// until the pings have come back for settle, and returns the stats.
-func failover(t *testing.T, l *Lab, c string, victim *Router, interval, timeout time.Duration) PingStats {
+// failover pings FarHost from c every interval, kills victim (once
+// ready, when not nil, holds: polled for 60 s), waits until the pings
+// have come back for settle, and returns the stats.
+func failover(t *testing.T, l *Lab, c string, victim *Router, interval, timeout time.Duration, ready func() bool) PingStats {
 	t.Helper()
 	p, err := StartPinger(c, FarHost, interval)
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
+	if ready != nil && !Poll(60*time.Second, 20*time.Millisecond, ready) {
+		p.Stop()
+		t.Fatal("not ready to kill the router within 60s")
+	}
 	killed := time.Now()
 	if err := l.Kill(victim); err != nil {
 		p.Stop()
@@ -210,7 +215,7 @@ func TestVRRP(t *testing.T) {
 			c, ifn := newClient(t, l, "c", "eth0")
 			checkSegment(t, l, c, ifn, GatewayLL)
 			backup := l.Other(m)
-			s := failover(t, l, c, m, 20*time.Millisecond, 30*time.Second)
+			s := failover(t, l, c, m, 20*time.Millisecond, 30*time.Second, nil)
 			if l.Master() != backup {
 				t.Fatalf("after killing %s the master is %v, want %s", m.Name, l.Master(), backup.Name)
 			}
@@ -224,15 +229,37 @@ func TestVRRP(t *testing.T) {
 	}
 }
 
+// slowEnv, set to 1, adds the slow measurements: the two-routers
+// failover with the kernel's default NUD killed right after the
+// client confirmed the router reachable (up to about a minute).
+const slowEnv = "V6CNI_UPSTREAM_SLOW"
+
+// TestTwoRouters measures the failover by neighbour unreachability
+// detection. "delay" kills the router the client uses while the client's
+// entry of it is in DELAY (as it is in the first seconds of traffic
+// after the RA made it STALE): the outage is the rest of
+// delay_first_probe_time plus ucast_solicit probes. "reachable" kills it
+// right after the entry became REACHABLE: reachable time (random, 0.5 to
+// 1.5 × base_reachable_time) comes first.
 func TestTwoRouters(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name  string
-		tuned bool
+	cases := []struct {
+		name      string
+		tuned     bool
+		reachable bool
 	}{
-		{"nud-default", false},
-		{"nud-tuned", true},
-	} {
+		{"nud-default-delay", false, false},
+		{"nud-tuned-delay", true, false},
+		{"nud-tuned-reachable", true, true},
+	}
+	if os.Getenv(slowEnv) == "1" {
+		cases = append(cases, struct {
+			name      string
+			tuned     bool
+			reachable bool
+		}{"nud-default-reachable", false, true})
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := Start(t, Config{Mode: TwoRouters, SearchDomain: "prov.example"})
@@ -249,13 +276,22 @@ func TestTwoRouters(t *testing.T) {
 			c, ifn := newClient(t, l, "c", "eth0", sysctls...)
 			checkSegment(t, l, c, ifn, l.Routers[0].LinkLocal, l.Routers[1].LinkLocal)
 			victim := usedRouter(t, l, c)
-			t.Logf("client's entry of the router it uses (%s) before the kill: %s", victim.Name,
+			t.Logf("client's entry of the router it uses (%s) before the failover pings: %s", victim.Name,
 				strings.TrimSpace(out(t, c, "ip", "-6", "neigh", "show", victim.LinkLocal.String(), "dev", ifn)))
-			s := failover(t, l, c, victim, 20*time.Millisecond, 90*time.Second)
+			var ready func() bool
+			state := "delay"
+			if tc.reachable {
+				state = "reachable"
+				ready = func() bool {
+					return strings.Contains(out(t, c, "ip", "-6", "neigh", "show", victim.LinkLocal.String(), "dev", ifn), "REACHABLE")
+				}
+			}
+			s := failover(t, l, c, victim, 20*time.Millisecond, 120*time.Second, ready)
 			nud := "default"
 			if tc.tuned {
 				nud = "tuned"
 			}
+			nud += " killed-in=" + state
 			t.Logf("UPSTREAM-FIGURES two-routers nud=%s ping-interval=20ms lost=%d outage=%s outages=%d sent=%d",
 				nud, s.Lost, s.Outage.Round(time.Millisecond), s.Outages, s.Sent)
 			neigh := out(t, c, "ip", "-6", "neigh", "show", "dev", ifn)

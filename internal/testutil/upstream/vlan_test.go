@@ -44,7 +44,7 @@ func TestVLAN(t *testing.T) {
 	}
 	checkSegment(t, l, c, ifn, GatewayLL)
 	m := l.Master()
-	s := failover(t, l, c, m, 20*time.Millisecond, 30*time.Second)
+	s := failover(t, l, c, m, 20*time.Millisecond, 30*time.Second, nil)
 	if l.Master() != l.Other(m) {
 		t.Fatalf("after killing %s the master is %v, want %s", m.Name, l.Master(), l.Other(m).Name)
 	}
