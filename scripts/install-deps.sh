@@ -47,6 +47,8 @@ PACKAGES=(
 	gobgpd       # GoBGP's daemon, second BGP peer in pkg/daemon/bgpspeaker's tests (gobgpd, gobgp)
 	qemu-system-x86 # qemu-system-x86_64: internal/testutil/vmtest's guests (bridge-v6 VLAN tests)
 	runc         # the OCI runtime under containerd's runc shim (integration/cri)
+	radvd        # upstream routers' RAs in internal/testutil/upstream (provider networks)
+	keepalived   # VRRPv3 first-hop redundancy of internal/testutil/upstream's routers
 )
 
 # The guest kernel (internal/testutil/vmtest.DefaultKernelDir): the metapackage names

@@ -54,5 +54,9 @@
 // Inside the guest there is nothing but the test binary: no shell, no
 // ping, no ip. Helpers a test execs must be the test binary itself (see
 // bridge-v6's TestMain, which acts as an IPAM plugin or as the plugin
-// when exec'd under those names).
+// when exec'd under those names), or host commands named in
+// Config.Binaries: each is copied in at its host path with the shared
+// libraries ldd lists for it (internal/testutil/upstream's TestVLAN runs
+// ip, radvd and keepalived so). Files they read at run time are not
+// copied: give them their configuration by path or flag.
 package vmtest

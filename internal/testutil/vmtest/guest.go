@@ -90,7 +90,7 @@ func guestInit() int {
 	fmt.Printf("%s kernel uptime %ss, %d modules loaded\n", startMarker, up, len(cfg.Modules))
 
 	cmd := exec.Command("/init", cfg.Args...)
-	cmd.Env = []string{GuestEnv + "=1", "PATH=/bin:/sbin", "HOME=/root", "TMPDIR=/tmp"}
+	cmd.Env = []string{GuestEnv + "=1", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TMPDIR=/tmp"}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	err = cmd.Run()
 	var exit *exec.ExitError

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,6 +39,13 @@ type Config struct {
 	Timeout time.Duration
 	// MemoryMiB is the guest's memory; 0 is 1024.
 	MemoryMiB int
+	// Binaries are host commands the guest's tests exec (names looked up
+	// in PATH, or absolute paths): each is copied into the guest at its
+	// host path, with the shared libraries ldd lists for it (and the
+	// dynamic loader) at theirs. The guest's PATH is /usr/local/sbin,
+	// /usr/local/bin, /usr/sbin, /usr/bin, /sbin, /bin. Files they read
+	// at run time (configuration, dlopen'ed plugins) are not copied.
+	Binaries []string
 }
 
 // Timings are what Run measured.
@@ -80,6 +88,10 @@ func Run(t *testing.T, cfg Config) Timings {
 		t.Fatalf("qemu-system-x86_64 not found: %v; %s", err, installHint)
 	}
 	modules, err := resolveModules(k.Modules, cfg.Modules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := binaryFiles(cfg.Binaries)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +152,7 @@ func Run(t *testing.T, cfg Config) Timings {
 		// The guest's tests time out first, so that a hung one shows
 		// its goroutines.
 		args := []string{"-test.run=" + cfg.Run, "-test.v", "-test.count=1", "-test.timeout=" + (timeout - 15*time.Second).String()}
-		if err := writeInitramfs(initrd, bin, modules, args); err != nil {
+		if err := writeInitramfs(initrd, bin, modules, files, args); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("vmtest: booting %s (%s) with %d modules: tests %q", k.Version, map[bool]string{true: "KVM", false: "TCG"}[tm.KVM], len(modules), cfg.Run)
@@ -259,9 +271,10 @@ func buildGuestBinary(ctx context.Context, out string) error {
 }
 
 // writeInitramfs writes the guest's root file system: the test binary as
-// /init, the module files, the configuration, /dev/console (the kernel
-// opens it for init's standard streams) and the mount points.
-func writeInitramfs(out, bin string, modules, args []string) error {
+// /init, the module files, the host files (guest path → host path: the
+// binaries and their libraries), the configuration, /dev/console (the
+// kernel opens it for init's standard streams) and the mount points.
+func writeInitramfs(out, bin string, modules []string, files map[string]string, args []string) error {
 	f, err := os.Create(out)
 	if err != nil {
 		return err
@@ -278,6 +291,18 @@ func writeInitramfs(out, bin string, modules, args []string) error {
 		return err
 	}
 	w.File("init", 0o755, data)
+	guestPaths := make([]string, 0, len(files))
+	for g := range files {
+		guestPaths = append(guestPaths, g)
+	}
+	sort.Strings(guestPaths)
+	for _, g := range guestPaths {
+		data, err := os.ReadFile(files[g])
+		if err != nil {
+			return err
+		}
+		w.File(strings.TrimPrefix(g, "/"), 0o755, data)
+	}
 	cfg := guestConfig{Args: args}
 	for _, m := range modules {
 		data, err := os.ReadFile(m)
@@ -297,6 +322,58 @@ func writeInitramfs(out, bin string, modules, args []string) error {
 		return fmt.Errorf("write initramfs %s: %w", out, err)
 	}
 	return f.Close()
+}
+
+// binaryFiles resolves host commands to the files the guest needs to run
+// them: guest path → host path of each binary and of each shared library
+// ldd lists for it (the dynamic loader included). Guest paths are the
+// paths as the binary and ldd name them; the content is read through
+// symbolic links.
+func binaryFiles(names []string) (map[string]string, error) {
+	files := map[string]string{}
+	if len(names) == 0 {
+		return files, nil
+	}
+	ldd, err := exec.LookPath("ldd")
+	if err != nil {
+		return nil, fmt.Errorf("vmtest: copy binaries into the guest: ldd not found: %w", err)
+	}
+	for _, name := range names {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return nil, fmt.Errorf("vmtest: binary %s for the guest: %w; %s", name, err, installHint)
+		}
+		if p, err = filepath.Abs(p); err != nil {
+			return nil, err
+		}
+		files[p] = p
+		out, err := exec.Command(ldd, p).Output()
+		if err != nil {
+			// "not a dynamic executable": a static binary needs nothing more.
+			continue
+		}
+		for _, lib := range parseLdd(string(out)) {
+			files[lib] = lib
+		}
+	}
+	return files, nil
+}
+
+// parseLdd returns the absolute library paths in ldd's output ("libc.so.6
+// => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" and the loader's
+// "/lib64/ld-linux-x86-64.so.2 (0x...)"); the vDSO has no file.
+func parseLdd(out string) []string {
+	var libs []string
+	for _, ln := range strings.Split(out, "\n") {
+		f := strings.Fields(ln)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			libs = append(libs, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			libs = append(libs, f[0])
+		}
+	}
+	return libs
 }
 
 // startQEMU starts qemu with its console (stdout and stderr) on the
