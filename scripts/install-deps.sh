@@ -41,13 +41,12 @@ PACKAGES=(
 	kea-dhcp6-server # kea-dhcp6: delegating server for pkg/daemon/dhcp6pd's PD tests
 	isc-dhcp-server  # dhcpd -6: second delegating server for pkg/daemon/dhcp6pd's PD tests
 	ndisc6           # rdisc6: pkg/daemon/ra's tests read the router advertisements as a client
-	radvd            # upstream router of bridge-v6's provider network tests
 	isc-dhcp-client  # dhclient -6: pkg/daemon/dhcp6server's tests (stateless and stateful clients)
 	bird2        # BGP peer for pkg/daemon/bgpspeaker's tests and the demo (bird, birdc)
 	gobgpd       # GoBGP's daemon, second BGP peer in pkg/daemon/bgpspeaker's tests (gobgpd, gobgp)
 	qemu-system-x86 # qemu-system-x86_64: internal/testutil/vmtest's guests (bridge-v6 VLAN tests)
 	runc         # the OCI runtime under containerd's runc shim (integration/cri)
-	radvd        # upstream routers' RAs in internal/testutil/upstream (provider networks)
+	radvd        # upstream routers' RAs: internal/testutil/upstream, bridge-v6 provider tests
 	keepalived   # VRRPv3 first-hop redundancy of internal/testutil/upstream's routers
 )
 
