@@ -159,6 +159,10 @@ func runScenario(t *testing.T, sc scenario) {
 	kindsBefore := renumberings(t, ctx, lab)
 
 	w := watch(t, lab)
+	stored, err := lab.Etcd.Client.Get(ctx, bindingKey)
+	if err != nil || len(stored.Kvs) == 0 {
+		t.Fatalf("stored binding: %v", err)
+	}
 	obs := observe(t, lab, pods)
 	changed := time.Now()
 	if err := sc.change(ctx, lab); err != nil {
@@ -190,7 +194,7 @@ func runScenario(t *testing.T, sc scenario) {
 	}) {
 		t.Fatalf("no binding with a prefix of %s within %v of the change; events: %s", newPool, waitLong, w.dump(changed))
 	}
-	p1ValidEnd = p1End(t, ctx, lab, w, changed, p1)
+	p1ValidEnd = p1End(t, stored.Kvs[0].Value, w, p1)
 	t.Logf("P2 %s arrived with the Reply at +%v; P1 %s valid until +%v", p2, reply.Sub(changed).Round(time.Millisecond),
 		p1, p1ValidEnd.Sub(changed).Round(time.Millisecond))
 
@@ -359,14 +363,23 @@ func runScenario(t *testing.T, sc scenario) {
 
 	var ipamdSecs []string
 	for _, n := range lab.Nodes {
-		v, _ := metric(t, ctx, n, "v6cni_ipamd_pd_renumber_seconds")
-		ipamdSecs = append(ipamdSecs, fmt.Sprintf("%s=%.3fs", n.Name, v))
+		// Its own clock: first netns job submitted → last one done.
+		v, ok := metric(t, ctx, n, "v6cni_ipamd_pd_renumber_seconds")
+		if !ok {
+			ipamdSecs = append(ipamdSecs, n.Name+"=none")
+			continue
+		}
+		ipamdSecs = append(ipamdSecs, fmt.Sprintf("%s=%v", n.Name, time.Duration(v*float64(time.Second)).Round(time.Microsecond)))
 	}
-	line := fmt.Sprintf("RENUM-FIGURES %s server=%s nodes=%d pods=%d mode=%s reply_to_all_p2_preferred=%v p1_gone_vs_valid_end=%+v",
-		sc.name, sc.kind, sc.nodes, len(pods), orStatic(sc.mode), allPreferred.Sub(reply).Round(time.Millisecond),
-		p1Gone.Sub(p1ValidEnd).Round(time.Millisecond))
+	line := fmt.Sprintf("RENUM-FIGURES %s server=%s nodes=%d pods=%d mode=%s reply_to_all_p2_preferred=%v",
+		sc.name, sc.kind, sc.nodes, len(pods), orStatic(sc.mode), allPreferred.Sub(reply).Round(time.Millisecond))
 	if sc.overlap {
-		line += fmt.Sprintf(" overlap=%v", p1ValidEnd.Sub(reply).Round(time.Millisecond))
+		// P1 gone from every pod, against the valid end the server gave.
+		line += fmt.Sprintf(" overlap=%v p1_gone_vs_valid_end=%+v", p1ValidEnd.Sub(reply).Round(time.Millisecond),
+			p1Gone.Sub(p1ValidEnd).Round(time.Millisecond))
+	} else {
+		// The server ended P1 with that Reply.
+		line += fmt.Sprintf(" reply_to_all_p1_gone=%v", p1Gone.Sub(reply).Round(time.Millisecond))
 	}
 	if len(conns) > 0 {
 		line += fmt.Sprintf(" last_echo_vs_p1_valid_end=%+v", lastEcho.Sub(p1ValidEnd).Round(time.Millisecond))
@@ -441,9 +454,9 @@ type storedBinding struct {
 	Leader string `json:"leader"`
 }
 
-// p1End is P1's valid end as the last binding that lists it says (the
-// stored binding before the change, or one saved since).
-func p1End(t *testing.T, ctx context.Context, lab *netlab.Lab, w *watcher, since time.Time, p1 netip.Prefix) time.Time {
+// p1End is P1's valid end as the last binding that lists it says: the
+// stored binding before the change (before) or one saved since.
+func p1End(t *testing.T, before []byte, w *watcher, p1 netip.Prefix) time.Time {
 	t.Helper()
 	var end time.Time
 	take := func(v []byte) {
@@ -457,18 +470,10 @@ func p1End(t *testing.T, ctx context.Context, lab *netlab.Lab, w *watcher, since
 			}
 		}
 	}
+	take(before)
 	for _, e := range w.since(time.Time{}) {
 		if e.put && e.key == bindingKey {
 			take(e.value)
-		}
-	}
-	if end.IsZero() {
-		r, err := lab.Etcd.Client.Get(ctx, bindingKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.Kvs) > 0 {
-			take(r.Kvs[0].Value)
 		}
 	}
 	if end.IsZero() {
