@@ -204,8 +204,13 @@ func runScenario(t *testing.T, sc scenario) {
 		want[i] = successor(p.Addr(6), p2)
 	}
 	s := obs.wait(t, waitLong, "every pod holds its P2 address preferred", func(s *sample) bool {
-		for i := range pods {
+		for i, p := range pods {
 			if a, ok := s.addr(i, want[i]); !ok || a.deprecated() {
+				return false
+			}
+			// Make-before-break: P1 deprecated by the same step (the
+			// netns job, or the RA that brought P2); checked below.
+			if a, ok := s.addr(i, p.Addr(6)); sc.overlap && ok && !a.deprecated() {
 				return false
 			}
 		}
