@@ -66,8 +66,8 @@ type scenario struct {
 	// overlap: P1 stays, deprecated, until its valid end (make-before-
 	// break); false: it goes at the Reply that brings P2.
 	overlap bool
-	// tcp: open a TCP connection from each pod to the router before the
-	// change and follow it.
+	// tcp: open a TCP connection from each pod to a host behind the
+	// router before the change and follow it.
 	tcp bool
 	// metricKind, when set, is the pd_renumberings_total kind every node
 	// must count.
@@ -140,8 +140,14 @@ func runScenario(t *testing.T, sc scenario) {
 
 	var srv *echoServer
 	var conns []*echoConn
+	farEnd := lab.Router.Addr6
 	if sc.tcp {
-		srv = startEcho(t, lab.Router.NS, lab.Router.Addr6)
+		host, err := lab.Router.AddHost()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv = startEcho(t, host.NS, host.Addr6)
+		farEnd = host.Addr6
 		for _, p := range pods {
 			c, err := dialEcho(p, srv.addr)
 			if err != nil {
@@ -150,7 +156,7 @@ func runScenario(t *testing.T, sc scenario) {
 			t.Cleanup(c.stop)
 			conns = append(conns, c)
 			if from := srv.waitPeer(t, c.local); from.Addr() != p.Addr(6) {
-				t.Fatalf("pod %s: the router sees the connection from %s, want %s", p.ID, from, p.Addr(6))
+				t.Fatalf("pod %s: the host sees the connection from %s, want %s", p.ID, from, p.Addr(6))
 			}
 			go c.run(200 * time.Millisecond)
 		}
@@ -249,9 +255,9 @@ func runScenario(t *testing.T, sc scenario) {
 
 	// New connections leave from P2.
 	for i, p := range pods {
-		out, err := p.Exec(ctx, "ip", "-6", "route", "get", lab.Router.Addr6.String())
+		out, err := p.Exec(ctx, "ip", "-6", "route", "get", farEnd.String())
 		if err != nil || !strings.Contains(string(out), " src "+want[i].String()+" ") {
-			t.Errorf("pod %s: route to the router %q (%v), want source %s", p.ID, out, err, want[i])
+			t.Errorf("pod %s: route to %s %q (%v), want source %s", p.ID, farEnd, out, err, want[i])
 		}
 		if srv != nil {
 			c, err := dialEcho(p, srv.addr)
@@ -260,7 +266,7 @@ func runScenario(t *testing.T, sc scenario) {
 				continue
 			}
 			if from := srv.waitPeer(t, c.local); from.Addr() != want[i] {
-				t.Errorf("pod %s: the router sees a new connection from %s, want P2's %s", p.ID, from, want[i])
+				t.Errorf("pod %s: the host sees a new connection from %s, want P2's %s", p.ID, from, want[i])
 			}
 			c.stop()
 		}
@@ -760,8 +766,8 @@ func (o *observer) lastWith(i int, cond func(s *sample, i int) bool) time.Time {
 	return time.Time{}
 }
 
-// echoServer is a TCP echo server in a netns (the router's: a host behind
-// the pods' nodes), recording whom it accepted from.
+// echoServer is a TCP echo server in a netns (a host behind the router),
+// recording whom it accepted from.
 type echoServer struct {
 	addr netip.AddrPort
 	ln   net.Listener
