@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -57,6 +58,8 @@ type scenario struct {
 	name  string
 	kind  netlab.DHCPKind
 	nodes int
+	// podsPerNode: pods on every node before the change (default 1).
+	podsPerNode int
 	// mode is the pods' ipv6Mode ("": static).
 	mode string
 	// dhcp: the server's options at the start.
@@ -83,7 +86,7 @@ type scenario struct {
 func TestRenumberExpiry(t *testing.T) {
 	t.Parallel()
 	runScenario(t, scenario{
-		name: "expiry", kind: netlab.Dhcpd, nodes: 2, dhcp: expiryLifetimes,
+		name: "expiry", kind: netlab.Dhcpd, nodes: 2, podsPerNode: 3, dhcp: expiryLifetimes,
 		change: func(_ context.Context, lab *netlab.Lab) error {
 			return lab.DHCP.Restart(netlab.DHCPOptions{Pool: newPool})
 		},
@@ -97,7 +100,7 @@ func TestRenumberExpiry(t *testing.T) {
 func TestRenumberAbrupt(t *testing.T) {
 	t.Parallel()
 	runScenario(t, scenario{
-		name: "abrupt", kind: netlab.Kea, nodes: 2,
+		name: "abrupt", kind: netlab.Kea, nodes: 2, podsPerNode: 3,
 		dhcp: netlab.DHCPOptions{T1: 3 * time.Second, T2: 5 * time.Second},
 		change: func(ctx context.Context, lab *netlab.Lab) error {
 			return lab.DHCP.Reconfigure(ctx, netlab.DHCPOptions{Pool: newPool})
@@ -112,7 +115,7 @@ func TestRenumberAbrupt(t *testing.T) {
 func TestRenumberSLAAC(t *testing.T) {
 	t.Parallel()
 	runScenario(t, scenario{
-		name: "slaac", kind: netlab.Dhcpd, nodes: 2, mode: "slaac", dhcp: expiryLifetimes,
+		name: "slaac", kind: netlab.Dhcpd, nodes: 2, podsPerNode: 2, mode: "slaac", dhcp: expiryLifetimes,
 		change: func(_ context.Context, lab *netlab.Lab) error {
 			return lab.DHCP.Restart(netlab.DHCPOptions{Pool: newPool})
 		},
@@ -126,7 +129,10 @@ func runScenario(t *testing.T, sc scenario) {
 	t.Logf("lab %s up (%s, %d nodes): %s", lab.ID, sc.kind, sc.nodes, lab.Timings)
 	ctx := testCtx(t)
 	waitBinding(t, ctx, lab)
-	pods := addPodsMode(t, ctx, lab, sc.mode)
+	var pods []*netlab.Pod
+	for range max(sc.podsPerNode, 1) {
+		pods = append(pods, addPodsMode(t, ctx, lab, sc.mode)...)
+	}
 	_, before := waitSettled(t, ctx, lab)
 	p1 := before.prefix()
 	for _, p := range pods {
@@ -371,6 +377,14 @@ func runScenario(t *testing.T, sc scenario) {
 		}
 	}
 	requireClean(t, lab)
+	for _, n := range lab.Nodes {
+		if v, _ := metric(t, ctx, n, "v6cni_ipamd_pd_renumber_errors_total"); v != 0 {
+			t.Errorf("%s: pd_renumber_errors_total %v, want 0", n.Name, v)
+		}
+		if v, _ := metric(t, ctx, n, "v6cni_ipamd_pd_renumber_pending_attachments"); v != 0 {
+			t.Errorf("%s: pd_renumber_pending_attachments %v, want 0", n.Name, v)
+		}
+	}
 
 	var ipamdSecs []string
 	for _, n := range lab.Nodes {
@@ -397,6 +411,43 @@ func runScenario(t *testing.T, sc scenario) {
 	}
 	line += fmt.Sprintf(" pd_renumber_seconds=%s kinds=%v solicits=%d", strings.Join(ipamdSecs, ","), kindsAfter, after["solicit"]-msgs["solicit"])
 	t.Log(line)
+
+	// DEL of renumbered pods releases what they hold: no lease left, the
+	// store consistent.
+	for _, p := range all {
+		if err := p.Del(ctx); err != nil {
+			t.Errorf("DEL of renumbered pod %s: %v", p.ID, err)
+		}
+	}
+	name, _ := netlab.PDNetwork(podSubnet(lab.Nodes[0]))
+	for _, n := range lab.Nodes {
+		if ls, err := n.Client.Leases(ctx, name); err != nil || len(ls) != 0 {
+			t.Errorf("%s: leases of %s after every DEL: %+v (%v), want none", n.Name, name, ls, err)
+		}
+	}
+	requireClean(t, lab)
+	logProblems(t, lab)
+}
+
+// logProblems logs the warnings and errors of every node's ipamd log.
+func logProblems(t *testing.T, lab *netlab.Lab) {
+	t.Helper()
+	for _, n := range lab.Nodes {
+		b, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			t.Logf("%s: %v", n.Name, err)
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) > 0 {
+			t.Logf("%s: %d warnings/errors in ipamd's log:\n%s", n.Name, len(lines), strings.Join(lines, "\n"))
+		}
+	}
 }
 
 func orStatic(mode string) string {
