@@ -824,7 +824,7 @@ type echoServer struct {
 	ln   net.Listener
 
 	mu    sync.Mutex
-	peers map[netip.AddrPort]netip.AddrPort // client's local → what the server saw
+	peers map[netip.AddrPort]bool // the clients' addresses and ports
 	conns []net.Conn
 }
 
@@ -841,7 +841,7 @@ func inNetns(nsName string, f func() error) error {
 
 func startEcho(t *testing.T, nsName string, addr netip.Addr) *echoServer {
 	t.Helper()
-	s := &echoServer{peers: map[netip.AddrPort]netip.AddrPort{}}
+	s := &echoServer{peers: map[netip.AddrPort]bool{}}
 	if err := inNetns(nsName, func() error {
 		var err error
 		s.ln, err = net.Listen("tcp6", netip.AddrPortFrom(addr, 0).String())
@@ -858,7 +858,7 @@ func startEcho(t *testing.T, nsName string, addr netip.Addr) *echoServer {
 			}
 			from := netip.MustParseAddrPort(c.RemoteAddr().String())
 			s.mu.Lock()
-			s.peers[from] = from
+			s.peers[from] = true
 			s.conns = append(s.conns, c)
 			s.mu.Unlock()
 			go func() { _, _ = io.Copy(c, c) }()
@@ -875,25 +875,27 @@ func startEcho(t *testing.T, nsName string, addr netip.Addr) *echoServer {
 	return s
 }
 
-// waitPeer is the address the server saw the connection from local come
-// from (the same, no NAT anywhere).
+// waitPeer waits until the server accepted the connection whose client
+// end is local (no NAT anywhere: the server sees the same address and
+// port) and returns that peer address.
 func (s *echoServer) waitPeer(t *testing.T, local netip.AddrPort) netip.AddrPort {
 	t.Helper()
-	var got netip.AddrPort
+	var peers []netip.AddrPort
 	if !netlab.Poll(10*time.Second, 10*time.Millisecond, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		for from := range s.peers {
-			if from.Port() == local.Port() {
-				got = from
-				return true
+		_, ok := s.peers[local]
+		if !ok {
+			peers = peers[:0]
+			for from := range s.peers {
+				peers = append(peers, from)
 			}
 		}
-		return false
+		return ok
 	}) {
-		t.Fatalf("echo server: no connection from port %d", local.Port())
+		t.Fatalf("echo server: no connection from %s (accepted from %v)", local, peers)
 	}
-	return got
+	return local
 }
 
 // echoConn is a TCP connection from a pod that sends an 8-byte counter
