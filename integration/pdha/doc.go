@@ -23,7 +23,9 @@
 //     Solicit. TestRenumberAbrupt (Kea reloads a new pool: P1 lifetimes
 //     0): P2 preferred, P1 gone, pd_renumberings_total{kind="abrupt"}.
 //     TestRenumberSLAAC: as Expiry in ipv6Mode slaac (rdisc6 sees P1 with
-//     preferred 0 and P2). Each logs a line starting "RENUM-FIGURES".
+//     preferred 0 and P2). TestRenumberTakeover: as Expiry with the
+//     leader's ipamd killed (-9) and restarted during the overlap. Each
+//     logs a line starting "RENUM-FIGURES".
 //     Measured (3 runs, -race, 2 shared cores; P1 valid 20 s, T1 3 s):
 //     the Reply carrying P2 → every pod holding a preferred P2 address:
 //     expiry 36/86/97 ms (6 pods, 2 nodes), abrupt 54/59/75 ms (6 pods),

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,6 +76,10 @@ type scenario struct {
 	// metricKind, when set, is the pd_renumberings_total kind every node
 	// must count.
 	metricKind string
+	// midway, when set, runs during the overlap, once every pod holds P2
+	// and P1 deprecated; it returns the nodes whose ipamd it restarted
+	// (their counters start again from 0).
+	midway func(t *testing.T, ctx context.Context, lab *netlab.Lab, w *watcher) (restarted []string)
 }
 
 // TestRenumberExpiry: dhcpd forgets P1 and delegates P2 from a new pool;
@@ -120,6 +125,45 @@ func TestRenumberSLAAC(t *testing.T) {
 			return lab.DHCP.Restart(netlab.DHCPOptions{Pool: newPool})
 		},
 		overlap: true,
+	})
+}
+
+// TestRenumberTakeover: TestRenumberExpiry with the leader's ipamd killed
+// (kill -9) during the overlap and started again: the new leader Renews
+// the binding (P2, P1 still listed), the restarted ipamd takes up the
+// renumbering from etcd (PendingRenumbers, Detect with no previous
+// binding) without undoing it: P1 still goes at its valid end, the TCP
+// connections hold until then, no Solicit.
+func TestRenumberTakeover(t *testing.T) {
+	t.Parallel()
+	runScenario(t, scenario{
+		name: "expiry-takeover", kind: netlab.Dhcpd, nodes: 2, dhcp: expiryLifetimes,
+		change: func(_ context.Context, lab *netlab.Lab) error {
+			return lab.DHCP.Restart(netlab.DHCPOptions{Pool: newPool})
+		},
+		overlap: true, tcp: true,
+		midway: func(t *testing.T, ctx context.Context, lab *netlab.Lab, w *watcher) []string {
+			leader, before := waitSettled(t, ctx, lab)
+			victim := nodeByName(lab, leader.node)
+			t0 := time.Now()
+			victim.Kill()
+			to := w.waitTakeover(t, t0, leader.key, leader.node, before.ReplyTime, waitLong)
+			var held []netip.Prefix
+			for _, p := range to.binding.Prefixes {
+				held = append(held, p.Prefix)
+			}
+			if !slices.ContainsFunc(held, func(p netip.Prefix) bool { return newPool.Contains(p.Addr()) }) {
+				t.Errorf("the new leader %s holds %v, want P2 of %s", to.newLeader, held, newPool)
+			}
+			t.Logf("during the overlap: %s killed, %s renewed %v after %v", victim.Name, to.newLeader, held, to.saved.Sub(t0).Round(time.Millisecond))
+			if err := victim.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if err := lab.Router.WaitEstablished(lab.Nodes, waitLong); err != nil {
+				t.Fatal(err)
+			}
+			return []string{victim.Name}
+		},
 	})
 }
 
@@ -210,6 +254,7 @@ func runScenario(t *testing.T, sc scenario) {
 	t.Logf("P2 %s arrived with the Reply at +%v; P1 %s valid until +%v", p2, reply.Sub(changed).Round(time.Millisecond),
 		p1, p1ValidEnd.Sub(changed).Round(time.Millisecond))
 
+	restarted := map[string]bool{}
 	// Every pod: P2 preferred (and, make-before-break, P1 deprecated).
 	want := make([]netip.Addr, len(pods))
 	for i, p := range pods {
@@ -240,6 +285,11 @@ func runScenario(t *testing.T, sc scenario) {
 			}
 		}
 		requirePDStates(t, ctx, lab, p1, p2)
+		if sc.midway != nil {
+			for _, n := range sc.midway(t, ctx, lab, w) {
+				restarted[n] = true
+			}
+		}
 	} else {
 		obs.wait(t, waitLong, "every pod lost its P1 address", func(s *sample) bool {
 			for i, p := range pods {
@@ -363,6 +413,9 @@ func runScenario(t *testing.T, sc scenario) {
 	}
 	kindsAfter := renumberings(t, ctx, lab)
 	for _, n := range lab.Nodes {
+		if restarted[n.Name] {
+			continue // a restart re-derives its work and does not count it
+		}
 		k := sc.metricKind
 		if k == "" {
 			k = "*"
