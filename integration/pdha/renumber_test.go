@@ -33,12 +33,16 @@ import (
 //
 //   - TestRenumberExpiry (dhcpd): the server forgets P1 (restarted with
 //     the new pool), the leader's Renew gets NoBinding, its Request P2;
-//     P1 is not renewed and runs out: make-before-break.
+//     P1 is not renewed and runs out: make-before-break. (dhcpd answers
+//     every Renew that still lists P1 NoBinding: each one of the overlap
+//     is followed by a Request that renews P2.)
 //   - TestRenumberAbrupt (Kea): Kea reloads a new pool; the Reply to the
 //     next Renew carries P2 and P1 with lifetimes 0: P1 goes at once.
 //   - TestRenumberSLAAC (dhcpd): as Expiry on a network in ipv6Mode slaac:
 //     the RAs carry P1 with preferred lifetime 0 and P2; the pods' kernels
 //     form their P2 addresses.
+//   - TestRenumberTakeover (dhcpd): as Expiry, the leader's ipamd killed
+//     and restarted during the overlap.
 //
 // Each logs one line starting "RENUM-FIGURES": the time from the Reply
 // carrying P2 to every pod holding a preferred P2 address, P1's removal
@@ -462,7 +466,14 @@ func runScenario(t *testing.T, sc scenario) {
 	if len(conns) > 0 {
 		line += fmt.Sprintf(" last_echo_vs_p1_valid_end=%+v", lastEcho.Sub(p1ValidEnd).Round(time.Millisecond))
 	}
-	line += fmt.Sprintf(" pd_renumber_seconds=%s kinds=%v solicits=%d", strings.Join(ipamdSecs, ","), kindsAfter, after["solicit"]-msgs["solicit"])
+	sent := map[string]uint64{}
+	for k, v := range after {
+		if d := v - msgs[k]; d > 0 {
+			sent[k] = d
+		}
+	}
+	line += fmt.Sprintf(" pd_renumber_seconds=%s kinds=%v solicits=%d client_messages_since_change=%v",
+		strings.Join(ipamdSecs, ","), kindsAfter, after["solicit"]-msgs["solicit"], sent)
 	t.Log(line)
 
 	// DEL of renumbered pods releases what they hold: no lease left, the
@@ -480,6 +491,23 @@ func runScenario(t *testing.T, sc scenario) {
 	}
 	requireClean(t, lab)
 	logProblems(t, lab)
+	// What each node's client exchanged (with dhcpd, a Renew listing P1
+	// beside P2 is answered NoBinding, so each Renew of the overlap is
+	// followed by a Request; never a Solicit).
+	for _, n := range lab.Nodes {
+		out, err := n.Exec(ctx, "curl", "-sf", "http://[::1]:9655/metrics")
+		if err != nil {
+			t.Errorf("metrics of %s: %v", n.Name, err)
+			continue
+		}
+		var ex []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if rest, ok := strings.CutPrefix(l, "v6cni_ipamd_pd_exchanges_total"); ok {
+				ex = append(ex, rest)
+			}
+		}
+		t.Logf("%s: pd_exchanges_total %s", n.Name, strings.Join(ex, " "))
+	}
 }
 
 // logProblems logs the warnings and errors of every node's ipamd log.
