@@ -29,7 +29,9 @@
 //     Measured (3 runs, -race, 2 shared cores; P1 valid 20 s, T1 3 s):
 //     the Reply carrying P2 → every pod holding a preferred P2 address:
 //     expiry 36/86/97 ms (6 pods, 2 nodes), abrupt 54/59/75 ms (6 pods),
-//     slaac 305/370/1024 ms (4 pods: the RA path); P1 gone from every
+//     slaac 305/370/1024 ms (4 pods: the RA path; a multicast RA waits
+//     until 3 s after the one before, RFC 4861 MIN_DELAY_BETWEEN_RAS,
+//     and at T1 3 s each renewal sends one); P1 gone from every
 //     pod 16–121 ms after its valid end; the TCP connections' last echo
 //     27–190 ms before it (one echo every 200 ms); no Solicit.
 //   - Not here yet: the root ula-plus-delegated test (§4; allocator and
