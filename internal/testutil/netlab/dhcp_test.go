@@ -351,3 +351,25 @@ func TestKeaReconfigure(t *testing.T) {
 	}
 	t.Logf("kea reload: %s → %s by Renew (messages %v); ipamd pd:\n%s", before[0].Prefix, after[0].Prefix, msgs, pd)
 }
+
+// TestPDNetConf: AddPDPodMode's mode becomes bridge-v6's ipv6Mode key;
+// AddPDPod's empty mode leaves the key out (static).
+func TestPDNetConf(t *testing.T) {
+	n := &Node{Socket: "/run/n0.sock"}
+	for _, tc := range []struct {
+		mode string
+		want any
+	}{{"", nil}, {"static", "static"}, {"slaac", "slaac"}, {"dhcpv6-stateful", "dhcpv6-stateful"}} {
+		var conf map[string]any
+		if err := json.Unmarshal(n.pdNetConf(3, tc.mode, json.RawMessage(`{"ips":[]}`)), &conf); err != nil {
+			t.Fatal(err)
+		}
+		if got := conf["ipv6Mode"]; got != tc.want {
+			t.Errorf("mode %q: ipv6Mode %v, want %v", tc.mode, got, tc.want)
+		}
+		ipam, _ := conf["ipam"].(map[string]any)
+		if conf["name"] != "netlab-pd3" || conf["bridge"] != "cnipd3" || ipam["type"] != "pd-ipam" || ipam["subnetId"] != 3.0 || conf["prevResult"] == nil {
+			t.Errorf("mode %q: conf %v", tc.mode, conf)
+		}
+	}
+}

@@ -12,8 +12,11 @@
 // With Options.DHCP one more netns "dhcp" on the link runs Kea or dhcpd
 // delegating prefixes from a PD pool (Lab.DHCP), and Options.PD gives
 // the nodes' ipamds a pd section on lan0 (node or cluster mode);
-// AddPDPod attaches a pod to the pd-ipam network. The router learns the
-// delegated blocks by BGP as any other.
+// AddPDPod attaches a pod to the pd-ipam network (AddPDPodMode in a
+// bridge-v6 ipv6Mode such as slaac). The router learns the delegated
+// blocks by BGP as any other. Router.AddHost puts a host behind the router
+// (off the link): a far end that reaches pods only by the router's
+// routes.
 //
 // Every host has one interface "lan0" on the link with an IPv6 address of
 // LinkPrefix6 (and, with Options.IPv4, one of LinkPrefix4). Nodes forward,
@@ -152,6 +155,7 @@ type Lab struct {
 	mu         sync.Mutex
 	namespaces []string
 	podSeq     atomic.Int64
+	hostSeq    atomic.Int64
 }
 
 // Timings measure the bring-up of a lab.

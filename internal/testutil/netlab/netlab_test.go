@@ -116,6 +116,26 @@ func TestLab(t *testing.T) {
 		if err := p.Check(ctx); err != nil {
 			t.Fatal(err)
 		}
+		// A host behind the router answers the pod through the router
+		// (which learned the pod's block by BGP): the reply crosses the
+		// router and the node.
+		h, err := l.Router.AddHost()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := l.Router.WaitRoutes(time.Minute, func(m map[netip.Prefix]netip.Addr) bool {
+			for pfx, nh := range m {
+				if pfx.Contains(p.Addr(6)) && nh == n.Addr6 {
+					return true
+				}
+			}
+			return false
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if ttl, err := p.Ping(ctx, h.Addr6); err != nil || ttl != 62 {
+			t.Errorf("pod → host behind the router %s: ttl %d (%v), want 62 (router, node)", h.Addr6, ttl, err)
+		}
 		leases, err := n.Client.Leases(ctx, NetworkName)
 		if err != nil {
 			t.Fatal(err)

@@ -39,9 +39,11 @@ type Pod struct {
 	Addrs []netip.Addr
 	// result is ADD's result, CHECK's prevResult.
 	result json.RawMessage
-	// pd: the pod is on the pd-ipam network, subnetID its subnetId.
+	// pd: the pod is on the pd-ipam network, subnetID its subnetId, mode
+	// bridge-v6's ipv6Mode ("": the key left out, static).
 	pd       bool
 	subnetID int
+	mode     string
 }
 
 // netConf is the bridge-v6 configuration every node uses: the same pools
@@ -49,7 +51,7 @@ type Pod struct {
 // when given.
 func (n *Node) netConf(p *Pod, prevResult json.RawMessage) []byte {
 	if p.pd {
-		return n.pdNetConf(p.subnetID, prevResult)
+		return n.pdNetConf(p.subnetID, p.mode, prevResult)
 	}
 	l := n.lab
 	ranges := []any{[]any{map[string]any{"subnet": l.Pool6.String(), "blockSize": l.Opts.BlockSize6}}}
@@ -102,8 +104,9 @@ func (n *Node) cni(ctx context.Context, command string, p *Pod) ([]byte, error) 
 }
 
 // pdNetConf is the bridge-v6 configuration of the pd-ipam network:
-// subnetId subnetID of the delegated prefix, served by the node's ipamd.
-func (n *Node) pdNetConf(subnetID int, prevResult json.RawMessage) []byte {
+// subnetId subnetID of the delegated prefix, served by the node's ipamd,
+// with ipv6Mode mode ("": the key left out).
+func (n *Node) pdNetConf(subnetID int, mode string, prevResult json.RawMessage) []byte {
 	name, bridge := PDNetwork(subnetID)
 	conf := map[string]any{
 		"cniVersion":       "1.1.0",
@@ -115,6 +118,9 @@ func (n *Node) pdNetConf(subnetID int, prevResult json.RawMessage) []byte {
 		"ipMasq":           false,
 		"ipam":             map[string]any{"type": "pd-ipam", "socket": n.Socket, "subnetId": subnetID},
 	}
+	if mode != "" {
+		conf["ipv6Mode"] = mode
+	}
 	if prevResult != nil {
 		conf["prevResult"] = prevResult
 	}
@@ -125,20 +131,33 @@ func (n *Node) pdNetConf(subnetID int, prevResult json.RawMessage) []byte {
 // AddPod creates a pod netns and runs ADD for it. The pod's netns is
 // removed when the lab ends; a failed ADD removes it at once.
 func (n *Node) AddPod(ctx context.Context) (*Pod, error) {
-	return n.addPod(ctx, false, 0)
+	return n.addPod(ctx, false, 0, "")
 }
 
 // AddPDPod is AddPod on the pd-ipam network of subnetId subnetID
 // (PDNetwork). While the node's ipamd holds no
 // prefix ADD fails with code 11 (try again later).
 func (n *Node) AddPDPod(ctx context.Context, subnetID int) (*Pod, error) {
-	return n.addPod(ctx, true, subnetID)
+	return n.AddPDPodMode(ctx, subnetID, "")
 }
 
-func (n *Node) addPod(ctx context.Context, pd bool, subnetID int) (*Pod, error) {
+// AddPDPodMode is AddPDPod with bridge-v6's ipv6Mode mode: "static",
+// "slaac", "dhcpv6-stateless" or "dhcpv6-stateful" ("" leaves the key
+// out: static). Every pod of one subnetId shares a bridge, so they should
+// share a mode. In slaac and dhcpv6-stateless ADD waits until the pod's
+// kernel formed its address from the RAs ipamd sends on the bridge.
+func (n *Node) AddPDPodMode(ctx context.Context, subnetID int, mode string) (*Pod, error) {
+	return n.addPod(ctx, true, subnetID, mode)
+}
+
+// Mode is the pod's ipv6Mode as its network configuration says it (""
+// when the key is left out: static).
+func (p *Pod) Mode() string { return p.mode }
+
+func (n *Node) addPod(ctx context.Context, pd bool, subnetID int, mode string) (*Pod, error) {
 	l := n.lab
 	k := l.podSeq.Add(1)
-	p := &Pod{ID: fmt.Sprintf("nl-%s-%d", l.ID, k), NS: l.netnsName("p" + strconv.FormatInt(k, 10)), Node: n, pd: pd, subnetID: subnetID}
+	p := &Pod{ID: fmt.Sprintf("nl-%s-%d", l.ID, k), NS: l.netnsName("p" + strconv.FormatInt(k, 10)), Node: n, pd: pd, subnetID: subnetID, mode: mode}
 	l.track(p.NS)
 	if err := createNetns(p.NS); err != nil {
 		return nil, err
