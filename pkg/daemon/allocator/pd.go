@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"time"
@@ -233,7 +234,13 @@ func (a *Allocator) DropPrefix(ctx context.Context, prefix netip.Prefix) ([]stor
 		}
 		delete(a.blocks, cidr)
 		a.notify()
-		a.log.Warn("delegated prefix expired: block dropped", "block", cidr, "network", b.Network,
+		// A warning only when attachments lost their address; a block whose
+		// attachments all moved to the successor prefix is renumbering done.
+		level := slog.LevelInfo
+		if len(seen) > moved {
+			level = slog.LevelWarn
+		}
+		a.log.Log(ctx, level, "delegated prefix expired: block dropped", "block", cidr, "network", b.Network,
 			"attachments", len(seen), "renumbered", moved, "lost", len(seen)-moved)
 		dropped = append(dropped, b.Block)
 	}
