@@ -225,8 +225,22 @@ func AddRoutes(l netlink.Link, routes []Route) error {
 }
 
 // ErrDADFailed is wrapped by the error ConfigureContainerWith returns when
-// an address of the container is a duplicate on the link.
+// an address of the container is a duplicate on the link; that error's
+// chain holds a *DADError naming the address.
 var ErrDADFailed = errors.New("duplicate address detection failed")
+
+// DADError is the failure of duplicate address detection for one address:
+// another node on the link holds Addr. It wraps ErrDADFailed.
+type DADError struct {
+	Addr   netip.Prefix
+	Ifname string
+}
+
+func (e *DADError) Error() string {
+	return fmt.Sprintf("%v: %s on %s is already used by another node on the link", ErrDADFailed, e.Addr, e.Ifname)
+}
+
+func (e *DADError) Unwrap() error { return ErrDADFailed }
 
 // waitDAD returns when no IPv6 address of l is tentative, fails as soon as
 // one is DADFAILED, and gives up after timeout. It reads the addresses
@@ -243,7 +257,8 @@ func waitDAD(l netlink.Link, events <-chan netlink.AddrUpdate, timeout time.Dura
 		var tentative []string
 		for _, a := range have {
 			if a.Flags&unix.IFA_F_DADFAILED != 0 {
-				return fmt.Errorf("%w: %s on %s is already used by another node on the link", ErrDADFailed, a.IPNet, name)
+				p, _ := PrefixFromIPNet(a.IPNet)
+				return &DADError{Addr: p, Ifname: name}
 			}
 			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
 				tentative = append(tentative, a.IPNet.String())

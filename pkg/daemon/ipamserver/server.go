@@ -343,7 +343,15 @@ func (s *Server) del(ctx context.Context, c *call) (any, error) {
 	if c.conf.IPAM.Sticky {
 		keep = c.conf.IPAM.StickyGrace.Duration
 	}
-	h, err := s.alloc.Del(ctx, c.id, keep)
+	var h *store.Handle
+	var err error
+	if len(c.req.Duplicates) > 0 {
+		// The rollback of an ADD that found addresses in use by another
+		// host: those stay out of use a while (allocator.Quarantine).
+		h, _, err = s.alloc.Quarantine(ctx, c.id, c.req.Duplicates, c.conf.IPAM.DuplicateQuarantine.Duration)
+	} else {
+		h, err = s.alloc.Del(ctx, c.id, keep)
+	}
 	if err != nil {
 		return nil, err
 	}
