@@ -121,6 +121,10 @@ func planAttachment(conf *bridgeconf.NetConf, result *current.Result) (*plan, er
 			return nil, fmt.Errorf("IPAM plugin %s returned bad address %q", conf.IPAM.Type, ip.Address.String())
 		}
 		if conf.Provider != nil && addr.Addr().Is6() {
+			// The whole segment is on-link, whatever the size of
+			// the IPAM block the address came from.
+			addr = onLink(conf, addr)
+			ip.Address = *link.IPNet(addr)
 			// The upstream router is the gateway, whatever IPAM
 			// thinks its block's is: the configured one, or none
 			// (learned from the RAs).
@@ -215,6 +219,8 @@ func expectedState(conf *bridgeconf.NetConf, prev *current.Result, att *attachme
 		if !ok {
 			return nil, fmt.Errorf("prevResult: bad address %q", ip.Address.String())
 		}
+		// ipamd's record (withRecordedIPs) has the block's length.
+		addr = onLink(conf, addr)
 		p.addAddr(conf, addr)
 		if gw := link.AddrFromIP(ip.Gateway); gw.IsValid() {
 			p.gatewayAddrs = append(p.gatewayAddrs, netip.PrefixFrom(gw, addr.Bits()))
@@ -423,6 +429,23 @@ func family(a netip.Addr) int {
 		return 4
 	}
 	return 6
+}
+
+// onLink is addr with the prefix length of the provider segment's prefix
+// (bridgeconf.Provider.OnLink) that holds it, when that is shorter: an
+// ipam-v6 block smaller than the segment (its /64 shared by several
+// nodes) must not hide the rest of the segment, the router included.
+// Other addresses are returned as they are.
+func onLink(conf *bridgeconf.NetConf, addr netip.Prefix) netip.Prefix {
+	if conf.Provider == nil || !addr.Addr().Is6() {
+		return addr
+	}
+	for _, s := range conf.Provider.OnLink {
+		if s.Bits() < addr.Bits() && s.Contains(addr.Addr()) {
+			return netip.PrefixFrom(addr.Addr(), s.Bits())
+		}
+	}
+	return addr
 }
 
 // addAddr records an address of the attachment: added by the plugin, or
