@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -102,6 +103,9 @@ type plan struct {
 	resultRoutes []*types.Route   // the same routes for the CNI result
 	mac          net.HardwareAddr // CHECK only: the container MAC
 	has4         bool
+	// raDNS is what the upstream router's RAs said of DNS (a provider
+	// network whose container accepts RAs), merged into the result.
+	raDNS link.RADNS
 }
 
 // planAttachment turns the IPAM result into addresses and routes. A missing
@@ -528,7 +532,24 @@ func (a *attachment) result(r *current.Result, h *hostSide, p *plan) *current.Re
 		ip.Interface = current.Int(containerIfaceIdx)
 	}
 	r.Routes = p.resultRoutes
+	r.DNS = mergeDNS(r.DNS, p.raDNS)
 	return r
+}
+
+// mergeDNS is IPAM's dns with the routers' RA nameservers and search
+// domains appended, each once.
+func mergeDNS(dns types.DNS, ra link.RADNS) types.DNS {
+	for _, s := range ra.Nameservers {
+		if !slices.Contains(dns.Nameservers, s.String()) {
+			dns.Nameservers = append(dns.Nameservers, s.String())
+		}
+	}
+	for _, d := range ra.Search {
+		if !slices.Contains(dns.Search, d) {
+			dns.Search = append(dns.Search, d)
+		}
+	}
+	return dns
 }
 
 // Indexes of the interfaces in the ADD result.
