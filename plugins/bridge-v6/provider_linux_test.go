@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -569,6 +570,31 @@ func TestProviderDuplicateAddress(t *testing.T) {
 	// The segment's host keeps its address.
 	if err := ping6(l.router, segHostAddr, 5*time.Second); err != nil {
 		t.Errorf("segment host after the failed ADD: %v", err)
+	}
+}
+
+// TestProviderDuplicateSLAAC: the segment's host holds the EUI-64 address
+// the container's kernel forms from the RA: ADD fails at the DAD failure
+// (not at the 5 s wait for the address) with the DAD error, which the
+// rollback's IPAM DEL names as a duplicate (ipam-v6/pd-ipam), and leaves
+// nothing behind.
+func TestProviderDuplicateSLAAC(t *testing.T) {
+	l := newProviderLab(t)
+	l.startRadvd(t, "")
+	const id = "d0b1e0000000005"
+	want := eui64(id)
+	linktest.Do(t, l.segHost, func() error { return addAddr("eth0", want.String()+"/64") })
+	l.ipamAnswers(t, id, want)
+	conf := l.conf("1.1.0", "", `,"ipv6Mode":"slaac"`)
+	conf = bytes.Replace(conf, []byte(`"type":"provider-ipam"`), []byte(`"type":"provider-ipam","addressing":"eui64"`), 1)
+	_, err := l.add(t, l.args(id, conf))
+	var dad *link.DADError
+	if !errors.As(err, &dad) || dad.Addr.Addr() != want || !strings.Contains(err.Error(), "duplicate address detection failed: "+want.String()+"/64") {
+		t.Fatalf("ADD of a SLAAC address the segment host holds: %v, want the DAD failure of %s", err, want)
+	}
+	l.noAttachmentLeft(t, id, "the failed ADD")
+	if log := l.ipamLog(t); !strings.Contains(log, "DEL "+id) {
+		t.Errorf("IPAM not released after the failed ADD: calls %q", log)
 	}
 }
 
