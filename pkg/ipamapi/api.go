@@ -51,6 +51,11 @@ type Request struct {
 	// another plugin's configuration. Nil means a static attachment whose
 	// MAC does not matter.
 	Attachment *Attachment `json:"attachment,omitempty"`
+	// Duplicates (DEL only) are addresses of the attachment that duplicate
+	// address detection found in use by another host: the DEL rolls back
+	// the ADD that found them, and ipamd keeps them out of use for the
+	// network's ipam.duplicateQuarantine instead of freeing them.
+	Duplicates []netip.Addr `json:"duplicates,omitempty"`
 }
 
 // Attachment is how the main plugin (bridge-v6) attaches the container.

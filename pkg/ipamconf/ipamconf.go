@@ -127,6 +127,11 @@ type IPAM struct {
 	// K8S_POD_NAME) and interface: a re-created StatefulSet pod keeps its IP.
 	Sticky      bool     `json:"sticky,omitempty"`
 	StickyGrace Duration `json:"stickyGrace,omitzero"`
+	// DuplicateQuarantine is how long an address that duplicate address
+	// detection found in use by another host (bridge-v6 on a provider
+	// network names it on the DEL of the failed ADD) stays out of use;
+	// 0 releases it at once.
+	DuplicateQuarantine Duration `json:"duplicateQuarantine,omitzero"`
 	// BGPCommunities are attached to the BGP announcements of the
 	// network's blocks ("65001:100" or a well-known name such as
 	// "no-export").
@@ -135,6 +140,10 @@ type IPAM struct {
 
 // DefaultStickyGrace is how long a sticky address waits for its pod.
 const DefaultStickyGrace = 10 * time.Minute
+
+// DefaultDuplicateQuarantine is how long a duplicate address is kept out
+// of use.
+const DefaultDuplicateQuarantine = 10 * time.Minute
 
 // Duration is a time.Duration written as text ("10m") in JSON.
 type Duration struct{ time.Duration }
@@ -156,15 +165,17 @@ type rawConf struct {
 	CNIVersion string `json:"cniVersion"`
 	Name       string `json:"name"`
 	IPAM       *struct {
-		Type           string       `json:"type"`
-		Socket         string       `json:"socket"`
-		Ranges         [][]rawRange `json:"ranges"`
-		Addressing     string       `json:"addressing"`
-		SubnetID       *int         `json:"subnetId"`
-		Sticky         bool         `json:"sticky"`
-		StickyGrace    string       `json:"stickyGrace"`
-		BGPCommunities []string     `json:"bgpCommunities"`
-		Routes         []struct {
+		Type        string       `json:"type"`
+		Socket      string       `json:"socket"`
+		Ranges      [][]rawRange `json:"ranges"`
+		Addressing  string       `json:"addressing"`
+		SubnetID    *int         `json:"subnetId"`
+		Sticky      bool         `json:"sticky"`
+		StickyGrace string       `json:"stickyGrace"`
+		// DuplicateQuarantine is a duration; "0s" releases at once.
+		DuplicateQuarantine *string  `json:"duplicateQuarantine"`
+		BGPCommunities      []string `json:"bgpCommunities"`
+		Routes              []struct {
 			Dst string `json:"dst"`
 			GW  string `json:"gw"`
 		} `json:"routes"`
@@ -308,6 +319,14 @@ func Parse(data []byte) (*NetConf, error) {
 			return nil, invalid("ipam.stickyGrace: %q is not a positive duration (e.g. \"10m\")", raw.IPAM.StickyGrace)
 		}
 		ic.StickyGrace.Duration = d
+	}
+	ic.DuplicateQuarantine.Duration = DefaultDuplicateQuarantine
+	if q := raw.IPAM.DuplicateQuarantine; q != nil {
+		d, err := time.ParseDuration(*q)
+		if err != nil || d < 0 {
+			return nil, invalid("ipam.duplicateQuarantine: %q is not a duration (e.g. \"10m\"; \"0s\" releases a duplicate at once)", *q)
+		}
+		ic.DuplicateQuarantine.Duration = d
 	}
 	switch ic.Addressing = raw.IPAM.Addressing; ic.Addressing {
 	case "":

@@ -225,8 +225,22 @@ func AddRoutes(l netlink.Link, routes []Route) error {
 }
 
 // ErrDADFailed is wrapped by the error ConfigureContainerWith returns when
-// an address of the container is a duplicate on the link.
+// an address of the container is a duplicate on the link; that error's
+// chain holds a *DADError naming the address.
 var ErrDADFailed = errors.New("duplicate address detection failed")
+
+// DADError is the failure of duplicate address detection for one address:
+// another node on the link holds Addr. It wraps ErrDADFailed.
+type DADError struct {
+	Addr   netip.Prefix
+	Ifname string
+}
+
+func (e *DADError) Error() string {
+	return fmt.Sprintf("%v: %s on %s is already used by another node on the link", ErrDADFailed, e.Addr, e.Ifname)
+}
+
+func (e *DADError) Unwrap() error { return ErrDADFailed }
 
 // waitDAD returns when no IPv6 address of l is tentative, fails as soon as
 // one is DADFAILED, and gives up after timeout. It reads the addresses
@@ -243,7 +257,8 @@ func waitDAD(l netlink.Link, events <-chan netlink.AddrUpdate, timeout time.Dura
 		var tentative []string
 		for _, a := range have {
 			if a.Flags&unix.IFA_F_DADFAILED != 0 {
-				return fmt.Errorf("%w: %s on %s is already used by another node on the link", ErrDADFailed, a.IPNet, name)
+				p, _ := PrefixFromIPNet(a.IPNet)
+				return &DADError{Addr: p, Ifname: name}
 			}
 			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
 				tentative = append(tentative, a.IPNet.String())
@@ -276,17 +291,29 @@ func waitAddrs(l netlink.Link, want []netip.Addr, events <-chan netlink.AddrUpda
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		missing, err := missingAddrs(l, want, true)
+		missing, failed, err := awaitedAddrs(l, want, true)
 		if err != nil {
 			return fmt.Errorf("list addresses of %s: %w", name, err)
+		}
+		if len(failed) > 0 {
+			// Another node holds the address the container formed:
+			// fail at once, as for an address the plugin added.
+			return &DADError{Addr: failed[0], Ifname: name}
 		}
 		if len(missing) == 0 {
 			return nil
 		}
 		select {
-		case _, ok := <-events:
+		case u, ok := <-events:
 			if !ok {
 				return fmt.Errorf("address events of %s stopped", name)
+			}
+			// The kernel removes an address it formed (SLAAC) whose
+			// DAD failed (RFC 4862 §5.4.5): it goes while still
+			// tentative. (A permanent one stays, DADFAILED: above.)
+			if p, ok := PrefixFromIPNet(&u.LinkAddress); ok && !u.NewAddr && u.LinkIndex == l.Attrs().Index &&
+				u.Flags&unix.IFA_F_TENTATIVE != 0 && slices.Contains(want, p.Addr()) {
+				return &DADError{Addr: p, Ifname: name}
 			}
 		case <-deadline.C:
 			return fmt.Errorf("%w: %s not configured on %s within %s (router advertisements of the bridge's prefix reach it? the address is the EUI-64 one of its MAC?)",
@@ -299,26 +326,37 @@ func waitAddrs(l netlink.Link, want []netip.Addr, events <-chan netlink.AddrUpda
 // prefix length); with usable, a tentative or DAD-failed one counts as
 // missing.
 func missingAddrs(l netlink.Link, want []netip.Addr, usable bool) ([]netip.Addr, error) {
+	missing, _, err := awaitedAddrs(l, want, usable)
+	return missing, err
+}
+
+// awaitedAddrs is missingAddrs, also returning the addresses of want whose
+// duplicate address detection failed (with their prefix length).
+func awaitedAddrs(l netlink.Link, want []netip.Addr, usable bool) (missing []netip.Addr, failed []netip.Prefix, err error) {
 	have, err := addrList(l, netlink.FAMILY_ALL)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	present := make(map[netip.Addr]bool, len(have))
 	for _, a := range have {
+		p, ok := PrefixFromIPNet(a.IPNet)
+		if !ok {
+			continue
+		}
+		if a.Flags&unix.IFA_F_DADFAILED != 0 && slices.Contains(want, p.Addr()) {
+			failed = append(failed, p)
+		}
 		if usable && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
 			continue
 		}
-		if p, ok := PrefixFromIPNet(a.IPNet); ok {
-			present[p.Addr()] = true
-		}
+		present[p.Addr()] = true
 	}
-	var missing []netip.Addr
 	for _, w := range want {
 		if !present[w.Unmap()] {
 			missing = append(missing, w)
 		}
 	}
-	return missing, nil
+	return missing, failed, nil
 }
 
 func joinAddrs(addrs []netip.Addr) string {

@@ -72,6 +72,25 @@ func configureContainer(netns *link.NetNS, conf *bridgeconf.NetConf, att *attach
 	err := netns.Do(func() error {
 		opts := containerOptions(conf, p)
 		opts.Index = h.veth.ParentIndex
+		if conf.Provider != nil && opts.SolicitRouter {
+			// The upstream router's RAs carry its DNS (RFC 8106),
+			// which the container's kernel ignores: read them for
+			// the result, from before the solicitation.
+			ra, err := link.ListenRA(att.ifName)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				// After the waits below (SLAAC address, RA default
+				// router): the RA that ended them is queued.
+				if dns, err := ra.DNS(); err != nil {
+					fmt.Fprintf(os.Stderr, "bridge-v6: %s: %v\n", att.ifName, err)
+				} else {
+					p.raDNS = dns
+				}
+				ra.Close()
+			}()
+		}
 		if conf.Provider != nil {
 			// The DAD probes must reach the segment: the addresses
 			// are added once the bridge forwards the port.

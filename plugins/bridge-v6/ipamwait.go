@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -20,6 +21,9 @@ type pendingIPAM struct {
 	args  *skel.CmdArgs
 	done  <-chan ipamReply
 	reply *ipamReply // once received
+	// duplicates are addresses IPAM gave that duplicate address
+	// detection found in use on the link: release quarantines them.
+	duplicates []netip.Addr
 }
 
 func startIPAM(conf *bridgeconf.NetConf, args *skel.CmdArgs) (*pendingIPAM, error) {
@@ -67,12 +71,20 @@ func (p *pendingIPAM) plan() (*current.Result, *plan, error) {
 }
 
 // release is the undo of the IPAM ADD: an IPAM DEL, only if it allocated
-// (a refused IPAM ADD holds nothing).
+// (a refused IPAM ADD holds nothing), naming the duplicates found.
 func (p *pendingIPAM) release() error {
 	if p.wait().err != nil {
 		return nil
 	}
-	if err := ipamVerb(context.Background(), p.conf.IPAM.Type, "DEL", p.args, ipamplugin.Del, delegate.Del); err != nil {
+	del := ipamplugin.Del
+	if len(p.duplicates) > 0 {
+		// v6cni's IPAM keeps them out of use a while (another IPAM has
+		// no way to be told: it frees them).
+		del = func(ctx context.Context, args *skel.CmdArgs) error {
+			return ipamplugin.DelDuplicates(ctx, args, p.duplicates)
+		}
+	}
+	if err := ipamVerb(context.Background(), p.conf.IPAM.Type, "DEL", p.args, del, delegate.Del); err != nil {
 		return fmt.Errorf("release the addresses (IPAM %s DEL): %w", p.conf.IPAM.Type, err)
 	}
 	return nil

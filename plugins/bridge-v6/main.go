@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 
@@ -17,6 +18,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 
+	"github.com/v6cni/v6cni/pkg/link"
 	"github.com/v6cni/v6cni/pkg/plugin/bridgeconf"
 	"github.com/v6cni/v6cni/pkg/plugin/delegate"
 	"github.com/v6cni/v6cni/pkg/plugin/ipamplugin"
@@ -99,6 +101,11 @@ func cmdAdd(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 	if err := configureContainer(netns, conf, att, host, plan); err != nil {
+		var dad *link.DADError
+		if errors.As(err, &dad) {
+			// Another host holds it: the rollback's IPAM DEL says so.
+			ipam.duplicates = append(ipam.duplicates, dad.Addr.Addr())
+		}
 		return err
 	}
 	if err := setUpMasquerade(conf, att, plan, &rollback); err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -102,6 +103,9 @@ type plan struct {
 	resultRoutes []*types.Route   // the same routes for the CNI result
 	mac          net.HardwareAddr // CHECK only: the container MAC
 	has4         bool
+	// raDNS is what the upstream router's RAs said of DNS (a provider
+	// network whose container accepts RAs), merged into the result.
+	raDNS link.RADNS
 }
 
 // planAttachment turns the IPAM result into addresses and routes. A missing
@@ -121,6 +125,10 @@ func planAttachment(conf *bridgeconf.NetConf, result *current.Result) (*plan, er
 			return nil, fmt.Errorf("IPAM plugin %s returned bad address %q", conf.IPAM.Type, ip.Address.String())
 		}
 		if conf.Provider != nil && addr.Addr().Is6() {
+			// The whole segment is on-link, whatever the size of
+			// the IPAM block the address came from.
+			addr = onLink(conf, addr)
+			ip.Address = *link.IPNet(addr)
 			// The upstream router is the gateway, whatever IPAM
 			// thinks its block's is: the configured one, or none
 			// (learned from the RAs).
@@ -215,6 +223,8 @@ func expectedState(conf *bridgeconf.NetConf, prev *current.Result, att *attachme
 		if !ok {
 			return nil, fmt.Errorf("prevResult: bad address %q", ip.Address.String())
 		}
+		// ipamd's record (withRecordedIPs) has the block's length.
+		addr = onLink(conf, addr)
 		p.addAddr(conf, addr)
 		if gw := link.AddrFromIP(ip.Gateway); gw.IsValid() {
 			p.gatewayAddrs = append(p.gatewayAddrs, netip.PrefixFrom(gw, addr.Bits()))
@@ -425,6 +435,23 @@ func family(a netip.Addr) int {
 	return 6
 }
 
+// onLink is addr with the prefix length of the provider segment's prefix
+// (bridgeconf.Provider.OnLink) that holds it, when that is shorter: an
+// ipam-v6 block smaller than the segment (its /64 shared by several
+// nodes) must not hide the rest of the segment, the router included.
+// Other addresses are returned as they are.
+func onLink(conf *bridgeconf.NetConf, addr netip.Prefix) netip.Prefix {
+	if conf.Provider == nil || !addr.Addr().Is6() {
+		return addr
+	}
+	for _, s := range conf.Provider.OnLink {
+		if s.Bits() < addr.Bits() && s.Contains(addr.Addr()) {
+			return netip.PrefixFrom(addr.Addr(), s.Bits())
+		}
+	}
+	return addr
+}
+
 // addAddr records an address of the attachment: added by the plugin, or
 // awaited when the container configures its IPv6 address itself.
 func (p *plan) addAddr(conf *bridgeconf.NetConf, addr netip.Prefix) {
@@ -505,7 +532,24 @@ func (a *attachment) result(r *current.Result, h *hostSide, p *plan) *current.Re
 		ip.Interface = current.Int(containerIfaceIdx)
 	}
 	r.Routes = p.resultRoutes
+	r.DNS = mergeDNS(r.DNS, p.raDNS)
 	return r
+}
+
+// mergeDNS is IPAM's dns with the routers' RA nameservers and search
+// domains appended, each once.
+func mergeDNS(dns types.DNS, ra link.RADNS) types.DNS {
+	for _, s := range ra.Nameservers {
+		if !slices.Contains(dns.Nameservers, s.String()) {
+			dns.Nameservers = append(dns.Nameservers, s.String())
+		}
+	}
+	for _, d := range ra.Search {
+		if !slices.Contains(dns.Search, d) {
+			dns.Search = append(dns.Search, d)
+		}
+	}
+	return dns
 }
 
 // Indexes of the interfaces in the ADD result.

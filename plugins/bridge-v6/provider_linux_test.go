@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
@@ -162,8 +164,8 @@ func (l *providerLab) add(t *testing.T, args *skel.CmdArgs) ([]byte, error) {
 
 // startRadvd runs radvd on the segment's bridge: RAs every 3–4 s, a
 // solicited one at once, default router lifetime 30 s, the segment's
-// prefix (A flag), RDNSS; flags adds interface options ("AdvManagedFlag
-// on;").
+// prefix (A flag), RDNSS and DNSSL; flags adds interface options
+// ("AdvManagedFlag on;").
 func (l *providerLab) startRadvd(t *testing.T, flags string) {
 	t.Helper()
 	bin := linktest.RequireCommand(t, "radvd", "radvd")
@@ -176,6 +178,7 @@ func (l *providerLab) startRadvd(t *testing.T, flags string) {
   %s
   prefix %s { AdvOnLink on; AdvAutonomous on; };
   RDNSS 2001:db8:22::53 {};
+  DNSSL example.net {};
 };
 `, l.seg, flags, segPrefix)
 	if err := os.WriteFile(filepath.Join(dir, "radvd.conf"), []byte(conf), 0o644); err != nil {
@@ -365,17 +368,22 @@ func TestProviderLearnedRouter(t *testing.T) {
 				return l.raDefault(t, l.uplink), "none yet"
 			})
 			const id = "9a0f1de000000004"
-			l.ipamAnswers(t, id, netip.MustParseAddr("2001:db8:22::13"))
+			// IPAM's dns too: the RA's is merged into it.
+			res := `{"cniVersion":"1.0.0","ips":[{"address":"2001:db8:22::13/64"}],"dns":{"nameservers":["2001:db8:22::54"],"search":["ipam.example"]}}`
+			if err := os.WriteFile(filepath.Join(l.ipamDir, id+".json"), []byte(res), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			conf := l.conf(ver, "", "")
 			args := l.args(id, conf)
 			raw, err := l.add(t, args)
 			if err != nil {
 				t.Fatalf("ADD: %v", err)
 			}
-			res := mustResult(t, ver, raw)
-			if len(res.IPs) != 1 || res.IPs[0].Gateway != nil {
-				t.Errorf("result IPs %+v, want one without a gateway (learned)", res.IPs)
+			result := mustResult(t, ver, raw)
+			if len(result.IPs) != 1 || result.IPs[0].Gateway != nil {
+				t.Errorf("result IPs %+v, want one without a gateway (learned)", result.IPs)
 			}
+			assertDNS(t, result, []string{"2001:db8:22::54", "2001:db8:22::53"}, []string{"ipam.example", "example.net"})
 			l.assertUplinkMoved(t)
 			// The bridge relearns the node's default route.
 			linktest.Eventually(t, 15*time.Second, 50*time.Millisecond, "node's RA default route on the bridge", func() (bool, string) {
@@ -405,6 +413,15 @@ func TestProviderLearnedRouter(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// assertDNS checks the result's dns: IPAM's, then radvd's RDNSS and
+// DNSSL (RFC 8106) the plugin read from the RA the container received.
+func assertDNS(t *testing.T, res *current.Result, servers, search []string) {
+	t.Helper()
+	if !slices.Equal(res.DNS.Nameservers, servers) || !slices.Equal(res.DNS.Search, search) {
+		t.Errorf("result dns %+v, want nameservers %v and search %v", res.DNS, servers, search)
 	}
 }
 
@@ -473,6 +490,10 @@ func TestProviderSelfConfiguringModes(t *testing.T) {
 				res := mustResult(t, ver, raw)
 				if len(res.IPs) != 1 || res.IPs[0].Address.IP.String() != want.String() {
 					t.Errorf("result IPs %+v, want %s", res.IPs, want)
+				}
+				if tt.formed {
+					// The RA that formed the address carried the DNS.
+					assertDNS(t, res, []string{"2001:db8:22::53"}, []string{"example.net"})
 				}
 				var have bool
 				linktest.Do(t, l.cont, func() error {
@@ -549,6 +570,31 @@ func TestProviderDuplicateAddress(t *testing.T) {
 	// The segment's host keeps its address.
 	if err := ping6(l.router, segHostAddr, 5*time.Second); err != nil {
 		t.Errorf("segment host after the failed ADD: %v", err)
+	}
+}
+
+// TestProviderDuplicateSLAAC: the segment's host holds the EUI-64 address
+// the container's kernel forms from the RA: ADD fails at the DAD failure
+// (not at the 5 s wait for the address) with the DAD error, which the
+// rollback's IPAM DEL names as a duplicate (ipam-v6/pd-ipam), and leaves
+// nothing behind.
+func TestProviderDuplicateSLAAC(t *testing.T) {
+	l := newProviderLab(t)
+	l.startRadvd(t, "")
+	const id = "d0b1e0000000005"
+	want := eui64(id)
+	linktest.Do(t, l.segHost, func() error { return addAddr("eth0", want.String()+"/64") })
+	l.ipamAnswers(t, id, want)
+	conf := l.conf("1.1.0", "", `,"ipv6Mode":"slaac"`)
+	conf = bytes.Replace(conf, []byte(`"type":"provider-ipam"`), []byte(`"type":"provider-ipam","addressing":"eui64"`), 1)
+	_, err := l.add(t, l.args(id, conf))
+	var dad *link.DADError
+	if !errors.As(err, &dad) || dad.Addr.Addr() != want || !strings.Contains(err.Error(), "duplicate address detection failed: "+want.String()+"/64") {
+		t.Fatalf("ADD of a SLAAC address the segment host holds: %v, want the DAD failure of %s", err, want)
+	}
+	l.noAttachmentLeft(t, id, "the failed ADD")
+	if log := l.ipamLog(t); !strings.Contains(log, "DEL "+id) {
+		t.Errorf("IPAM not released after the failed ADD: calls %q", log)
 	}
 }
 

@@ -46,6 +46,8 @@ type Metrics struct {
 	failures  *prometheus.CounterVec
 	reclaimed prometheus.Counter
 	etcdErrs  prometheus.Counter
+	// quarantined counts duplicates quarantined (a DEL naming them).
+	quarantined prometheus.Counter
 }
 
 // New registers ipamd's metrics; src feeds the gauges.
@@ -74,7 +76,11 @@ func New(src Source) *Metrics {
 		Namespace: namespace, Name: "etcd_errors_total",
 		Help: "Requests that failed because etcd did not answer or refused (unreachable, no quorum, timeout).",
 	})
-	m.reg.MustRegister(m.requests, m.duration, m.failures, m.reclaimed, m.etcdErrs,
+	m.quarantined = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "duplicates_quarantined_total",
+		Help: "Addresses quarantined because duplicate address detection found another host holding them (a DEL naming them as duplicates).",
+	})
+	m.reg.MustRegister(m.requests, m.duration, m.failures, m.reclaimed, m.etcdErrs, m.quarantined,
 		&gauges{src: src},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -235,6 +241,9 @@ func (m *Metrics) EtcdError() { m.etcdErrs.Inc() }
 
 // Reclaimed counts released stale attachments.
 func (m *Metrics) Reclaimed(n int) { m.reclaimed.Add(float64(n)) }
+
+// Quarantined counts addresses quarantined as duplicates.
+func (m *Metrics) Quarantined(n int) { m.quarantined.Add(float64(n)) }
 
 func reason(err *types.Error) string {
 	switch {

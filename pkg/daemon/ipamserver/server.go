@@ -343,7 +343,19 @@ func (s *Server) del(ctx context.Context, c *call) (any, error) {
 	if c.conf.IPAM.Sticky {
 		keep = c.conf.IPAM.StickyGrace.Duration
 	}
-	h, err := s.alloc.Del(ctx, c.id, keep)
+	var h *store.Handle
+	var err error
+	if len(c.req.Duplicates) > 0 {
+		// The rollback of an ADD that found addresses in use by another
+		// host: those stay out of use a while (allocator.Quarantine).
+		var recs []store.Quarantined
+		h, recs, err = s.alloc.Quarantine(ctx, c.id, c.req.Duplicates, c.conf.IPAM.DuplicateQuarantine.Duration)
+		if s.Metrics != nil {
+			s.Metrics.Quarantined(len(recs))
+		}
+	} else {
+		h, err = s.alloc.Del(ctx, c.id, keep)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,10 @@
 // Package reclaim is ipamd's periodic garbage collection of what runtimes
 // and containers leave behind: attachments whose network namespace is gone
 // (a runtime skips DEL after a crash or a reboot, and those addresses
-// would leak forever), sticky addresses past their time, and blocks empty
-// for the block grace (with their gateway addresses, bridgesvc). After
-// each round the per-bridge services follow the attachments that remain.
+// would leak forever), sticky and quarantined addresses past their time,
+// and blocks empty for the block grace (with their gateway addresses,
+// bridgesvc). After each round the per-bridge services follow the
+// attachments that remain.
 package reclaim
 
 import (
@@ -57,6 +58,15 @@ func Run(ctx context.Context, cfg Config) {
 		}
 		for _, st := range expired {
 			log.Info("sticky addresses expired", "network", st.Network, "pod", st.Pod, "ifname", st.IfName)
+		}
+		rctx, cancel = context.WithTimeout(ctx, time.Minute)
+		freed, err := alloc.ExpireQuarantine(rctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			log.Warn("release of quarantined addresses", "error", err)
+		}
+		for _, q := range freed {
+			log.Info("quarantined address released", "network", q.Network, "addr", q.IP.Address.Addr(), "reason", q.Reason)
 		}
 		rctx, cancel = context.WithTimeout(ctx, time.Minute)
 		bridgesvc.ReleaseEmptyBlocks(rctx, alloc, cfg.BlockGrace, log)

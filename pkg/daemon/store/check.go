@@ -28,6 +28,8 @@ type Snapshot struct {
 	Addrs    map[netip.Addr]AttachmentID
 	Handles  []Handle
 	Stickies []Sticky
+	// Quarantines are the quarantined addresses (quarantine.go).
+	Quarantines []Quarantined
 	// Nodes are the registrations, each with its Epoch.
 	Nodes []Node
 	// Alive are the liveness records. A registration under a lease (written
@@ -127,6 +129,8 @@ func (snap *Snapshot) add(kvs []*mvccpb.KeyValue) {
 			err = appendJSON(&snap.Handles, kv.Value)
 		case strings.HasPrefix(key, stickyPrefix):
 			err = appendJSON(&snap.Stickies, kv.Value)
+		case strings.HasPrefix(key, quarantinePrefix):
+			err = appendJSON(&snap.Quarantines, kv.Value)
 		case strings.HasPrefix(key, nodesPrefix):
 			if err = appendJSON(&snap.Nodes, kv.Value); err == nil {
 				n := &snap.Nodes[len(snap.Nodes)-1]
@@ -229,8 +233,8 @@ func (p Problem) String() string { return p.Kind + " " + p.Key + ": " + p.Msg }
 // it belongs to:
 //
 //   - every address key is held by an attachment whose handle (or a sticky
-//     record whose holder) lists that address;
-//   - every address a live (not lost) handle or a sticky record lists is
+//     or quarantine record whose holder) lists that address;
+//   - every address a live (not lost) handle, a sticky or a quarantine record lists is
 //     held by it, and no address is listed by two of them;
 //   - no two blocks overlap, and each belongs to a registered pool (pd
 //     blocks excepted: their pool is the node's delegated prefix);
@@ -285,6 +289,11 @@ func Check(snap *Snapshot) []Problem {
 			a := ip.Address.Addr()
 			listed[a] = append(listed[a], lister{st.holder(), st.Node})
 		}
+	}
+
+	for _, q := range snap.Quarantines {
+		a := q.IP.Address.Addr()
+		listed[a] = append(listed[a], lister{q.holder(), q.Node})
 	}
 
 	for a, ls := range listed {

@@ -641,9 +641,10 @@ func (s *Store) removeNode(ctx context.Context, name, reason string, dead *deadC
 }
 
 // SweepNode releases what node holds from before revision bound (its
-// handles and addresses, sticky records, PD bindings and blocks) and
-// returns how many attachments and blocks it released. A node that was
-// fenced finishes its removal's sweep this way, bound = its new epoch.
+// handles and addresses, sticky and quarantine records, PD bindings and
+// blocks) and returns how many attachments and blocks it released. A node
+// that was fenced finishes its removal's sweep this way, bound = its new
+// epoch.
 func (s *Store) SweepNode(ctx context.Context, name string, bound int64) (attachments, blocks int, err error) {
 	attachments, blocks, _, err = s.sweepNode(ctx, name, bound)
 	return attachments, blocks, err
@@ -706,6 +707,30 @@ func (s *Store) sweepNode(ctx context.Context, name string, bound int64) (attach
 			keys = append(keys, k)
 		}
 		if err := b.add(ctx, keys, ops...); err != nil {
+			return 0, 0, false, err
+		}
+		found = true
+	}
+	resp, err = s.cli.Get(ctx, quarantinePrefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("read quarantine records: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		var q Quarantined
+		if err := json.Unmarshal(kv.Value, &q); err != nil {
+			return 0, 0, false, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		if q.Node != name || kv.CreateRevision >= bound {
+			continue
+		}
+		holder, err := json.Marshal(q.holder())
+		if err != nil {
+			return 0, 0, false, err
+		}
+		k := AddrKey(q.IP.Address.Addr())
+		if err := b.add(ctx, []string{string(kv.Key), k},
+			guardedDelete(string(kv.Key), clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)),
+			guardedDelete(k, clientv3.Compare(clientv3.Value(k), "=", string(holder)), clientv3.Compare(clientv3.CreateRevision(k), "<", bound))); err != nil {
 			return 0, 0, false, err
 		}
 		found = true

@@ -188,6 +188,11 @@ func nodeKeys(t *testing.T, cli *clientv3.Client, node string) []string {
 			out = append(out, StickyKey(st.Network, st.Pod, st.IfName))
 		}
 	}
+	for _, q := range snap.Quarantines {
+		if q.Node == node {
+			out = append(out, QuarantineKey(q.IP.Address.Addr()))
+		}
+	}
 	resp, err := cli.Get(context.Background(), pdPrefix+node+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		t.Fatal(err)
@@ -246,6 +251,11 @@ func TestRemoveNode(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if i == 5 || i == 6 {
+				if _, err := s.Quarantine(ctx, h, []netip.Addr{h.IPs[0].Address.Addr()}, "duplicate", time.Now().Add(time.Hour)); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		if err := s.SavePD(ctx, node, 7, []byte(`{}`)); err != nil {
 			t.Fatal(err)
@@ -253,25 +263,25 @@ func TestRemoveNode(t *testing.T) {
 	}
 	checkClean(t, base)
 	infos, err := base.NodeInfos(ctx)
-	if err != nil || len(infos) != 2 || infos[0].Blocks != 2 || infos[0].Attachments != 105 || infos[0].Alive == nil || infos[0].Node == nil {
+	if err != nil || len(infos) != 2 || infos[0].Blocks != 2 || infos[0].Attachments != 103 || infos[0].Alive == nil || infos[0].Node == nil {
 		t.Fatalf("NodeInfos = %+v, %v", infos, err)
 	}
 	rm, err := base.RemoveNode(ctx, "x", "ipamd node remove")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rm.Attachments != 105 || rm.Blocks != 2 || rm.Epoch == 0 || rm.Reason != "ipamd node remove" {
-		t.Fatalf("removed %+v, want 105 attachments and 2 blocks", rm)
+	if rm.Attachments != 103 || rm.Blocks != 2 || rm.Epoch == 0 || rm.Reason != "ipamd node remove" {
+		t.Fatalf("removed %+v, want 103 attachments and 2 blocks", rm)
 	}
 	if left := nodeKeys(t, cli, "x"); len(left) > 0 {
 		t.Fatalf("keys of x left: %v", left)
 	}
-	if left := nodeKeys(t, cli, "y"); len(left) != 2+110+105+5+1+2 {
+	if left := nodeKeys(t, cli, "y"); len(left) != 2+110+103+5+2+1+2 {
 		t.Fatalf("y has %d keys, want all of them", len(left))
 	}
 	checkClean(t, base)
 	tomb, err := base.Tombstone(ctx, "x")
-	if err != nil || tomb == nil || tomb.Attachments != 105 {
+	if err != nil || tomb == nil || tomb.Attachments != 103 {
 		t.Fatalf("tombstone %+v, %v", tomb, err)
 	}
 	if _, err := base.RemoveNode(ctx, "x", "again"); !errors.Is(err, ErrNotRegistered) {

@@ -15,6 +15,7 @@
 //	/v6cni/alive/<node>                               Alive (under the ipamd's lease: liveness)
 //	/v6cni/removed/<node>                             Removed (tombstone left by a node's removal)
 //	/v6cni/sticky/<network>/<pod ns>/<pod>/<ifname>   Sticky (addresses kept for a pod)
+//	/v6cni/quarantine/<sortable address>               Quarantined (an address DAD found in use, kept out of use)
 //	/v6cni/pd/<node>/<iaid>                           the node's DHCPv6-PD binding
 //	/v6cni/pdcluster/<segment>/identity               PDIdentity of a cluster delegation (pdcluster.go)
 //	/v6cni/pdcluster/<segment>/binding                the segment's PD binding, written by its leader

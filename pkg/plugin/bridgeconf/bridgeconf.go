@@ -114,6 +114,13 @@ type Provider struct {
 	// OptimisticDAD makes the container addresses usable during their
 	// duplicate address detection (RFC 4429); DAD itself is always on.
 	OptimisticDAD bool
+	// OnLink are the segment's IPv6 prefixes: the subnets of ipam.ranges
+	// (ipam-v6's; another IPAM's section names none). A container
+	// address inside one gets its prefix length, not that of the IPAM
+	// block it came from: with blocks smaller than the segment (several
+	// nodes sharing its /64), the whole segment, router included, is
+	// still on-link.
+	OnLink []netip.Prefix
 }
 
 // Uplink is the name of the interface enslaved to the bridge: Master, or
@@ -348,10 +355,36 @@ func (c *NetConf) parseProvider(raw *rawConf, data []byte) error {
 				got, c.IPv6Mode, ipamconf.EUI64))
 		}
 	}
+	p.OnLink = ipamSubnets6(data)
 	c.Provider = p
 	c.IsGateway = false
 	c.EnableDAD = true
 	return nil
+}
+
+// ipamSubnets6 are the IPv6 subnets of the config's ipam.ranges, read
+// leniently (the ipam section is the IPAM plugin's to validate): none when
+// it has another shape.
+func ipamSubnets6(data []byte) []netip.Prefix {
+	var conf struct {
+		IPAM struct {
+			Ranges [][]struct {
+				Subnet string `json:"subnet"`
+			} `json:"ranges"`
+		} `json:"ipam"`
+	}
+	if json.Unmarshal(data, &conf) != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, set := range conf.IPAM.Ranges {
+		for _, r := range set {
+			if p, err := netip.ParsePrefix(r.Subnet); err == nil && p.Addr().Is6() && !p.Addr().Is4In6() && p == p.Masked() {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 func (c *NetConf) validate() error {

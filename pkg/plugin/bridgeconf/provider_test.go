@@ -3,6 +3,7 @@ package bridgeconf
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -55,6 +56,18 @@ func TestParseProvider(t *testing.T) {
 			uplink: "eth1",
 		},
 		{
+			name:   "on-link prefixes: ipam.ranges' IPv6 subnets",
+			json:   head + `,"provider":{"master":"eth1"},"ipam":{"type":"ipam-v6","ranges":[[{"subnet":"2001:db8:22::/64","blockSize":120},{"subnet":"2001:db8:23::1/64"}],[{"subnet":"10.0.0.0/24"}],[{"delegated":true,"subnetId":1}]]}}`,
+			want:   Provider{Master: "eth1", OptimisticDAD: true, OnLink: []netip.Prefix{netip.MustParsePrefix("2001:db8:22::/64")}},
+			uplink: "eth1",
+		},
+		{
+			name:   "another IPAM's ranges of another shape",
+			json:   head + `,"provider":{"master":"eth1"},"ipam":{"type":"x","ranges":"none"}}`,
+			want:   Provider{Master: "eth1", OptimisticDAD: true},
+			uplink: "eth1",
+		},
+		{
 			name:   "explicit false of the refused keys",
 			json:   head + `,"isGateway":false,"isDefaultGateway":false,"ipMasq":false,"hairpinMode":false,"enableDad":true,"vlan":0,"provider":{"master":"eth1"},"ipam":{"type":"x"}}`,
 			want:   Provider{Master: "eth1", OptimisticDAD: true},
@@ -67,7 +80,7 @@ func TestParseProvider(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			if conf.Provider == nil || *conf.Provider != tt.want {
+			if conf.Provider == nil || !reflect.DeepEqual(*conf.Provider, tt.want) {
 				t.Fatalf("Provider = %+v, want %+v", conf.Provider, tt.want)
 			}
 			if got := conf.Provider.Uplink(); got != tt.uplink {

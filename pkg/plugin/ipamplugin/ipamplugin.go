@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 
@@ -132,6 +133,23 @@ func PrepareAdd(args *skel.CmdArgs) (func(context.Context) (*current.Result, err
 // Del releases the attachment's addresses.
 func Del(ctx context.Context, args *skel.CmdArgs) error {
 	return call(ctx, args, (*ipamapi.Client).Del)
+}
+
+// DelDuplicates is Del for the rollback of an ADD whose duplicate address
+// detection found dups (addresses IPAM gave it) in use by another host on
+// the link: ipamd keeps them out of use for the network's
+// ipam.duplicateQuarantine instead of freeing them, so the next ADD does
+// not get them again (bridge-v6 on a provider network calls it).
+func DelDuplicates(ctx context.Context, args *skel.CmdArgs, dups []netip.Addr) error {
+	conf, client, err := load(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ipamapi.DefaultTimeout)
+	defer cancel()
+	req := request(conf, args)
+	req.Duplicates = dups
+	return client.Del(ctx, req)
 }
 
 // Check verifies that ipamd still holds the attachment's addresses.
