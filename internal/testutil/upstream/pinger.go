@@ -143,6 +143,33 @@ func (p *Pinger) receive() {
 	}
 }
 
+// Steady reports that the pings have been answered without a loss for
+// at least d, all of it after since: every request sent in the window
+// that ends one reply-grace (3 intervals, at least 200 ms) ago and spans
+// d was answered. A failover test waits for it rather than for the first
+// reply, which may be followed by a second outage (a flapping path).
+func (p *Pinger) Steady(since time.Time, d time.Duration) bool {
+	grace := max(200*time.Millisecond, 3*p.interval)
+	end := time.Now().Add(-grace)
+	start := end.Add(-d)
+	if start.Before(since) {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for seq, at := range p.sentAt {
+		if at.Before(start) || at.After(end) {
+			continue
+		}
+		if _, ok := p.replyAt[seq]; !ok {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
+
 // LastReply is when the latest reply came (zero before any).
 func (p *Pinger) LastReply() time.Time {
 	p.mu.Lock()

@@ -32,3 +32,47 @@ func TestStats(t *testing.T) {
 		})
 	}
 }
+
+func TestSteady(t *testing.T) {
+	now := time.Now()
+	ago := func(ms int) time.Time { return now.Add(-time.Duration(ms) * time.Millisecond) }
+	// Requests every 100 ms from 2 s ago; the reply grace is 300 ms.
+	sent := func() []time.Time {
+		var s []time.Time
+		for ms := 2000; ms >= 0; ms -= 100 {
+			s = append(s, ago(ms))
+		}
+		return s
+	}
+	all := func(except ...int) map[int]time.Time {
+		m := map[int]time.Time{}
+		for i := range 21 {
+			m[i] = now
+		}
+		for _, e := range except {
+			delete(m, e)
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name    string
+		since   time.Time
+		replies map[int]time.Time
+		want    bool
+	}{
+		{"all answered", ago(2000), all(), true},
+		{"loss before the window", ago(2000), all(3, 4), true},
+		// seq 15 was sent 500 ms ago: inside the last second before the grace.
+		{"loss in the window", ago(2000), all(15), false},
+		// In flight (sent within the grace): not counted yet.
+		{"in flight", ago(2000), all(19, 20), true},
+		{"window starts before since", ago(1000), all(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Pinger{interval: 100 * time.Millisecond, sentAt: sent(), replyAt: tc.replies}
+			if got := p.Steady(tc.since, time.Second); got != tc.want {
+				t.Errorf("Steady = %t, want %t", got, tc.want)
+			}
+		})
+	}
+}

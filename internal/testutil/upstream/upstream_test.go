@@ -139,14 +139,18 @@ func failover(t *testing.T, l *Lab, c string, victim *Router, interval, timeout 
 		p.Stop()
 		t.Fatal(err)
 	}
+	// Recovered means a second of pings without a loss: a path that
+	// comes back and drops again (Outages > 1) is logged, not failed,
+	// as long as it settles within timeout.
 	const settle = time.Second
-	ok := Poll(timeout, 50*time.Millisecond, func() bool { return p.LastReply().Sub(killed) > settle })
+	ok := Poll(timeout, 50*time.Millisecond, func() bool { return p.Steady(killed, settle) })
 	s := p.Stop()
 	if !ok {
-		t.Fatalf("pings from %s to %s did not recover within %s of killing %s: %s", c, FarHost, timeout, victim.Name, s)
+		t.Fatalf("pings from %s to %s did not recover steadily (%s without a loss) within %s of killing %s: %s",
+			c, FarHost, settle, timeout, victim.Name, s)
 	}
-	if !s.Recovered {
-		t.Fatalf("pings lost again after recovering: %s", s)
+	if s.Outages > 1 {
+		t.Logf("pings from %s to %s dropped %d times before settling: %s", c, FarHost, s.Outages, s)
 	}
 	return s
 }
