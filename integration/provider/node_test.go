@@ -162,6 +162,8 @@ type netOpts struct {
 	mode, gateway string
 	// eui64: IPAM addressing eui64 (the self-configuring modes).
 	eui64 bool
+	// standardDAD sets provider.optimisticDad false.
+	standardDAD bool
 }
 
 // provNetwork is the provider network's name: one pool per ipamd (the
@@ -183,6 +185,9 @@ func (n *node) providerList(t *testing.T, o netOpts) *libcni.NetworkConfigList {
 	prov := map[string]any{"master": uplink}
 	if o.gateway != "" {
 		prov["gateway"] = o.gateway
+	}
+	if o.standardDAD {
+		prov["optimisticDad"] = false
 	}
 	addressing := "sequential"
 	if o.eui64 {
@@ -243,6 +248,8 @@ type container struct {
 	// interface's MAC.
 	addr netip.Addr
 	mac  net.HardwareAddr
+	// took is how long the last successful ADD took.
+	took time.Duration
 }
 
 // newContainer makes a container netns on the node for network list.
@@ -271,7 +278,7 @@ func (c *container) add(t *testing.T) error {
 	if err != nil {
 		return err
 	}
-	t.Logf("ADD %s (%s) took %s", c.id, c.list.Name, time.Since(start).Round(100*time.Microsecond))
+	c.took = time.Since(start)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
