@@ -43,8 +43,9 @@ type node struct {
 	seq                      int
 }
 
-// newNode attaches a node to the lab's segment at <prefix>::<host> and
-// starts its ipamd (embedded etcd, socket in a temporary directory).
+// newNode attaches a node to the lab's segment at <prefix>::<host>
+// (host 0: the node forms its address by SLAAC from the routers' RAs)
+// and starts its ipamd (embedded etcd, socket in a temporary directory).
 func newNode(t *testing.T, l *upstream.Lab, host int) *node {
 	t.Helper()
 	nsName, err := l.NewNetns(fmt.Sprintf("n%d", host))
@@ -54,20 +55,39 @@ func newNode(t *testing.T, l *upstream.Lab, host int) *node {
 	if err := l.AttachNode(nsName, uplink); err != nil {
 		t.Fatal(err)
 	}
-	n := &node{lab: l, ns: nsName, addr: hostAddr(l.Config.Prefix, host),
-		provBridge: "bp" + l.ID, routedBridge: "br" + l.ID}
-	// A node configured by hand: its address static, its default route
-	// from the routers' RAs (no SLAAC address of its own).
+	n := &node{lab: l, ns: nsName, provBridge: "bp" + l.ID, routedBridge: "br" + l.ID}
+	// The node's default route comes from the routers' RAs; its address
+	// is static (configured by hand) or its own SLAAC one.
 	k := "net.ipv6.conf." + uplink + "."
-	if err := upstream.Sysctl(nsName, k+"accept_ra=1", k+"autoconf=0", k+"accept_dad=0"); err != nil {
+	autoconf := "0"
+	if host == 0 {
+		autoconf = "1"
+	}
+	if err := upstream.Sysctl(nsName, k+"accept_ra=1", k+"autoconf="+autoconf, k+"accept_dad=0"); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "ip", "-n", nsName, "addr", "add", netip.PrefixFrom(n.addr, 64).String(), "dev", uplink, "nodad")
+	if host != 0 {
+		n.addr = hostAddr(l.Config.Prefix, host)
+		run(t, "ip", "-n", nsName, "addr", "add", netip.PrefixFrom(n.addr, 64).String(), "dev", uplink, "nodad")
+	}
 	run(t, "ip", "-n", nsName, "link", "set", uplink, "up")
 	if !upstream.Poll(30*time.Second, 50*time.Millisecond, func() bool {
-		return strings.Contains(out(t, nsName, "ip", "-6", "route", "show", "default"), "via")
+		if !strings.Contains(out(t, nsName, "ip", "-6", "route", "show", "default"), "via") {
+			return false
+		}
+		if host != 0 {
+			return true
+		}
+		for _, f := range strings.Fields(out(t, nsName, "ip", "-6", "-o", "addr", "show", "dev", uplink, "scope", "global")) {
+			if p, err := netip.ParsePrefix(f); err == nil && l.Config.Prefix.Contains(p.Addr()) {
+				n.addr = p.Addr()
+				return true
+			}
+		}
+		return false
 	}) {
-		t.Fatalf("node %s: no default route from the routers' RAs within 30s", nsName)
+		t.Fatalf("node %s: no default route (or SLAAC address) from the routers' RAs within 30s: %s", nsName,
+			out(t, nsName, "ip", "-6", "addr", "show", "dev", uplink))
 	}
 
 	// A short directory: a unix socket path is limited to 108 bytes.
