@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/v6cni/v6cni/internal/testutil/upstream"
 	"github.com/v6cni/v6cni/pkg/ipamapi"
@@ -114,7 +116,10 @@ func newNode(t *testing.T, l *upstream.Lab, host int) *node {
 			t.Fatal(err)
 		}
 	}
-	n.cni = libcni.NewCNIConfigWithCacheDir([]string{wrap}, filepath.Join(n.dir, "cache"), nil)
+	// An explicit exec: libcni sets its default lazily, a data race
+	// between concurrent calls.
+	n.cni = libcni.NewCNIConfigWithCacheDir([]string{wrap}, filepath.Join(n.dir, "cache"),
+		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
 	return n
 }
 
@@ -307,7 +312,7 @@ func (c *container) add(t *testing.T) error {
 		}
 	})
 	if c.res, err = current.NewResultFromResult(r); err != nil {
-		t.Fatalf("ADD %s: result %v: %v", c.id, r, err)
+		return fmt.Errorf("ADD %s: result %v: %w", c.id, r, err)
 	}
 	for _, ip := range c.res.IPs {
 		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok && a.Unmap().Is6() {
@@ -320,9 +325,66 @@ func (c *container) add(t *testing.T) error {
 		}
 	}
 	if !c.addr.IsValid() || c.mac == nil {
-		t.Fatalf("ADD %s: result without an IPv6 address or a container MAC: %s", c.id, c.res)
+		return fmt.Errorf("ADD %s: result without an IPv6 address or a container MAC: %s", c.id, c.res)
 	}
 	return nil
+}
+
+// addAll runs the containers' ADDs at once (each in its own goroutine:
+// concurrent first ADDs on a node whose uplink is not moved yet).
+func addAll(t *testing.T, cs ...*container) {
+	t.Helper()
+	errs := make(chan error, len(cs))
+	for _, c := range cs {
+		go func() { errs <- c.add(t) }()
+	}
+	for range cs {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent ADD: %v", err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// watchNode pings the node from the segment host, and the far host from
+// the node, every 20 ms until the returned function is called, which
+// logs what was lost (label names the moment: the uplink's move into
+// the provider bridge) and fails the test unless both recovered.
+func (n *node) watchNode(t *testing.T, label string) func() {
+	t.Helper()
+	in, err := upstream.StartPinger(n.lab.SegmentNS, n.addr, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outp, err := upstream.StartPinger(n.ns, upstream.FarHost, 20*time.Millisecond)
+	if err != nil {
+		in.Stop()
+		t.Fatal(err)
+	}
+	if !upstream.Poll(10*time.Second, 20*time.Millisecond, func() bool {
+		return !in.LastReply().IsZero() && !outp.LastReply().IsZero()
+	}) {
+		in.Stop()
+		outp.Stop()
+		t.Fatal("the node does not reach the far host, or the segment host the node, before its first ADD")
+	}
+	time.Sleep(200 * time.Millisecond)
+	return func() {
+		t.Helper()
+		// Half a second of replies after the ADDs.
+		after := time.Now().Add(500 * time.Millisecond)
+		upstream.Poll(5*time.Second, 20*time.Millisecond, func() bool {
+			return in.LastReply().After(after) && outp.LastReply().After(after)
+		})
+		si, so := in.Stop(), outp.Stop()
+		t.Logf("PROVIDER-NODE-FIGURES %s segment-host-to-node lost=%d outage=%dms sent=%d; node-to-far-host lost=%d outage=%dms sent=%d",
+			label, si.Lost, si.Outage.Milliseconds(), si.Sent, so.Lost, so.Outage.Milliseconds(), so.Sent)
+		if !si.Recovered || !so.Recovered {
+			t.Errorf("%s: the node was cut off: segment host to node %s; node to far host %s", label, si, so)
+		}
+	}
 }
 
 func (c *container) mustAdd(t *testing.T) {
@@ -369,12 +431,17 @@ func (c *container) requireNothingLeft(t *testing.T) {
 // br does not exist).
 func (n *node) ports(t *testing.T, br string) []string {
 	t.Helper()
-	o, err := upstream.Exec(context.Background(), n.ns, "ip", "-o", "link", "show", "master", br)
+	// stdout only: ip may warn on stderr ("Peer netns reference is
+	// invalid.").
+	cmd := exec.Command("ip", "-n", n.ns, "-o", "link", "show", "master", br)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	o, err := cmd.Output()
 	if err != nil {
-		if strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "Cannot find device") {
+		if strings.Contains(stderr.String(), "does not exist") || strings.Contains(stderr.String(), "Cannot find device") {
 			return nil
 		}
-		t.Fatal(err)
+		t.Fatalf("ip -n %s link show master %s: %v: %s", n.ns, br, err, stderr.String())
 	}
 	var ps []string
 	for _, ln := range strings.Split(strings.TrimSpace(string(o)), "\n") {

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -167,7 +168,11 @@ func TestProviderStateful(t *testing.T) {
 	l := upstream.Start(t, upstream.Config{Mode: upstream.VRRP, Addressing: upstream.DHCPv6Stateful})
 	n := newNode(t, l, 0x10)
 	c := n.newContainer(t, n.providerList(t, netOpts{mode: "dhcpv6-stateful"}))
+	stopWatch := n.watchNode(t, "lab=vrrp-stateful first-adds=1")
 	c.mustAdd(t)
+	stopWatch()
+	t.Logf("PROVIDER-ADD-FIGURES lab=vrrp mode=dhcpv6-stateful add=%.1fms (the first ADD: moves the uplink; does not wait for the address)",
+		float64(c.took.Microseconds())/1000)
 	if err := c.check(t); err == nil {
 		t.Errorf("CHECK passed before the container's DHCPv6 client got %s", c.addr)
 	}
@@ -178,6 +183,9 @@ func TestProviderStateful(t *testing.T) {
 	line := dhclientStop(t, c.ns, "BOUND6", stop)
 	if !strings.Contains(line, "addr="+c.addr.String()+" ") {
 		t.Fatalf("dhclient in the container got %q, want IPAM's address %s", line, c.addr)
+	}
+	if !strings.Contains(line, "dns="+l.DNS.String()) {
+		t.Errorf("dhclient in the container got %q, want dns=%s", line, l.DNS)
 	}
 	verify(t, c, upstream.GatewayLL)
 	close(stop) // the workload stops before its DEL
@@ -221,15 +229,20 @@ func TestProviderFailover(t *testing.T) {
 			// This node forms its own address by SLAAC.
 			n := newNode(t, l, 0)
 			slaac := n.newContainer(t, n.providerList(t, netOpts{mode: "slaac", eui64: true}))
-			slaac.mustAdd(t)
 			learned := n.newContainer(t, n.providerList(t, netOpts{mode: "static"}))
-			learned.mustAdd(t)
 			cs := map[string]*container{"slaac": slaac, "static-learned-router": learned}
 			if tc.mode == upstream.VRRP {
-				static := n.newContainer(t, n.providerList(t, netOpts{mode: "static", gateway: upstream.GatewayLL.String()}))
-				static.mustAdd(t)
-				cs["static-gateway-fe80::1"] = static
+				cs["static-gateway-fe80::1"] = n.newContainer(t, n.providerList(t, netOpts{mode: "static", gateway: upstream.GatewayLL.String()}))
 			}
+			// The first ADDs on the node, at once: one of them moves the
+			// uplink into the bridge, the node is not cut off.
+			stop := n.watchNode(t, "lab="+tc.name+" first-adds="+fmt.Sprint(len(cs)))
+			all := make([]*container, 0, len(cs))
+			for _, c := range cs {
+				all = append(all, c)
+			}
+			addAll(t, all...)
+			stop()
 			gws := []netip.Addr{upstream.GatewayLL}
 			if tc.mode == upstream.TwoRouters {
 				gws = []netip.Addr{l.Routers[0].LinkLocal, l.Routers[1].LinkLocal}
@@ -256,6 +269,18 @@ func TestProviderFailover(t *testing.T) {
 			reach(t, l.SegmentNS, n.addr)
 			if tc.mode == upstream.TwoRouters {
 				neighGC(t, l, tc.name, victim, cs)
+			}
+			// With one router left: CHECK passes, DEL leaves nothing.
+			for _, c := range all {
+				if err := c.check(t); err != nil {
+					t.Errorf("CHECK %s after the failover: %v", c.id, err)
+				}
+				if err := c.del(t); err != nil {
+					t.Errorf("DEL %s after the failover: %v", c.id, err)
+				}
+			}
+			for _, c := range all {
+				c.requireNothingLeft(t)
 			}
 		})
 	}
