@@ -36,6 +36,8 @@ type node struct {
 	// ns is the node's netns; addr its address on the segment.
 	ns   string
 	addr netip.Addr
+	// slaac: the node's address is its own SLAAC one (not static).
+	slaac bool
 	// provBridge is the bridge of the provider network, routedBridge
 	// that of the node's own routed network.
 	provBridge, routedBridge string
@@ -57,7 +59,7 @@ func newNode(t *testing.T, l *upstream.Lab, host int) *node {
 	if err := l.AttachNode(nsName, uplink); err != nil {
 		t.Fatal(err)
 	}
-	n := &node{lab: l, ns: nsName, provBridge: "bp" + l.ID, routedBridge: "br" + l.ID}
+	n := &node{lab: l, ns: nsName, provBridge: "bp" + l.ID, routedBridge: "br" + l.ID, slaac: host == 0}
 	// The node's default route comes from the routers' RAs; its address
 	// is static (configured by hand) or its own SLAAC one.
 	k := "net.ipv6.conf." + uplink + "."
