@@ -60,6 +60,9 @@ func newNode(t *testing.T, l *upstream.Lab, host int) *node {
 		t.Fatal(err)
 	}
 	n := &node{lab: l, ns: nsName, provBridge: "bp" + l.ID, routedBridge: "br" + l.ID, slaac: host == 0}
+	// bridge-v6's lock of the provider bridge's first ADD is a file in
+	// the host's /run, which outlives the node's netns.
+	t.Cleanup(func() { os.Remove(filepath.Join("/run/v6cni", "provider-"+n.provBridge+".lock")) })
 	// The node's default route comes from the routers' RAs; its address
 	// is static (configured by hand) or its own SLAAC one.
 	k := "net.ipv6.conf." + uplink + "."
