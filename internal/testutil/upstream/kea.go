@@ -2,11 +2,13 @@ package upstream
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -17,7 +19,12 @@ type Kea struct {
 	// LeasePath is its memfile (CSV).
 	LeasePath string
 	logPath   string
+	confPath  string
 	p         *proc
+
+	// conf builds the config with the reservations so far (Reserve).
+	conf         func(reservations string) string
+	reservations []string
 }
 
 func (l *Lab) startKea() (*Kea, error) {
@@ -31,7 +38,8 @@ func (l *Lab) startKea() (*Kea, error) {
 	if l.Config.SearchDomain != "" {
 		opts += fmt.Sprintf(`, {"name": "domain-search", "data": %q}`, l.Config.SearchDomain)
 	}
-	conf := fmt.Sprintf(`{"Dhcp6": {
+	k.conf = func(reservations string) string {
+		return fmt.Sprintf(`{"Dhcp6": {
   "interfaces-config": {"interfaces": [%q], "service-sockets-max-retries": 40, "service-sockets-retry-wait-time": 250},
   "server-id": {"type": "EN", "enterprise-id": 2495, "identifier": "7570737472", "persist": false},
   "data-directory": %q,
@@ -39,11 +47,15 @@ func (l *Lab) startKea() (*Kea, error) {
   "renew-timer": 1000, "rebind-timer": 2000, "preferred-lifetime": 3000, "valid-lifetime": 4000,
   "option-data": [%s],
   "subnet6": [{"id": 1, "subnet": %q, "interface": %q,
-    "pools": [{"pool": "%s-%s"}]}],
+    "pools": [{"pool": "%s-%s"}],
+    "reservations": [%s]}],
   "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "stdout"}], "severity": "INFO"}]
 }}
-`, ifn, l.Dir, k.LeasePath, opts, l.Config.Prefix, ifn, k.PoolStart, k.PoolEnd)
+`, ifn, l.Dir, k.LeasePath, opts, l.Config.Prefix, ifn, k.PoolStart, k.PoolEnd, reservations)
+	}
+	conf := k.conf("")
 	confPath := filepath.Join(l.Dir, "kea.conf")
+	k.confPath = confPath
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
@@ -69,4 +81,33 @@ func (l *Lab) startKea() (*Kea, error) {
 func (k *Kea) Leases() (string, error) {
 	b, err := os.ReadFile(k.LeasePath)
 	return string(b), err
+}
+
+// Reserve makes Kea hand addr to the client with MAC hw (a host
+// reservation by hw-address, which Kea takes from the client's DUID or
+// EUI-64 link-local address), as an operator would for a host whose
+// address is decided elsewhere (a provider network's IPAM): it rewrites
+// the config and reloads it (SIGHUP), waiting for the reload to complete.
+func (k *Kea) Reserve(hw net.HardwareAddr, addr netip.Addr) error {
+	k.reservations = append(k.reservations, fmt.Sprintf(`{"hw-address": %q, "ip-addresses": [%q]}`, hw.String(), addr.String()))
+	if err := os.WriteFile(k.confPath, []byte(k.conf(strings.Join(k.reservations, ", "))), 0o600); err != nil {
+		return err
+	}
+	const done, failed = "DHCP6_CONFIG_COMPLETE", "DHCP6_DYNRECONFIG_FAIL"
+	count := func() (int, int) {
+		b, _ := os.ReadFile(k.logPath)
+		return strings.Count(string(b), done), strings.Count(string(b), failed)
+	}
+	before, beforeFail := count()
+	k.p.signal(syscall.SIGHUP)
+	var fails int
+	if !Poll(15*time.Second, 20*time.Millisecond, func() bool {
+		var n int
+		n, fails = count()
+		return n > before || fails > beforeFail || k.p.exited()
+	}) || fails > beforeFail || k.p.exited() {
+		return fmt.Errorf("upstream: kea-dhcp6 did not reload its config with the reservation %s for %s (exited: %t):\n%s",
+			addr, hw, k.p.exited(), tailFile(k.logPath, 3000))
+	}
+	return nil
 }
