@@ -46,6 +46,9 @@ type Pinger struct {
 	id       int
 	stop     chan struct{}
 	wg       sync.WaitGroup
+	// stopOnce makes Stop idempotent; stopped is its result.
+	stopOnce sync.Once
+	stopped  PingStats
 
 	mu      sync.Mutex
 	sentAt  []time.Time // by seq
@@ -184,8 +187,15 @@ func (p *Pinger) LastReply() time.Time {
 }
 
 // Stop stops sending, waits up to a second (or 3 intervals) for the
-// replies in flight and returns the statistics.
+// replies in flight and returns the statistics. It may be called more
+// than once (a deferred Stop after an explicit one): later calls return
+// the first call's statistics.
 func (p *Pinger) Stop() PingStats {
+	p.stopOnce.Do(func() { p.stopped = p.stop1() })
+	return p.stopped
+}
+
+func (p *Pinger) stop1() PingStats {
 	close(p.stop)
 	grace := max(time.Second, 3*p.interval)
 	deadline := time.Now().Add(grace)

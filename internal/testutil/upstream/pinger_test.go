@@ -1,6 +1,10 @@
 package upstream
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -74,5 +78,31 @@ func TestSteady(t *testing.T) {
 				t.Errorf("Steady = %t, want %t", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPingerStopTwice pings ::1 in a netns of its own: a second Stop (a
+// deferred one after an explicit one) neither panics nor changes the
+// figures.
+func TestPingerStopTwice(t *testing.T) {
+	name := fmt.Sprintf("up-stop-%x", rand.Uint32())
+	if o, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, o)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	if o, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v: %s", err, o)
+	}
+	p, err := StartPinger(name, netip.IPv6Loopback(), 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Poll(5*time.Second, 10*time.Millisecond, func() bool { return !p.LastReply().IsZero() })
+	first := p.Stop()
+	if first.Received == 0 {
+		t.Errorf("first Stop = %s, want replies from ::1", first)
+	}
+	if second := p.Stop(); second != first {
+		t.Errorf("second Stop = %s, want the first's %s", second, first)
 	}
 }
