@@ -33,6 +33,9 @@ var UplinkRASysctls = []string{
 	"accept_ra_pinfo",
 	"accept_ra_rtr_pref",
 	"accept_ra_mtu",
+	"accept_ra_rt_info_min_plen",
+	"accept_ra_rt_info_max_plen",
+	"ra_defrtr_metric",
 	"autoconf",
 	"router_solicitations",
 	"router_solicitation_interval",
@@ -46,17 +49,18 @@ var UplinkRASysctls = []string{
 // bridge, so concurrent first ADDs do it once) copies the uplink's
 // UplinkRASysctls and MAC to the bridge, puts the uplink's addresses other
 // than link-local on the bridge (without DAD: they are the node's already;
-// lifetimes kept), enslaves the uplink, moves the uplink's routes other
-// than the kernel's (re-made with the addresses) and the RA-learned ones
-// (dropped: the bridge, which sends a router solicitation when it gets its
-// carrier from the uplink, learns them again) to the bridge, and removes
-// the addresses and routes from the uplink. The node stays reachable at
-// its addresses throughout. Later calls find the uplink enslaved and
-// change nothing. It returns the uplink.
+// lifetimes kept), enslaves the uplink, moves the uplink's routes to the
+// bridge: the RA-learned ones with their remaining lifetime (at most
+// MovedRARouteHold) and the metric after theirs, until the bridge learns
+// them again from the routers (see moveRARoutes), the others as they are,
+// but for the kernel's (re-made with the addresses); then it removes the
+// addresses and every route left on the uplink other than its link-local
+// ones. The node stays reachable at its addresses throughout. Later calls
+// find the uplink enslaved and change nothing. It returns the uplink.
 //
-// The bridge must be new or hold no other port yet for the node to relearn
-// its RA routes at once (a bridge that already has carrier sends its next
-// router solicitation only when told to).
+// The bridge must be new or hold no other port yet for the node to
+// solicit the routers' RAs at once (a bridge that already has carrier
+// sends its next router solicitation only when told to).
 func EnsureProviderUplink(br *netlink.Bridge, master string, vid int, uplink string) (netlink.Link, error) {
 	unlock, err := lockProvider(br.Name)
 	if err != nil {
@@ -193,34 +197,35 @@ func moveToBridge(br *netlink.Bridge, up netlink.Link) error {
 			return fmt.Errorf("move address %s of uplink %s to provider bridge %s: %w", a.IPNet, name, br.Name, err)
 		}
 	}
-	routes, err := retryDump(func() ([]netlink.Route, error) {
-		return netlink.RouteListFiltered(netlink.FAMILY_ALL,
-			&netlink.Route{LinkIndex: up.Attrs().Index, Table: unix.RT_TABLE_UNSPEC},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	})
+	routes, err := uplinkRoutes(up)
 	if err != nil {
 		return fmt.Errorf("list routes of provider uplink %s: %w", name, err)
+	}
+	raRoutes, err := raRoutesOf(up.Attrs().Index)
+	if err != nil {
+		return fmt.Errorf("list RA routes of provider uplink %s: %w", name, err)
 	}
 
 	if err := netlink.LinkSetMasterByIndex(up, br.Index); err != nil {
 		return fmt.Errorf("enslave provider uplink %s to bridge %s: %w", name, br.Name, err)
 	}
-	for _, kv := range [][2]string{{"accept_ra", "0"}, {"autoconf", "0"}} {
-		if err := s.set("net/ipv6/conf/"+name+"/"+kv[0], kv[1]); err != nil {
-			return fmt.Errorf("provider uplink %s: %w", name, err)
-		}
+	// From here the uplink delivers nothing to the node: the routes
+	// first (what the node sends by a route of the uplink is lost).
+	if err := moveRARoutes(br.Index, raRoutes); err != nil {
+		return fmt.Errorf("provider uplink %s: %w", name, err)
 	}
-
 	for _, r := range routes {
-		if r.Protocol == unix.RTPROT_KERNEL || r.Table == unix.RT_TABLE_LOCAL || r.Type != unix.RTN_UNICAST {
-			continue // re-made by the kernel with the addresses
+		if r.Protocol == unix.RTPROT_RA || !uplinkGlobal(r) {
+			continue // moved above; or the kernel's link-local ones
 		}
 		// Removed first: IPv6 takes a route of the same destination and
 		// metric on another device for the same route (EEXIST).
 		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("remove route %s from provider uplink %s: %w", routeDst(r), name, err)
 		}
-		if r.Protocol == unix.RTPROT_RA {
+		if r.Protocol == unix.RTPROT_KERNEL {
+			// A prefix route of an address: the bridge has its own
+			// since the address was put on it.
 			continue
 		}
 		nr := r
@@ -236,7 +241,57 @@ func moveToBridge(br *netlink.Bridge, up netlink.Link) error {
 			return fmt.Errorf("remove address %s from provider uplink %s: %w", a.IPNet, name, err)
 		}
 	}
+	// What the addresses' removal left. The kernel removes the prefix
+	// route of an address when it removes the address only for an
+	// address without lifetimes (IFA_F_PERMANENT): the on-link route of
+	// an RA's prefix (proto kernel, with an expiry) stays on the uplink
+	// when the uplink's SLAAC address goes, ahead of the bridge's own
+	// (same metric, older), and the node then sends to the segment out of
+	// the bridge port, where nothing answers. The prefix routes were
+	// removed above already; this catches whatever the kernel made
+	// meanwhile (an RA received before the uplink was enslaved).
+	if routes, err = uplinkRoutes(up); err != nil {
+		return fmt.Errorf("list routes of provider uplink %s: %w", name, err)
+	}
+	for _, r := range routes {
+		if !uplinkGlobal(r) {
+			continue
+		}
+		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("remove route %s from provider uplink %s: %w", routeDst(r), name, err)
+		}
+	}
+	for _, kv := range [][2]string{{"accept_ra", "0"}, {"autoconf", "0"}} {
+		if err := s.set("net/ipv6/conf/"+name+"/"+kv[0], kv[1]); err != nil {
+			return fmt.Errorf("provider uplink %s: %w", name, err)
+		}
+	}
 	return nil
+}
+
+// uplinkRoutes are the routes out of the uplink, of every table and
+// family.
+func uplinkRoutes(up netlink.Link) ([]netlink.Route, error) {
+	return retryDump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_ALL,
+			&netlink.Route{LinkIndex: up.Attrs().Index, Table: unix.RT_TABLE_UNSPEC},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	})
+}
+
+// uplinkGlobal reports whether r, a route out of the provider uplink, is
+// one the uplink must not keep once it is a bridge port: a unicast route
+// of the main or another routing table to a destination other than
+// link-local. The uplink keeps the kernel's own routes of its link-local
+// address: fe80::/64 (the bridge has its own; a link-local destination
+// names its interface, so the uplink's is never chosen for the bridge's
+// traffic) and those of the local table (its link-local address, the
+// multicast ff00::/8), which are about the uplink only.
+func uplinkGlobal(r netlink.Route) bool {
+	if r.Table == unix.RT_TABLE_LOCAL || r.Type != unix.RTN_UNICAST {
+		return false
+	}
+	return r.Dst == nil || !r.Dst.IP.IsLinkLocalUnicast()
 }
 
 func sameMAC(a, b net.HardwareAddr) bool { return a.String() == b.String() }

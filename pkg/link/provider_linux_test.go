@@ -117,15 +117,17 @@ func TestEnsureProviderUplink(t *testing.T) {
 		if !strings.Contains(joined, "2001:db8:99::/48") {
 			t.Errorf("static route not moved: %s", joined)
 		}
-		if strings.Contains(joined, "2001:db8:98::/48") {
-			t.Errorf("RA route moved, want it dropped (relearned): %s", joined)
+		// The RA route: on the bridge with the metric after its own, an
+		// expiry (it had none: MovedRARouteHold's).
+		ras, err := raRoutesOf(brl.Attrs().Index)
+		if err != nil {
+			return err
 		}
-		upRoutes, _ := netlink.RouteList(up, netlink.FAMILY_V6)
-		for _, r := range upRoutes {
-			if r.Protocol != unix.RTPROT_KERNEL {
-				t.Errorf("uplink keeps route %s", r)
-			}
+		if len(ras) != 1 || ras[0].dst.String() != "2001:db8:98::/48" || ras[0].gw.String() != "fe80::1" ||
+			ras[0].priority != 1025 || ras[0].expires <= 0 || ras[0].expires > MovedRARouteHold {
+			t.Errorf("RA routes on the bridge %v, want 2001:db8:98::/48 via fe80::1 metric 1025 with an expiry of at most %s", ras, MovedRARouteHold)
 		}
+		requireNoGlobalRoute(t, up)
 		for key, want := range map[string]string{
 			"net/ipv6/conf/" + name + "/accept_ra":              "2",
 			"net/ipv6/conf/" + name + "/router_solicitations":   "7",
@@ -205,4 +207,19 @@ func TestEnsureProviderUplinkErrors(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// requireNoGlobalRoute fails unless the uplink up keeps only routes of
+// its link-local address (fe80::/64, the local table's), in every table.
+func requireNoGlobalRoute(t *testing.T, up netlink.Link) {
+	t.Helper()
+	routes, err := uplinkRoutes(up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		if uplinkGlobal(r) {
+			t.Errorf("uplink %s keeps route %s (table %d, proto %d)", up.Attrs().Name, r, r.Table, r.Protocol)
+		}
+	}
 }
