@@ -1,10 +1,16 @@
 package link
 
 import (
+	"fmt"
 	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
@@ -222,4 +228,184 @@ func requireNoGlobalRoute(t *testing.T, up netlink.Link) {
 			t.Errorf("uplink %s keeps route %s (table %d, proto %d)", up.Attrs().Name, r, r.Table, r.Protocol)
 		}
 	}
+}
+
+// TestEnsureProviderUplinkRA moves an uplink whose address and default
+// route came from a real router's RAs (radvd in a peer netns): no global
+// route stays on the uplink (the RA prefix's on-link route stayed with
+// the SLAAC address), the bridge holds the default route via the router
+// at once, with an expiry, and the bridge then learns it from the next RA
+// and processes the rest of that RA (its SLAAC address's lifetimes are
+// renewed), and once the moved route expired exactly one default route
+// via the router is left, the learned one.
+func TestEnsureProviderUplinkRA(t *testing.T) {
+	radvd := linktest.RequireCommand(t, "radvd", "radvd")
+	host, router := newNS(t), newNS(t)
+	ProviderLockDir = t.TempDir()
+	hold := MovedRARouteHold
+	MovedRARouteHold = 6 * time.Second
+	t.Cleanup(func() { MovedRARouteHold = hold })
+	uplink, seg := linktest.Name("upl"), linktest.Name("seg")
+	prefix := netip.MustParsePrefix("2001:db8:22::/64")
+	linktest.Do(t, host, func() error {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: uplink}, PeerName: seg}
+		if err := netlink.LinkAdd(v); err != nil {
+			return err
+		}
+		p, err := netlink.LinkByName(seg)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetNsFd(p, int(router.Fd())); err != nil {
+			return err
+		}
+		// Expired routes are collected every second, not 30.
+		for _, kv := range [][2]string{{"net/ipv6/conf/" + uplink + "/accept_ra", "1"}, {"net/ipv6/conf/" + uplink + "/autoconf", "1"},
+			{"net/ipv6/conf/" + uplink + "/accept_dad", "0"}, {"net/ipv6/route/gc_interval", "1"}} {
+			if _, err := sysctl.Sysctl(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		l, err := netlink.LinkByName(uplink)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	linktest.Do(t, router, func() error {
+		l, err := netlink.LinkByName(seg)
+		if err != nil {
+			return err
+		}
+		a, _ := netlink.ParseAddr("2001:db8:22::1/64")
+		a.Flags = unix.IFA_F_NODAD
+		if err := netlink.AddrAdd(l, a); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`interface %s {
+  AdvSendAdvert on;
+  MinRtrAdvInterval 3;
+  MaxRtrAdvInterval 4;
+  AdvDefaultLifetime 30;
+  prefix %s { AdvOnLink on; AdvAutonomous on; AdvValidLifetime 86400; AdvPreferredLifetime 14400; };
+};
+`, seg, prefix)
+	if err := os.WriteFile(filepath.Join(dir, "radvd.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	linktest.Start(t, router, radvd, "-n", "-m", "stderr", "-C", filepath.Join(dir, "radvd.conf"), "-p", filepath.Join(dir, "radvd.pid"))
+
+	var routerLL netip.Addr
+	linktest.Do(t, router, func() error {
+		l, err := netlink.LinkByName(seg)
+		if err != nil {
+			return err
+		}
+		linktest.Eventually(t, 10*time.Second, 50*time.Millisecond, "router link-local address", func() (bool, string) {
+			addrs, err := netlink.AddrList(l, netlink.FAMILY_V6)
+			for _, a := range addrs {
+				if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+					routerLL = AddrFromIP(a.IP)
+					return true, ""
+				}
+			}
+			return false, fmt.Sprint(addrs, err)
+		})
+		return nil
+	})
+
+	name := linktest.Name("v6tpb")
+	linktest.Do(t, host, func() error {
+		up, err := netlink.LinkByName(uplink)
+		if err != nil {
+			return err
+		}
+		var slaac netip.Addr
+		linktest.Eventually(t, 30*time.Second, 50*time.Millisecond, "SLAAC address and default route on the uplink", func() (bool, string) {
+			gw, err := defaultRouter(up)
+			addrs, _ := netlink.AddrList(up, netlink.FAMILY_V6)
+			for _, a := range addrs {
+				if prefix.Contains(AddrFromIP(a.IP)) {
+					slaac = AddrFromIP(a.IP)
+				}
+			}
+			return gw == routerLL && slaac.IsValid(), fmt.Sprint(gw, err, addrs)
+		})
+		// The uplink stops renewing its address, which then has short
+		// lifetimes: the bridge renewing them shows that it processed the
+		// prefix of an RA (the kernel does that after the default route:
+		// an RA it fails to add the default route of is dropped). The
+		// bridge takes accept_ra_pinfo from the uplink: set back below.
+		if _, err := sysctl.Sysctl("net/ipv6/conf/"+uplink+"/accept_ra_pinfo", "0"); err != nil {
+			return err
+		}
+		if err := netlink.AddrReplace(up, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(slaac, 64)), Flags: unix.IFA_F_NODAD | unix.IFA_F_MANAGETEMPADDR,
+			ValidLft: 600, PreferedLft: 500}); err != nil {
+			return err
+		}
+		linktest.Eventually(t, 10*time.Second, 50*time.Millisecond, "the uplink's default route from an RA after the lifetimes' change", func() (bool, string) {
+			ras, err := raRoutesOf(up.Attrs().Index)
+			return err == nil && len(ras) == 1 && ras[0].expires > 25*time.Second, fmt.Sprint(ras, err)
+		})
+
+		br, err := EnsureBridge(name, 0)
+		if err != nil {
+			return err
+		}
+		if _, err := EnsureProviderUplink(br, uplink, 0, uplink); err != nil {
+			return err
+		}
+		// At once: the default route via the router on the bridge, with
+		// an expiry, and nothing global left on the uplink.
+		ras, err := raRoutesOf(br.Index)
+		if err != nil {
+			return err
+		}
+		// (The bridge may have learned its own already: it solicits an
+		// RA when the uplink gives it carrier, which radvd answers at
+		// once.)
+		moved := slices.IndexFunc(ras, func(r raRoute) bool { return r.priority == 1025 })
+		if moved < 0 || ras[moved].dst.Bits() != 0 || ras[moved].gw != routerLL || ras[moved].expires <= 0 || ras[moved].expires > MovedRARouteHold ||
+			slices.ContainsFunc(ras, func(r raRoute) bool { return r.priority != 1025 && r.priority != 1024 }) {
+			t.Errorf("RA routes on the bridge right after the move: %v, want the default route via %s, metric 1025, expiring within %s (and the learned one, metric 1024)", ras, routerLL, MovedRARouteHold)
+		}
+		requireNoGlobalRoute(t, up)
+		// The node's traffic to the segment and beyond leaves by the
+		// bridge.
+		for _, dst := range []string{"2001:db8:22::1", "2001:db8:99::1"} {
+			rs, err := netlink.RouteGet(net.ParseIP(dst))
+			if err != nil || len(rs) != 1 || rs[0].LinkIndex != br.Index {
+				t.Errorf("route to %s: %v %v, want out of the bridge (index %d)", dst, rs, err, br.Index)
+			}
+		}
+		if _, err := sysctl.Sysctl("net/ipv6/conf/"+name+"/accept_ra_pinfo", "1"); err != nil {
+			return err
+		}
+
+		// The next RA: the kernel's own default route beside the moved
+		// one, the address renewed.
+		linktest.Eventually(t, 15*time.Second, 50*time.Millisecond, "the bridge's default route learned from an RA", func() (bool, string) {
+			ras, err := raRoutesOf(br.Index)
+			return err == nil && slices.ContainsFunc(ras, func(r raRoute) bool { return r.priority == 1024 && r.gw == routerLL }), fmt.Sprint(ras, err)
+		})
+		linktest.Eventually(t, 10*time.Second, 50*time.Millisecond, "the bridge's SLAAC address renewed by an RA", func() (bool, string) {
+			addrs, err := netlink.AddrList(br, netlink.FAMILY_V6)
+			for _, a := range addrs {
+				if AddrFromIP(a.IP) == slaac {
+					return a.ValidLft > 3600, fmt.Sprintf("valid %d preferred %d", a.ValidLft, a.PreferedLft)
+				}
+			}
+			return false, fmt.Sprint("address gone: ", addrs, err)
+		})
+		// The moved route expires: the learned one is left alone.
+		linktest.Eventually(t, 20*time.Second, 100*time.Millisecond, "one default route on the bridge", func() (bool, string) {
+			ras, err := raRoutesOf(br.Index)
+			return err == nil && len(ras) == 1 && ras[0].priority == 1024 && ras[0].gw == routerLL && ras[0].expires > 0, fmt.Sprint(ras, err)
+		})
+		requireNoGlobalRoute(t, up)
+		return nil
+	})
 }
