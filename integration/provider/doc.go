@@ -35,23 +35,22 @@
 //     without VRRP (NUD with the timers bridge-v6 sets in containers),
 //     the router killed at any time or right after the container's entry
 //     became REACHABLE; the node's first ADDs run at once while the node
-//     is pinged (the uplink's move must not cut it off).
+//     is pinged (the uplink's move must not cut it off). Its nodes' uplink
+//     addresses are their own SLAAC ones.
 //
-// Known issues the tests found (not fixed here, in pkg/link's uplink
-// move, moveToBridge):
-//
-//   - A node whose uplink address is its own SLAAC one keeps the RA's
-//     on-link prefix route (proto kernel, with an expiry) on the enslaved
-//     uplink: it then reaches neither its containers nor, once the
-//     neighbour entries made before the move expire, the segment's
-//     hosts. The tests' nodes have static addresses (newNode with host 0
-//     makes a SLAAC one: use it once that is fixed).
-//   - The uplink's RA-learned default routes are dropped and relearned on
-//     the bridge from the next RA, which a router rate-limits (RFC 4861:
-//     3 s between multicast RAs): in about one first ADD in three the
-//     node's own traffic beyond the segment is lost for 1.0-1.9 s. The
-//     PROVIDER-NODE-FIGURES lines show it; the tests only require that
-//     it comes back.
+// Two issues of pkg/link's uplink move (moveToBridge) these tests found,
+// fixed there: a node whose uplink address is its own SLAAC one kept the
+// RA's on-link prefix route (proto kernel, with an expiry) on the
+// enslaved uplink and then reached neither its containers nor, once the
+// neighbour entries made before the move expired, the segment's hosts
+// (TestProviderFailover's nodes are SLAAC ones, newNode with host 0); and
+// the uplink's RA-learned default routes were dropped and relearned on
+// the bridge from the next RA, which a router rate-limits (RFC 4861: 3 s
+// between multicast RAs), so in about one first ADD in three the node's
+// own traffic beyond the segment was lost for 1.0-1.9 s (they are now
+// moved to the bridge with their remaining lifetime). The node watch
+// during the first ADDs (PROVIDER-NODE-FIGURES) requires that it comes
+// back.
 //
 // The segment is untagged: the running kernel has no 802.1Q. The tagged
 // segment (provider.vlanId) is tested in a vmtest guest by

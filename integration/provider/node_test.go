@@ -28,8 +28,8 @@ import (
 const uplink = "eth1"
 
 // node is a host on the lab's segment, as a real one: a netns whose
-// uplink eth1 has a static address of the provider prefix (and learns
-// its default route from the routers' RAs), running its own ipamd, the
+// uplink eth1 has an address of the provider prefix, static or its own
+// SLAAC one (and learns its default route from the routers' RAs), running its own ipamd, the
 // runtime calling the real plugins in it through libcni.
 type node struct {
 	lab *upstream.Lab
