@@ -49,8 +49,8 @@
 // between multicast RAs), so in about one first ADD in three the node's
 // own traffic beyond the segment was lost for 1.0-1.9 s (they are now
 // moved to the bridge with their remaining lifetime). The node watch
-// during the first ADDs (PROVIDER-NODE-FIGURES) requires that it comes
-// back.
+// during the first ADDs (PROVIDER-NODE-FIGURES) requires that the node
+// loses at most one ping each way (watchNode says why one).
 //
 // The segment is untagged: the running kernel has no 802.1Q. The tagged
 // segment (provider.vlanId) is tested in a vmtest guest by
