@@ -420,7 +420,13 @@ func reach(t *testing.T, nsName string, dst netip.Addr) {
 	ok := upstream.Poll(15*time.Second, 20*time.Millisecond, func() bool { return !p.LastReply().IsZero() })
 	s := p.Stop()
 	if !ok {
-		t.Errorf("%s: no echo reply from %s within 15s (%s)", nsName, dst, s)
+		// What the sender's kernel had: its routes and neighbours.
+		var state []string
+		for _, args := range [][]string{{"ip", "-6", "route", "show", "table", "all"}, {"ip", "-6", "neigh"}} {
+			o, err := upstream.Exec(context.Background(), nsName, args...)
+			state = append(state, fmt.Sprintf("%s (%v):\n%s", strings.Join(args, " "), err, o))
+		}
+		t.Errorf("%s: no echo reply from %s within 15s (%s); %s", nsName, dst, s, strings.Join(state, "\n"))
 	}
 }
 
