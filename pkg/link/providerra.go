@@ -145,8 +145,9 @@ func parseRARoute(b []byte) (r raRoute, ok bool) {
 // find its own, and drops the rest of every RA from that router ("RA:
 // ndisc_router_discovery failed to add default route"): the bridge's SLAAC
 // addresses would never be renewed again and the moved route never expire
-// (6.18, measured). So the moved route gets the metric after the
-// original's: the RA code adds its own beside it, which is preferred from
+// (6.18, measured). So the moved route gets a metric after the
+// original's (the next one; the one after for a second route of the
+// destination): the RA code adds its own beside it, which is preferred from
 // the next RA on, and processes the rest of the RA; the moved one, proto
 // ra with the same gateway, preference and metrics (RTA_METRICS), expires
 // at the end of the original's remaining lifetime or after
@@ -163,13 +164,15 @@ func moveRARoutes(brIndex int, routes []raRoute) error {
 	}
 	defer c.Close()
 	buf := make([]byte, 0, 256)
-	for _, r := range routes {
+	metrics := movedMetrics(routes)
+	for i, r := range routes {
+		metric := metrics[i]
 		hold := MovedRARouteHold
 		if r.expires > 0 {
 			hold = min(hold, r.expires)
 		}
 		secs := uint32((hold + time.Second - 1) / time.Second)
-		err := c.Request(raRouteRequest(buf[:0], c.Seq(), unix.RTM_NEWROUTE, unix.NLM_F_CREATE, brIndex, r, r.priority+1, secs), nil)
+		err := c.Request(raRouteRequest(buf[:0], c.Seq(), unix.RTM_NEWROUTE, unix.NLM_F_CREATE, brIndex, r, metric, secs), nil)
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("move RA route %s: %w", r, err)
 		}
@@ -217,4 +220,26 @@ func raRouteRequest(buf []byte, seq uint32, typ, flags uint16, oif int, r raRout
 		}
 	}
 	return m.Bytes()
+}
+
+// movedMetrics are the metrics of the moved routes: each route's metric
+// plus one, plus one more for each earlier route of the same table,
+// destination and metric (a default route via each of two routers).
+// IPv6 makes routes of one destination and metric that rtnetlink added
+// siblings of a multipath route, which hashes flows over the routers; the
+// RA code's routes never are (the kernel picks a router by reachability,
+// which distinct metrics keep).
+func movedMetrics(routes []raRoute) []uint32 {
+	type dest struct {
+		table, priority uint32
+		dst             netip.Prefix
+	}
+	seen := map[dest]uint32{}
+	ms := make([]uint32, len(routes))
+	for i, r := range routes {
+		k := dest{r.table, r.priority, r.dst}
+		seen[k]++
+		ms[i] = r.priority + seen[k]
+	}
+	return ms
 }
