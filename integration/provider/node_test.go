@@ -396,9 +396,9 @@ func (n *node) watchNode(t *testing.T, label string) func() {
 		// moments between the uplink's enslavement and the removal of
 		// its routes (a few netlink requests: what the node sends by a
 		// route of the uplink then is lost): one request or reply every
-		// 20 ms may fall into them. More is a gap in the move (0 lost in
-		// 24 watches, 6 runs; before the RA routes were moved, 1.0-1.9 s
-		// in about one in three).
+		// 20 ms may fall into them. More is a gap in the move (0 lost
+		// either way in 96 watches, 24 runs; before the RA routes were
+		// moved, 1.0-1.9 s in about one first ADD in three).
 		if si.Lost > maxMoveLoss || so.Lost > maxMoveLoss {
 			t.Errorf("%s: the node lost more than %d ping during the uplink's move: segment host to node %s; node to far host %s",
 				label, maxMoveLoss, si, so)

@@ -51,7 +51,7 @@ var UplinkRASysctls = []string{
 // than link-local on the bridge (without DAD: they are the node's already;
 // lifetimes kept), enslaves the uplink, moves the uplink's routes to the
 // bridge: the RA-learned ones with their remaining lifetime (at most
-// MovedRARouteHold) and the metric after theirs, until the bridge learns
+// MovedRARouteHold) and a metric after theirs, until the bridge learns
 // them again from the routers (see moveRARoutes), the others as they are,
 // but for the kernel's (re-made with the addresses); then it removes the
 // addresses and every route left on the uplink other than its link-local
