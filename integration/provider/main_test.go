@@ -9,13 +9,14 @@ import (
 	"testing"
 )
 
-// binDir holds bridge-v6, ipam-v6 and ipamd, built once by TestMain.
+// binDir holds bridge-v6, ipam-v6, pd-ipam and ipamd, built once by TestMain.
 var binDir string
 
 // binaries are the commands TestMain builds, by output name.
 var binaries = map[string]string{
 	"bridge-v6": "./plugins/bridge-v6",
 	"ipam-v6":   "./plugins/ipam-v6",
+	"pd-ipam":   "./plugins/pd-ipam",
 	"ipamd":     "./ipamd",
 }
 

@@ -49,8 +49,9 @@ type node struct {
 
 // newNode attaches a node to the lab's segment at <prefix>::<host>
 // (host 0: the node forms its address by SLAAC from the routers' RAs)
-// and starts its ipamd (embedded etcd, socket in a temporary directory).
-func newNode(t *testing.T, l *upstream.Lab, host int) *node {
+// and starts its ipamd (embedded etcd, socket in a temporary directory)
+// with ipamdArgs added to its command line.
+func newNode(t *testing.T, l *upstream.Lab, host int, ipamdArgs ...string) *node {
 	t.Helper()
 	nsName, err := l.NewNetns(fmt.Sprintf("n%d", host))
 	if err != nil {
@@ -106,7 +107,7 @@ func newNode(t *testing.T, l *upstream.Lab, host int) *node {
 	n.socket = filepath.Join(n.dir, "ipamd.sock")
 	n.logPath = filepath.Join(n.dir, "ipamd.log")
 	n.client = ipamapi.NewClient(n.socket)
-	n.startIpamd(t)
+	n.startIpamd(t, ipamdArgs...)
 
 	// The runtime runs in the test's netns; the plugins must run in the
 	// node's: libcni execs these wrappers, which exec the real binaries
@@ -115,7 +116,7 @@ func newNode(t *testing.T, l *upstream.Lab, host int) *node {
 	if err := os.Mkdir(wrap, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range []string{"bridge-v6", "ipam-v6"} {
+	for _, b := range []string{"bridge-v6", "ipam-v6", "pd-ipam"} {
 		script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", nsName, filepath.Join(binDir, b))
 		if err := os.WriteFile(filepath.Join(wrap, b), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
@@ -130,16 +131,16 @@ func newNode(t *testing.T, l *upstream.Lab, host int) *node {
 
 // startIpamd runs ipamd serve inside the node's netns and waits until it
 // answers; it is stopped by pid (SIGTERM) when the test ends, its log
-// printed if the test failed.
-func (n *node) startIpamd(t *testing.T) {
+// printed if the test failed. args are added to serve's flags.
+func (n *node) startIpamd(t *testing.T, args ...string) {
 	t.Helper()
 	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", n.ns, filepath.Join(binDir, "ipamd"), "serve",
-		"--node-name", n.ns, "--socket", n.socket, "--data-dir", filepath.Join(n.dir, "data"))
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.ns, filepath.Join(binDir, "ipamd"), "serve",
+		"--node-name", n.ns, "--socket", n.socket, "--data-dir", filepath.Join(n.dir, "data")}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

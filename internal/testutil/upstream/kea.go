@@ -13,7 +13,8 @@ import (
 )
 
 // Kea is kea-dhcp6 on the segment host: stateful addresses from
-// PoolStart to PoolEnd, the DNS server and the search domain.
+// PoolStart to PoolEnd, the DNS server and the search domain, and
+// delegated prefixes of Config.PDPool when set.
 type Kea struct {
 	PoolStart, PoolEnd netip.Addr
 	// LeasePath is its memfile (CSV).
@@ -38,20 +39,27 @@ func (l *Lab) startKea() (*Kea, error) {
 	if l.Config.SearchDomain != "" {
 		opts += fmt.Sprintf(`, {"name": "domain-search", "data": %q}`, l.Config.SearchDomain)
 	}
+	timers := `"renew-timer": 1000, "rebind-timer": 2000, "preferred-lifetime": 3000, "valid-lifetime": 4000`
+	pdPools := ""
+	if p := l.Config.PDPool; p.IsValid() {
+		timers = `"renew-timer": 3, "rebind-timer": 6, "preferred-lifetime": 30, "valid-lifetime": 60`
+		pdPools = fmt.Sprintf(`,
+    "pd-pools": [{"prefix": %q, "prefix-len": %d, "delegated-len": %d}]`, p.Masked().Addr(), p.Bits(), PDDelegatedLength)
+	}
 	k.conf = func(reservations string) string {
 		return fmt.Sprintf(`{"Dhcp6": {
   "interfaces-config": {"interfaces": [%q], "service-sockets-max-retries": 40, "service-sockets-retry-wait-time": 250},
   "server-id": {"type": "EN", "enterprise-id": 2495, "identifier": "7570737472", "persist": false},
   "data-directory": %q,
   "lease-database": {"type": "memfile", "persist": true, "name": %q, "lfc-interval": 0},
-  "renew-timer": 1000, "rebind-timer": 2000, "preferred-lifetime": 3000, "valid-lifetime": 4000,
+  %s,
   "option-data": [%s],
   "subnet6": [{"id": 1, "subnet": %q, "interface": %q,
-    "pools": [{"pool": "%s-%s"}],
+    "pools": [{"pool": "%s-%s"}]%s,
     "reservations": [%s]}],
   "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "stdout"}], "severity": "INFO"}]
 }}
-`, ifn, l.Dir, k.LeasePath, opts, l.Config.Prefix, ifn, k.PoolStart, k.PoolEnd, reservations)
+`, ifn, l.Dir, k.LeasePath, timers, opts, l.Config.Prefix, ifn, k.PoolStart, k.PoolEnd, pdPools, reservations)
 	}
 	conf := k.conf("")
 	confPath := filepath.Join(l.Dir, "kea.conf")

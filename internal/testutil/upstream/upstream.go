@@ -100,6 +100,10 @@ var (
 	DefaultPrefix = netip.MustParsePrefix("2001:db8:22::/64")
 )
 
+// PDDelegatedLength is the length of the prefixes Kea delegates from
+// Config.PDPool.
+const PDDelegatedLength = 60
+
 // Config shapes a lab. Zero values take the defaults.
 type Config struct {
 	// Mode is VRRP (default) or TwoRouters.
@@ -121,6 +125,11 @@ type Config struct {
 	// SearchDomain, when set, goes out in the RA's DNSSL and in Kea's
 	// domain-search option.
 	SearchDomain string
+	// PDPool, when set, makes Kea run whatever the addressing and
+	// delegate /60s of it by DHCPv6-PD (a node's ipamd as the
+	// requesting router), with short timers (T1 3 s, T2 6 s, preferred
+	// 30 s, valid 60 s) so that renewals happen within a test.
+	PDPool netip.Prefix
 }
 
 func (c *Config) setDefaults() error {
@@ -145,6 +154,9 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("upstream: prefix %s: want an IPv6 /64", c.Prefix)
 	}
 	c.Prefix = c.Prefix.Masked()
+	if c.PDPool.IsValid() && (!c.PDPool.Addr().Is6() || c.PDPool.Bits() > PDDelegatedLength) {
+		return fmt.Errorf("upstream: pd pool %s: want an IPv6 prefix of at most /%d", c.PDPool, PDDelegatedLength)
+	}
 	if c.VLAN < 0 || c.VLAN > 4094 {
 		return fmt.Errorf("upstream: vlan %d out of 1..4094", c.VLAN)
 	}
@@ -188,7 +200,7 @@ type Lab struct {
 	// far host's.
 	SegmentNS, FarNS string
 	// Kea is the DHCPv6 server on the segment host (the DHCPv6 address
-	// modes only; nil otherwise).
+	// modes and with Config.PDPool only; nil otherwise).
 	Kea *Kea
 
 	mu         sync.Mutex
@@ -281,7 +293,7 @@ func (l *Lab) build() error {
 			return err
 		}
 	}
-	if l.Config.Addressing == DHCPv6Stateful || l.Config.Addressing == DHCPv6Stateless {
+	if l.Config.Addressing == DHCPv6Stateful || l.Config.Addressing == DHCPv6Stateless || l.Config.PDPool.IsValid() {
 		if l.Kea, err = l.startKea(); err != nil {
 			return err
 		}
