@@ -284,6 +284,17 @@ func (c *Client) Run(ctx context.Context) error {
 				return err
 			}
 		}
+		if mv, ok := tr.(mover); ok && len(out) > 0 {
+			if moved, on := mv.Moved(); moved {
+				// The interface became a bridge's (or bond's) port, or
+				// stopped being one: its master receives the Replies now.
+				tr.Close()
+				if tr, err = c.open(ctx, c.cfg.Interface); err != nil {
+					return err
+				}
+				c.log.Info("socket reopened: the interface's master changed", "listenOn", on)
+			}
+		}
 		reopen := false
 		for _, pkt := range out {
 			if err := tr.Send(pkt); err != nil {
@@ -409,6 +420,13 @@ type transport interface {
 	Packets() <-chan packet
 	Err() error
 	Close() error
+}
+
+// mover is a transport that can tell that the interface it listens on
+// for the configured one has changed (udpTransport: the configured one
+// was enslaved to a bridge or released from it).
+type mover interface {
+	Moved() (bool, string)
 }
 
 type clock interface {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Ports and the multicast group of RFC 8415 §7.
@@ -23,18 +25,22 @@ var allServers = netip.MustParseAddr("ff02::1:2")
 // exist and leave the tentative state (DAD).
 var linkLocalWait = 15 * time.Second
 
-// udpTransport is one UDP socket on [link-local%iface]:546.
+// udpTransport is one UDP socket on [link-local%on]:546, where on is the
+// configured interface or, while that is a bridge or bond port, its
+// master (see listenOn).
 type udpTransport struct {
-	conn    *net.UDPConn
-	dst     *net.UDPAddr
-	packets chan packet
-	mu      sync.Mutex
-	err     error
-	closed  chan struct{}
+	iface, on string
+	conn      *net.UDPConn
+	dst       *net.UDPAddr
+	packets   chan packet
+	mu        sync.Mutex
+	err       error
+	closed    chan struct{}
 }
 
 // openUDP binds [link-local%iface]:546, waiting (bounded) for the
-// link-local address to appear and pass DAD.
+// link-local address to appear and pass DAD; while iface is a port of a
+// bridge or a bond it binds its master's instead (listenOn).
 //
 // Not the per-bridge servers' open-ended backoff (internal/listenretry): the
 // uplink exists before ipamd starts, so only its link-local address and
@@ -46,11 +52,14 @@ func openUDP(ctx context.Context, iface string) (transport, error) {
 	deadline := time.Now().Add(linkLocalWait)
 	var lastErr error
 	for {
-		conn, err := listenLinkLocal(iface)
+		on := listenOn(iface)
+		conn, err := listenLinkLocal(on)
 		if err == nil {
 			t := &udpTransport{
+				iface:   iface,
+				on:      on,
 				conn:    conn,
-				dst:     &net.UDPAddr{IP: allServers.AsSlice(), Port: serverPort, Zone: iface},
+				dst:     &net.UDPAddr{IP: allServers.AsSlice(), Port: serverPort, Zone: on},
 				packets: make(chan packet, 16),
 				closed:  make(chan struct{}),
 			}
@@ -76,6 +85,39 @@ func openUDP(ctx context.Context, iface string) (transport, error) {
 }
 
 var errNoLinkLocal = errors.New("no link-local address")
+
+// listenOn is the interface whose socket receives what arrives on iface:
+// iface itself, or its master while iface is a port of a bridge or a bond
+// (a provider network's bridge-v6 enslaves the node's uplink to its
+// bridge). A port's frames go up the stack on its master: a socket bound
+// to the port (a link-local address with the port as zone) still sends
+// through it but no longer receives the servers' Replies. Other masters
+// (a VRF) deliver to the port's sockets, and a lookup error leaves iface
+// (its socket then fails the usual way).
+func listenOn(iface string) string {
+	l, err := netlink.LinkByName(iface)
+	if err != nil || l.Attrs().MasterIndex == 0 {
+		return iface
+	}
+	m, err := netlink.LinkByIndex(l.Attrs().MasterIndex)
+	if err != nil {
+		return iface
+	}
+	switch m.Type() {
+	case "bridge", "bond":
+		return m.Attrs().Name
+	}
+	return iface
+}
+
+// Moved says whether the socket is no longer on the interface listenOn
+// names now: the configured one was enslaved to a bridge or a bond, or
+// released from it, since the socket was opened. The client then opens
+// a new one before it sends.
+func (t *udpTransport) Moved() (bool, string) {
+	on := listenOn(t.iface)
+	return on != t.on, on
+}
 
 func listenLinkLocal(iface string) (*net.UDPConn, error) {
 	ifi, err := net.InterfaceByName(iface)
