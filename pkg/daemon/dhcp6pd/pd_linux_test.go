@@ -285,3 +285,38 @@ func TestDhcpdReleaseAndNoBinding(t *testing.T) {
 		t.Fatalf("persisted after Release: %+v", b)
 	}
 }
+
+// TestKeaRenewsThroughBridge: the bound client's interface is enslaved to
+// a bridge (as a provider network's bridge-v6 does with the node's
+// uplink), later released: the client keeps renewing (its socket follows
+// the interface to the bridge and back), same prefix, no Rebind.
+func TestKeaRenewsThroughBridge(t *testing.T) {
+	t.Parallel()
+	tp := newTopo(t)
+	dir := t.TempDir()
+	kea := newKea(t, dir, keaConfig{serverID: "0a05", pool: "2001:db8:500::", poolLen: 56, delLen: 60, preferred: 30, valid: 60})
+	kea.start(t, tp)
+	c, _ := newTestClient(t, Config{})
+	tp.runClient(t, c)
+	p, _ := waitPrefix(t, c, time.Now())
+	waitFor(t, 10*time.Second, "a renewal before the move", func() bool { return c.exchanges("renew", "success") >= 1 })
+
+	const br = "pdbr0"
+	run(t, "ip", "-n", tp.node, "link", "add", br, "type", "bridge", "mcast_snooping", "0")
+	run(t, "ip", "netns", "exec", tp.node, "sysctl", "-qw", "net.ipv6.conf."+br+".accept_dad=0")
+	run(t, "ip", "-n", tp.node, "link", "set", nodeIf, "master", br)
+	run(t, "ip", "-n", tp.node, "link", "set", br, "up")
+	for _, step := range []string{"enslaved to " + br, "released from " + br} {
+		n := c.exchanges("renew", "success")
+		// T1 2 s, T2 3 s: two more Renews answered take about 4 s.
+		waitFor(t, 15*time.Second, "two renewals with the interface "+step, func() bool { return c.exchanges("renew", "success") >= n+2 })
+		st := c.Stats()
+		if b := c.Binding(); len(b.Prefixes) != 1 || b.Prefixes[0].Prefix != p.Prefix || st.Sent["rebind"] != 0 || st.Sent["solicit"] != 1 {
+			t.Fatalf("interface %s: binding %+v, stats %+v (want %s, no Rebind, one Solicit)", step, b.Prefixes, st, p.Prefix)
+		}
+		t.Logf("interface %s: renewals %d", step, c.exchanges("renew", "success"))
+		if step == "enslaved to "+br {
+			run(t, "ip", "-n", tp.node, "link", "set", nodeIf, "nomaster")
+		}
+	}
+}
