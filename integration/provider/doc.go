@@ -37,6 +37,14 @@
 //     became REACHABLE; the node's first ADDs run at once while the node
 //     is pinged (the uplink's move must not cut it off). Its nodes' uplink
 //     addresses are their own SLAAC ones.
+//   - TestProviderBesidePD: the node's ipamd runs its DHCPv6-PD client on
+//     the uplink (Kea on the segment host delegates /60s, T1 3 s); a
+//     pd-ipam routed container (the routers route the delegated prefix
+//     to the node, set by hand) and then a provider container, whose ADD
+//     enslaves the uplink: the client keeps renewing through the bridge
+//     (three Renews answered, its socket reopened once on the bridge,
+//     no Rebind, same prefix, Kea delegated no other), both containers
+//     reach the far host and each other.
 //
 // Two issues of pkg/link's uplink move (moveToBridge) these tests found,
 // fixed there: a node whose uplink address is its own SLAAC one kept the
