@@ -52,6 +52,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/v6cni/v6cni/internal/testutil/wait"
 )
 
 // RouterKind selects the BGP daemon of the router netns.
@@ -402,16 +404,8 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Poll calls cond every interval until it returns true or timeout passes.
+// Poll calls cond every interval until it returns true or timeout
+// passes (wait.Poll, under the name the lab's callers use).
 func Poll(timeout, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(interval)
-	}
+	return wait.Poll(timeout, interval, cond)
 }

@@ -57,6 +57,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/v6cni/v6cni/internal/testutil/wait"
 )
 
 // Mode is the first-hop redundancy of the upstream routers.
@@ -635,18 +636,10 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Poll calls cond every interval until it returns true or timeout passes.
+// Poll calls cond every interval until it returns true or timeout
+// passes (wait.Poll, under the name the lab's callers use).
 func Poll(timeout, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(interval)
-	}
+	return wait.Poll(timeout, interval, cond)
 }
 
 func tailFile(path string, n int64) string {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/v6cni/v6cni/internal/testutil/wait"
 )
 
 // The integration tests build, per test, a router netns and a speaker
@@ -358,7 +360,7 @@ func (p *speakerProc) kill() {
 func (p *speakerProc) waitEstablished(timeout time.Duration) []PeerStatus {
 	p.t.Helper()
 	var ps []PeerStatus
-	ok := poll(timeout, 100*time.Millisecond, func() bool {
+	ok := wait.Poll(timeout, 100*time.Millisecond, func() bool {
 		ps = p.peers()
 		for _, s := range ps {
 			if !s.Established {
@@ -371,18 +373,4 @@ func (p *speakerProc) waitEstablished(timeout time.Duration) []PeerStatus {
 		p.t.Fatalf("speaker %s: sessions not established after %s: %+v", p.name, timeout, ps)
 	}
 	return ps
-}
-
-// poll calls cond every interval until it returns true or timeout passes.
-func poll(timeout, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(interval)
-	}
 }

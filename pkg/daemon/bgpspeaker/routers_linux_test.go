@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/v6cni/v6cni/internal/testutil/wait"
 )
 
 func slogToStderr() *slog.Logger {
@@ -100,7 +102,7 @@ func newBird(t *testing.T, ns string, neighbors []neighbor) *bird {
 func (b *bird) start() {
 	b.t.Helper()
 	run(b.t, "ip", "netns", "exec", b.ns, "bird", "-c", b.conf, "-s", b.ctl, "-P", b.pidf)
-	if !poll(10*time.Second, 20*time.Millisecond, func() bool {
+	if !wait.Poll(10*time.Second, 20*time.Millisecond, func() bool {
 		return exec.Command(b.birdc, "-s", b.ctl, "show", "status").Run() == nil
 	}) {
 		b.t.Fatal("bird: control socket not answering")
@@ -119,7 +121,7 @@ func (b *bird) stop() {
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	poll(10*time.Second, 20*time.Millisecond, func() bool { return syscall.Kill(pid, 0) != nil })
+	wait.Poll(10*time.Second, 20*time.Millisecond, func() bool { return syscall.Kill(pid, 0) != nil })
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 	_ = os.Remove(b.pidf)
 }
@@ -236,7 +238,7 @@ func (g *gobgpd) start() {
 	}
 	g.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(g.cmd, g.exited)
-	if !poll(10*time.Second, 50*time.Millisecond, func() bool {
+	if !wait.Poll(10*time.Second, 50*time.Millisecond, func() bool {
 		return g.cli("neighbor") == nil
 	}) {
 		g.t.Fatal("gobgpd: API not answering")

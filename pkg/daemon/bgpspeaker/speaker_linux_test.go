@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/v6cni/v6cni/internal/testutil/wait"
 )
 
 var (
@@ -25,7 +27,7 @@ func waitRoutes(t *testing.T, r router, timeout time.Duration, want map[netip.Pr
 	start := time.Now()
 	var got map[netip.Prefix]peerRoute
 	var lastErr error
-	ok := poll(timeout, 5*time.Millisecond, func() bool {
+	ok := wait.Poll(timeout, 5*time.Millisecond, func() bool {
 		got, lastErr = r.routes()
 		if lastErr != nil {
 			return false
@@ -84,7 +86,7 @@ func TestAnnounceAndWithdraw(t *testing.T) {
 				ps[0].State != "established" || ps[0].Since.IsZero() {
 				t.Errorf("Peers() = %+v", ps)
 			}
-			if !poll(5*time.Second, 50*time.Millisecond, func() bool { ps = sp.peers(); return ps[0].PrefixesSent == 1 }) {
+			if !wait.Poll(5*time.Second, 50*time.Millisecond, func() bool { ps = sp.peers(); return ps[0].PrefixesSent == 1 }) {
 				t.Errorf("Peers()[0].PrefixesSent = %d, want 1", ps[0].PrefixesSent)
 			}
 
@@ -140,7 +142,7 @@ func TestPlannedRestartKeepsRoutes(t *testing.T) {
 
 			stopAt := time.Now()
 			old.stop("stop")
-			if !poll(10*time.Second, 50*time.Millisecond, rt.gracefulRestartActive) {
+			if !wait.Poll(10*time.Second, 50*time.Millisecond, rt.gracefulRestartActive) {
 				t.Errorf("%s: router never entered graceful restart for the stopped speaker", kind)
 			}
 			t.Logf("%s: speaker stopped, router holds stale routes (%s)", kind, time.Since(stopAt))
@@ -149,7 +151,7 @@ func TestPlannedRestartKeepsRoutes(t *testing.T) {
 			neu := startSpeaker(t, "new", tp.speaker, cfg, []Route{{Prefix: pfxA}, {Prefix: pfxC}}, time.Minute)
 			neu.waitEstablished(30 * time.Second)
 			waitRoutes(t, rt, 30*time.Second, map[netip.Prefix]netip.Addr{pfxA: speakerAddr, pfxC: speakerV4}, pfxB)
-			if !poll(30*time.Second, 50*time.Millisecond, func() bool { return !rt.gracefulRestartActive() }) {
+			if !wait.Poll(30*time.Second, 50*time.Millisecond, func() bool { return !rt.gracefulRestartActive() }) {
 				t.Errorf("%s: router still in graceful restart (stale routes) after the new speaker's End-of-RIB", kind)
 			}
 			t.Logf("%s: new speaker started → stale route gone, kept routes fresh: %s", kind, time.Since(restartAt))
@@ -197,7 +199,7 @@ func TestMD5(t *testing.T) {
 
 			bad := startSpeaker(t, "wrong-password", tp.speaker, speakerConfig(30, "not-the-password"), []Route{{Prefix: pfxA}}, 2*time.Second)
 			var ps []PeerStatus
-			if !poll(30*time.Second, 200*time.Millisecond, func() bool {
+			if !wait.Poll(30*time.Second, 200*time.Millisecond, func() bool {
 				ps = bad.peers()
 				return len(ps) == 1 && ps[0].Message != ""
 			}) {
@@ -206,7 +208,7 @@ func TestMD5(t *testing.T) {
 			if ps[0].Established || !strings.Contains(ps[0].Message, "TCP-MD5") {
 				t.Errorf("%s: wrong password: Peers() = %+v", kind, ps)
 			}
-			if !poll(10*time.Second, 100*time.Millisecond, func() bool {
+			if !wait.Poll(10*time.Second, 100*time.Millisecond, func() bool {
 				return strings.Contains(bad.stderr.String(), "bgp session not established")
 			}) {
 				t.Errorf("%s: no log line for the session that does not come up", kind)
