@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/v6cni/v6cni/internal/testutil/testbin"
 )
 
 // binDir holds bridge-v6, ipam-v6 and ipamd, built once by TestMain.
@@ -14,14 +16,6 @@ var binDir string
 
 // repoRoot is the module root, for `go build` and `go list`.
 var repoRoot string
-
-// binaries are the commands TestMain builds, by output name.
-var binaries = map[string]string{
-	"bridge-v6": "./plugins/bridge-v6",
-	"ipam-v6":   "./plugins/ipam-v6",
-	"pd-ipam":   "./plugins/pd-ipam",
-	"ipamd":     "./ipamd",
-}
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
@@ -50,13 +44,8 @@ func runTests(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	for name, pkg := range binaries {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, name), pkg)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
+	if err := testbin.Build(dir); err != nil {
+		return 0, err
 	}
 	binDir = dir
 	return m.Run(), nil

@@ -3,11 +3,10 @@ package cri
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/v6cni/v6cni/internal/testutil/critest"
+	"github.com/v6cni/v6cni/internal/testutil/testbin"
 )
 
 // binDir holds bridge-v6, ipam-v6, pd-ipam and ipamd, built once by TestMain.
@@ -40,17 +39,8 @@ func run(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	for name, pkg := range map[string]string{
-		"bridge-v6": "github.com/v6cni/v6cni/plugins/bridge-v6",
-		"ipam-v6":   "github.com/v6cni/v6cni/plugins/ipam-v6",
-		"pd-ipam":   "github.com/v6cni/v6cni/plugins/pd-ipam",
-		"ipamd":     "github.com/v6cni/v6cni/ipamd",
-	} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, name), pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
+	if err := testbin.Build(dir); err != nil {
+		return 0, err
 	}
 	binDir = dir
 	if pauseArchive, err = critest.BuildPauseImage(dir); err != nil {
