@@ -190,30 +190,7 @@ func nodeByName(lab *netlab.Lab, name string) *netlab.Node {
 // node.
 func addPods(t *testing.T, ctx context.Context, lab *netlab.Lab) []*netlab.Pod {
 	t.Helper()
-	var pods []*netlab.Pod
-	for _, n := range lab.Nodes {
-		var p *netlab.Pod
-		var err error
-		if !netlab.Poll(waitLong, 200*time.Millisecond, func() bool {
-			p, err = n.AddPDPod(ctx, podSubnet(n))
-			return err == nil || !tryAgain(err)
-		}) || err != nil {
-			t.Fatalf("pd-ipam pod on %s: %v", n.Name, err)
-		}
-		t.Logf("pod %s on %s: %v", p.ID, n.Name, p.Addrs)
-		pods = append(pods, p)
-	}
-	if _, _, err := lab.Router.WaitRoutes(waitLong, func(m map[netip.Prefix]netip.Addr) bool {
-		for _, p := range pods {
-			if !routed(m, p) {
-				return false
-			}
-		}
-		return true
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return pods
+	return addPodsMode(t, ctx, lab, "")
 }
 
 // routed reports whether the router's table m has a route covering the
