@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -89,7 +86,7 @@ func TestProviderVRRP(t *testing.T) {
 			t.Logf("PROVIDER-ADD-FIGURES lab=vrrp mode=%s add=%.1fms", m.name, float64(c.took.Microseconds())/1000)
 			if m.opts.mode == "dhcpv6-stateless" {
 				// The workload's own DHCPv6 client gets the DNS (O=1).
-				line := dhclient(t, c.ns, "RENEW6", "-S")
+				_, line := dhclient(t, l, c.ns, "RENEW6", "-S")
 				if !strings.Contains(line, "dns="+l.DNS.String()) {
 					t.Errorf("dhclient -S in the container got %q, want dns=%s", line, l.DNS)
 				}
@@ -196,8 +193,7 @@ func TestProviderStateful(t *testing.T) {
 	if err := l.Kea.Reserve(c.mac, c.addr); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	line := dhclientStop(t, c.ns, "BOUND6", stop)
+	dc, line := dhclient(t, l, c.ns, "BOUND6")
 	if !strings.Contains(line, "addr="+c.addr.String()+" ") {
 		t.Fatalf("dhclient in the container got %q, want IPAM's address %s", line, c.addr)
 	}
@@ -205,7 +201,7 @@ func TestProviderStateful(t *testing.T) {
 		t.Errorf("dhclient in the container got %q, want dns=%s", line, l.DNS)
 	}
 	verify(t, c, upstream.GatewayLL)
-	close(stop) // the workload stops before its DEL
+	dc.Stop() // the workload stops before its DEL
 	if err := c.del(t); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
@@ -566,98 +562,30 @@ func neighGC(t *testing.T, l *upstream.Lab, labMode string, victim *upstream.Rou
 // through.
 func usedRouter(t *testing.T, l *upstream.Lab, nsName string) *upstream.Router {
 	t.Helper()
-	f := strings.Fields(out(t, nsName, "ip", "-6", "route", "get", upstream.FarHost.String()))
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "via" {
-			if a, err := netip.ParseAddr(f[i+1]); err == nil {
-				if r := l.RouterByLinkLocal(a); r != nil {
-					return r
-				}
-			}
-		}
+	r, err := l.RouterTo(nsName, upstream.FarHost)
+	if err != nil || r == nil {
+		t.Fatalf("route from %s to %s goes via no router: %v", nsName, upstream.FarHost, err)
 	}
-	t.Fatalf("route to %s goes via no router: %v", upstream.FarHost, f)
-	return nil
+	return r
 }
 
-// dhclientScript records dhclient's events and puts a leased address on
-// the interface, as a workload's DHCPv6 client does.
-const dhclientScript = `#!/bin/sh
-echo "reason=$reason addr=$new_ip6_address dns=$new_dhcp6_name_servers " >> "$(dirname "$0")/events"
-case $reason in BOUND6|REBIND6|RENEW6)
-	[ -n "$new_ip6_address" ] && ip -6 addr replace "$new_ip6_address/128" dev "$interface" nodad ;;
-esac
-exit 0
-`
-
-// dhclient runs `dhclient -6` on eth0 in netns nsName until the test
-// ends and returns its script's first event line with reason want.
-func dhclient(t *testing.T, nsName, want string, args ...string) string {
-	t.Helper()
-	return dhclientStop(t, nsName, want, nil, args...)
-}
-
-// dhclientStop is dhclient; closing stop (when not nil) kills it
-// earlier.
-func dhclientStop(t *testing.T, nsName, want string, stop chan struct{}, args ...string) string {
+// dhclient runs the workload's DHCPv6 client (dhclient -6 on eth0) in
+// netns nsName until the test ends and returns its first event of
+// reason want.
+func dhclient(t *testing.T, l *upstream.Lab, nsName, want string, args ...string) (*upstream.DHCPClient, string) {
 	t.Helper()
 	if _, err := exec.LookPath("dhclient"); err != nil {
 		t.Fatal("dhclient not found: install isc-dhcp-client (scripts/install-deps.sh)")
 	}
-	dir := t.TempDir()
-	script := filepath.Join(dir, "script")
-	if err := os.WriteFile(script, []byte(dhclientScript), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "dhclient.conf")
-	if err := os.WriteFile(conf, []byte("request dhcp6.name-servers;\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "dhclient.log")
-	logf, err := os.Create(logPath)
+	dc, err := l.StartDHCPClient(nsName, "eth0", args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close()
-	argv := append([]string{"netns", "exec", nsName, "dhclient", "-6", "-d", "-v", "-cf", conf, "-sf", script,
-		"-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid")}, args...)
-	cmd := exec.Command("ip", append(argv, "eth0")...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	t.Cleanup(dc.Stop)
+	line, err := dc.Await(want, 30*time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	kill := func() {
-		_ = cmd.Process.Kill()
-		<-done
-	}
-	t.Cleanup(kill)
-	if stop != nil {
-		go func() {
-			select {
-			case <-stop:
-				_ = cmd.Process.Kill()
-			case <-done:
-			}
-		}()
-	}
-	var line string
-	if !upstream.Poll(30*time.Second, 50*time.Millisecond, func() bool {
-		b, _ := os.ReadFile(filepath.Join(dir, "events"))
-		for _, ln := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(ln, "reason="+want) {
-				line = ln
-				return true
-			}
-		}
-		return false
-	}) {
-		b, _ := os.ReadFile(logPath)
-		ev, _ := os.ReadFile(filepath.Join(dir, "events"))
-		t.Fatalf("no %s from dhclient within 30s; its events:\n%s\nits log:\n%s", want, ev, tail(b, 3000))
-	}
 	t.Logf("dhclient: %s", line)
-	return line
+	return dc, line
 }

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -352,27 +351,12 @@ func ndiscCacheStats() string {
 // usedRouter is the router the client's route to FarHost goes through.
 func usedRouter(t *testing.T, l *Lab, c string) *Router {
 	t.Helper()
-	f := strings.Fields(out(t, c, "ip", "-6", "route", "get", FarHost.String()))
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "via" {
-			if a, err := netip.ParseAddr(f[i+1]); err == nil {
-				if r := l.RouterByLinkLocal(a); r != nil {
-					return r
-				}
-			}
-		}
+	r, err := l.RouterTo(c, FarHost)
+	if err != nil || r == nil {
+		t.Fatalf("route from %s to %s goes via no router: %v", c, FarHost, err)
 	}
-	t.Fatalf("route to %s goes via no router: %v", FarHost, f)
-	return nil
+	return r
 }
-
-const dhclientScript = `#!/bin/sh
-echo "reason=$reason addr=$new_ip6_address dns=$new_dhcp6_name_servers search=$new_dhcp6_domain_search" >> "$(dirname "$0")/events"
-case $reason in BOUND6|REBIND6|RENEW6)
-	[ -n "$new_ip6_address" ] && ip -6 addr replace "$new_ip6_address/128" dev "$interface" nodad ;;
-esac
-exit 0
-`
 
 func TestDHCPv6(t *testing.T) {
 	t.Parallel()
@@ -388,15 +372,6 @@ func TestDHCPv6(t *testing.T) {
 			t.Parallel()
 			l := Start(t, Config{Mode: VRRP, Addressing: tc.mode, SearchDomain: "prov.example"})
 			c, ifn := newClient(t, l, "c", "eth0")
-			dir := t.TempDir()
-			script := filepath.Join(dir, "script")
-			if err := os.WriteFile(script, []byte(dhclientScript), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			conf := filepath.Join(dir, "dhclient.conf")
-			if err := os.WriteFile(conf, []byte("request dhcp6.name-servers, dhcp6.domain-search;\n"), 0o644); err != nil {
-				t.Fatal(err)
-			}
 			// The RA gives the default route; the flags say what to ask.
 			if !Poll(30*time.Second, 50*time.Millisecond, func() bool { return len(defaultRouters(t, c)) > 0 }) {
 				t.Fatal("no default route by RA within 30s")
@@ -409,30 +384,18 @@ func TestDHCPv6(t *testing.T) {
 			if !raHas(ra, "Stateful address conf.", wantM) || !raHas(ra, "Stateful other conf.", wantO) {
 				t.Fatalf("rdisc6: want M %s, O %s in:\n%s", wantM, wantO, ra)
 			}
-			p, err := l.start(c, filepath.Join(dir, "dhclient.log"), nil, append(append([]string{"dhclient", "-6", "-d", "-v", "-cf", conf, "-sf", script,
-				"-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid")}, tc.args...), ifn)...)
+			dc, err := l.StartDHCPClient(c, ifn, tc.args...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer p.kill()
-			want := "reason=BOUND6"
+			defer dc.Stop()
+			want := "BOUND6"
 			if tc.mode == DHCPv6Stateless {
-				want = "reason=RENEW6" // dhclient -S reports its Reply so
+				want = "RENEW6" // dhclient -S reports its Reply so
 			}
-			var line string
-			if !Poll(30*time.Second, 50*time.Millisecond, func() bool {
-				b, _ := os.ReadFile(filepath.Join(dir, "events"))
-				for _, ln := range strings.Split(string(b), "\n") {
-					if strings.HasPrefix(ln, want) {
-						line = ln
-						return true
-					}
-				}
-				return false
-			}) {
-				b, _ := os.ReadFile(filepath.Join(dir, "dhclient.log"))
-				ev, _ := os.ReadFile(filepath.Join(dir, "events"))
-				t.Fatalf("no %s from dhclient within 30s; its script's events:\n%s\nits log:\n%s", want, ev, b)
+			line, err := dc.Await(want, 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
 			}
 			t.Logf("dhclient: %s", line)
 			if !strings.Contains(line, "dns="+l.DNS.String()) || !strings.Contains(line, "search=prov.example") {
